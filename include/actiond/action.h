@@ -1,0 +1,118 @@
+/*
+ * actiond/action.h - the interface between actiond's dispatch core and the
+ * code that implements an action.
+ *
+ * An action is declared as data (a JSON spec under protocol/) and implemented
+ * by one handler function.  By the time the handler runs, the core has
+ * authenticated the caller, validated the params against the spec's input
+ * schema, checked roles and rate limits.  The handler may answer at once or
+ * later (after a database or HTTP round trip): either way it finishes by
+ * calling exactly one of ad_call_reply() or ad_call_fail().
+ *
+ * Timeouts and cancellation: when the spec's timeout passes, the client
+ * cancels the request, or the connection goes away, the core answers for the
+ * handler (reason "timeout" or "cancelled") and invokes the cancel hook the
+ * handler registered, if any.  The handler must still finish with
+ * ad_call_reply() or ad_call_fail() (whose answer is then discarded); only
+ * after that is the call freed.  Everything runs on the event-loop thread.
+ */
+#ifndef ACTIOND_ACTION_H
+#define ACTIOND_ACTION_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ad_call;
+
+/* Application error reasons; each has a stable error.data.reason string. */
+enum ad_reason {
+	AD_REASON_UNAUTHENTICATED = 1,
+	AD_REASON_FORBIDDEN,
+	AD_REASON_RATE_LIMITED,
+	AD_REASON_TIMEOUT,
+	AD_REASON_CANCELLED,
+	AD_REASON_NOT_FOUND,
+	AD_REASON_CONFLICT,
+	AD_REASON_EXPIRED,
+	AD_REASON_DENIED,
+	AD_REASON_UNAVAILABLE,
+	AD_REASON_PAYLOAD_TOO_LARGE,
+	AD_REASON__COUNT
+};
+
+/* The kinds of credential a caller can present. */
+enum ad_cred_kind {
+	AD_CRED_API_KEY = 1, /* configured service key */
+	AD_CRED_SESSION,     /* browser login */
+	AD_CRED_API_TOKEN,   /* account-owned token */
+	AD_CRED_AGENT,       /* agent token bound to an agent session */
+};
+
+typedef void (*ad_handler_fn)(struct ad_call *call);
+typedef void (*ad_cancel_fn)(struct ad_call *call, void *arg);
+
+/* The validated params (always an object; {} when the request had none). */
+const json_t *ad_call_params(const struct ad_call *call);
+const char *ad_call_method(const struct ad_call *call);
+/* The caller's org, credential id and kind, and role name ("member", ...). */
+const char *ad_call_org(const struct ad_call *call);
+const char *ad_call_credential_id(const struct ad_call *call);
+enum ad_cred_kind ad_call_credential_kind(const struct ad_call *call);
+const char *ad_call_role(const struct ad_call *call);
+/* The request id as sent (NULL for a notification). */
+const json_t *ad_call_request_id(const struct ad_call *call);
+/* True once the core has answered for the handler (timeout or cancel). */
+bool ad_call_is_cancelled(const struct ad_call *call);
+
+/*
+ * Registers fn to be called (once) if the call is cancelled or times out
+ * before the handler finishes.  fn must release what the handler holds and
+ * then call ad_call_fail() or ad_call_reply(), now or later.
+ */
+void ad_call_on_cancel(struct ad_call *call, ad_cancel_fn fn, void *arg);
+
+/* Handler-private pointer, NULL until set. */
+void ad_call_set_data(struct ad_call *call, void *data);
+void *ad_call_data(const struct ad_call *call);
+
+/* Finishes the call with a result; takes ownership of result (NULL = null). */
+void ad_call_reply(struct ad_call *call, json_t *result);
+
+/*
+ * Finishes the call with an application error.  message is a short sentence
+ * for people; data (owned, may be NULL) is merged into error.data next to the
+ * reason.
+ */
+void ad_call_fail(struct ad_call *call, enum ad_reason reason,
+		  const char *message, json_t *data);
+
+/*
+ * Finishes the call with -32602 for a rule the schema cannot express.
+ * pointer is the JSON pointer inside params, keyword names the broken rule.
+ */
+void ad_call_fail_params(struct ad_call *call, const char *pointer,
+			 const char *keyword, const char *message);
+
+/*
+ * A one-shot timer on the event loop, embedded in its owner's state (recover
+ * the owner in the callback with container_of).  Zero-initialise it before
+ * first use; starting a running timer reschedules it.
+ */
+struct ad_timer {
+	void *opaque_[8];
+};
+typedef void (*ad_timer_fn)(struct ad_timer *t);
+void ad_timer_start(struct ad_timer *t, uint32_t ms, ad_timer_fn fn);
+/* Stops the timer if it is pending; harmless otherwise. */
+void ad_timer_stop(struct ad_timer *t);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

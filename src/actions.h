@@ -1,0 +1,21 @@
+/*
+ * actions.h - the handler tables compiled into actiond.
+ */
+#ifndef AD_ACTIONS_H
+#define AD_ACTIONS_H
+
+#include "spec.h"
+
+/* Protocol actions: heartbeat, cancel, rpc.discover. */
+extern const struct ad_handler_entry ad_builtin_actions[];
+
+#ifdef AD_TEST_ACTIONS
+/* Actions that exist only in test builds (test.sleep, test.echo, ...). */
+extern const struct ad_handler_entry ad_test_actions[];
+#endif
+
+/* The OpenRPC 1.2 document for every loaded spec (built once, cached). */
+json_t *ad_openrpc_document(void);
+void ad_openrpc_free(void);
+
+#endif

@@ -1,0 +1,390 @@
+/*
+ * config.c - defaults, INI parsing and validation of actiond's settings.
+ */
+#include "config.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *ad_role_name(enum ad_role r)
+{
+	switch (r) {
+	case AD_ROLE_MEMBER: return "member";
+	case AD_ROLE_ADMIN: return "admin";
+	case AD_ROLE_OWNER: return "owner";
+	default: return "none";
+	}
+}
+
+int ad_role_parse(const char *s)
+{
+	if (!strcmp(s, "member"))
+		return AD_ROLE_MEMBER;
+	if (!strcmp(s, "admin"))
+		return AD_ROLE_ADMIN;
+	if (!strcmp(s, "owner"))
+		return AD_ROLE_OWNER;
+	return -1;
+}
+
+void ad_config_init(struct ad_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->listen_host = strdup("127.0.0.1");
+	c->listen_port = 8080;
+	c->log_level = AD_LOG_INFO;
+	c->heartbeat_timeout_ms = 60000;
+	c->shutdown_timeout_ms = 10000;
+	c->max_message = 1 << 20;
+	c->max_preauth_body = 16 << 10;
+	c->max_batch = 100;
+	c->max_depth = 64;
+	c->max_queue = 4 << 20;
+	c->max_conns_per_ip = 1000;
+	c->max_inflight = 256;
+}
+
+void ad_config_free(struct ad_config *c)
+{
+	free(c->listen_host);
+	free(c->tls_cert);
+	free(c->tls_key);
+	for (size_t i = 0; i < c->n_api_keys; i++) {
+		free(c->api_keys[i].name);
+		free(c->api_keys[i].org);
+	}
+	free(c->api_keys);
+	memset(c, 0, sizeof(*c));
+}
+
+int ad_parse_size(const char *s, size_t *ret)
+{
+	char *end;
+	unsigned long long v, mul = 1;
+
+	errno = 0;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	while (*end == ' ')
+		end++;
+	if (!*end || !strcasecmp(end, "B"))
+		mul = 1;
+	else if (!strcasecmp(end, "KiB") || !strcasecmp(end, "K"))
+		mul = 1ull << 10;
+	else if (!strcasecmp(end, "MiB") || !strcasecmp(end, "M"))
+		mul = 1ull << 20;
+	else if (!strcasecmp(end, "GiB") || !strcasecmp(end, "G"))
+		mul = 1ull << 30;
+	else
+		return -1;
+	if (v > SIZE_MAX / mul)
+		return -1;
+	*ret = (size_t)(v * mul);
+	return 0;
+}
+
+int ad_parse_duration_ms(const char *s, uint32_t *ret)
+{
+	char *end;
+	unsigned long long v, mul;
+
+	errno = 0;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	while (*end == ' ')
+		end++;
+	if (!strcmp(end, "ms"))
+		mul = 1;
+	else if (!strcmp(end, "s"))
+		mul = 1000;
+	else if (!strcmp(end, "m") || !strcmp(end, "min"))
+		mul = 60000;
+	else if (!strcmp(end, "h"))
+		mul = 3600000;
+	else
+		return -1; /* a bare number is ambiguous: demand a unit */
+	if (v > UINT32_MAX / mul)
+		return -1;
+	*ret = (uint32_t)(v * mul);
+	return 0;
+}
+
+static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *ret)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return -1;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+static int set_str(char **dst, const char *v)
+{
+	char *p = strdup(v);
+
+	if (!p)
+		return -1;
+	free(*dst);
+	*dst = p;
+	return 0;
+}
+
+static int parse_listen(struct ad_config *c, const char *v)
+{
+	const char *colon = strrchr(v, ':');
+	uint32_t port;
+	char host[256];
+	size_t hl;
+
+	if (!colon || parse_u32(colon + 1, 1, 65535, &port))
+		return -1;
+	hl = (size_t)(colon - v);
+	if (hl == 0 || hl >= sizeof(host))
+		return -1;
+	memcpy(host, v, hl);
+	host[hl] = '\0';
+	if (host[0] == '[' && host[hl - 1] == ']') { /* [::1]:8080 */
+		memmove(host, host + 1, hl - 2);
+		host[hl - 2] = '\0';
+	}
+	if (set_str(&c->listen_host, host))
+		return -1;
+	c->listen_port = (int)port;
+	return 0;
+}
+
+int ad_config_set(struct ad_config *c, const char *section, const char *key,
+		  const char *v, char *err, size_t errlen)
+{
+	int r = -1;
+
+#define KEY(s, k) (!strcmp(section, s) && !strcmp(key, k))
+	if (KEY("server", "listen"))
+		r = parse_listen(c, v);
+	else if (KEY("server", "tls_cert"))
+		r = set_str(&c->tls_cert, v);
+	else if (KEY("server", "tls_key"))
+		r = set_str(&c->tls_key, v);
+	else if (KEY("server", "log_level"))
+		r = (c->log_level = ad_log_level_parse(v)) < 0 ? -1 : 0;
+	else if (KEY("server", "heartbeat_timeout"))
+		r = ad_parse_duration_ms(v, &c->heartbeat_timeout_ms);
+	else if (KEY("server", "shutdown_timeout"))
+		r = ad_parse_duration_ms(v, &c->shutdown_timeout_ms);
+	else if (KEY("limits", "max_message"))
+		r = ad_parse_size(v, &c->max_message);
+	else if (KEY("limits", "max_preauth_body"))
+		r = ad_parse_size(v, &c->max_preauth_body);
+	else if (KEY("limits", "max_queue"))
+		r = ad_parse_size(v, &c->max_queue);
+	else if (KEY("limits", "max_batch"))
+		r = parse_u32(v, 1, 100000, &c->max_batch);
+	else if (KEY("limits", "max_depth"))
+		r = parse_u32(v, 2, 1000, &c->max_depth);
+	else if (KEY("limits", "max_conns_per_ip"))
+		r = parse_u32(v, 1, 1000000, &c->max_conns_per_ip);
+	else if (KEY("limits", "max_inflight"))
+		r = parse_u32(v, 1, 100000, &c->max_inflight);
+	else {
+		snprintf(err, errlen, "unknown setting %s.%s", section, key);
+		return -1;
+	}
+#undef KEY
+	if (r)
+		snprintf(err, errlen, "bad value for %s.%s: \"%s\"", section, key, v);
+	return r;
+}
+
+static int hex_decode(const char *hex, uint8_t *out, size_t n)
+{
+	if (strlen(hex) != n * 2)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+
+		if (!isxdigit((unsigned char)hex[2 * i]) ||
+		    !isxdigit((unsigned char)hex[2 * i + 1]) ||
+		    sscanf(hex + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static int set_api_key(struct ad_api_key *k, const char *key, const char *v)
+{
+	int role;
+
+	if (!strcmp(key, "org"))
+		return *v ? set_str(&k->org, v) : -1;
+	if (!strcmp(key, "role")) {
+		if ((role = ad_role_parse(v)) < 0)
+			return -1;
+		k->role = (enum ad_role)role;
+		return 0;
+	}
+	if (!strcmp(key, "token_hash")) {
+		if (hex_decode(v, k->hash, sizeof(k->hash)))
+			return -1;
+		k->have_hash = true;
+		return 0;
+	}
+	return -2;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+static int api_key_add(struct ad_config *c, const char *name)
+{
+	struct ad_api_key *k;
+
+	for (size_t i = 0; i < c->n_api_keys; i++)
+		if (!strcmp(c->api_keys[i].name, name))
+			return -1;
+	k = realloc(c->api_keys, (c->n_api_keys + 1) * sizeof(*k));
+	if (!k)
+		return -1;
+	c->api_keys = k;
+	k = &c->api_keys[c->n_api_keys];
+	memset(k, 0, sizeof(*k));
+	if (!(k->name = strdup(name)))
+		return -1;
+	c->n_api_keys++;
+	return 0;
+}
+
+int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errlen)
+{
+	char line[4096], section[64] = "", why[256];
+	struct ad_api_key *key = NULL;
+	int lineno = 0, ret = -1;
+	FILE *f;
+
+	if (!(f = fopen(path, "re"))) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *s, *eq, *k, *v;
+
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			snprintf(why, sizeof(why), "line too long");
+			goto bad;
+		}
+		s = trim(line);
+		if (!*s || *s == '#' || *s == ';')
+			continue;
+		if (*s == '[') {
+			char *end = strchr(s, ']'), *name;
+
+			if (!end || end[1]) {
+				snprintf(why, sizeof(why), "malformed section header");
+				goto bad;
+			}
+			*end = '\0';
+			s = trim(s + 1);
+			key = NULL;
+			if (!strncmp(s, "api_key", 7) && isspace((unsigned char)s[7])) {
+				name = trim(s + 7);
+				if (!*name || api_key_add(c, name)) {
+					snprintf(why, sizeof(why),
+						 "api_key needs a unique name");
+					goto bad;
+				}
+				key = &c->api_keys[c->n_api_keys - 1];
+				snprintf(section, sizeof(section), "api_key");
+			} else if (!strcmp(s, "server") || !strcmp(s, "limits")) {
+				snprintf(section, sizeof(section), "%s", s);
+			} else {
+				snprintf(why, sizeof(why), "unknown section [%s]", s);
+				goto bad;
+			}
+			continue;
+		}
+		if (!(eq = strchr(s, '='))) {
+			snprintf(why, sizeof(why), "expected key = value");
+			goto bad;
+		}
+		*eq = '\0';
+		k = trim(s);
+		v = trim(eq + 1);
+		if (!*section) {
+			snprintf(why, sizeof(why), "setting outside a section");
+			goto bad;
+		}
+		if (key) {
+			int r = set_api_key(key, k, v);
+
+			if (r == -2)
+				snprintf(why, sizeof(why), "unknown api_key setting %s", k);
+			else if (r)
+				snprintf(why, sizeof(why), "bad value for api_key %s", k);
+			if (r)
+				goto bad;
+			continue;
+		}
+		if (ad_config_set(c, section, k, v, why, sizeof(why)))
+			goto bad;
+	}
+	ret = 0;
+	goto out;
+bad:
+	snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+out:
+	fclose(f);
+	return ret;
+}
+
+int ad_config_check(const struct ad_config *c, char *err, size_t errlen)
+{
+	if (!!c->tls_cert != !!c->tls_key) {
+		snprintf(err, errlen, "tls_cert and tls_key go together");
+		return -1;
+	}
+	for (size_t i = 0; i < c->n_api_keys; i++) {
+		const struct ad_api_key *k = &c->api_keys[i];
+
+		if (!k->org || !k->role || !k->have_hash) {
+			snprintf(err, errlen,
+				 "api_key %s needs org, role and token_hash", k->name);
+			return -1;
+		}
+	}
+	if (c->max_preauth_body > c->max_message) {
+		snprintf(err, errlen, "max_preauth_body exceeds max_message");
+		return -1;
+	}
+	if (c->max_queue < 2 * c->max_message) {
+		snprintf(err, errlen, "max_queue must be at least twice max_message");
+		return -1;
+	}
+	return 0;
+}

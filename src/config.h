@@ -1,0 +1,90 @@
+/*
+ * config.h - actiond's configuration: defaults, the INI file, flag overrides.
+ *
+ * The file is INI-style:
+ *
+ *     [server]
+ *     listen = 127.0.0.1:8080
+ *     [limits]
+ *     max_message = 1MiB
+ *     [api_key ci]
+ *     org = acme
+ *     role = admin
+ *     token_hash = <64 hex digits: BLAKE2b-256 of the token, see `actiond hash-token`>
+ *
+ * Every key is documented in README.md; config_set() is the single place that
+ * knows them, so a flag `--set section.key=value` and the file agree.
+ */
+#ifndef AD_CONFIG_H
+#define AD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum ad_role {
+	AD_ROLE_NONE = 0, /* agents carry no role */
+	AD_ROLE_MEMBER = 1,
+	AD_ROLE_ADMIN = 2,
+	AD_ROLE_OWNER = 3,
+};
+
+const char *ad_role_name(enum ad_role r);
+int ad_role_parse(const char *s); /* -1 if unknown */
+
+struct ad_api_key {
+	char *name;
+	char *org;
+	enum ad_role role;
+	uint8_t hash[32]; /* BLAKE2b-256 of the token text */
+	bool have_hash;
+};
+
+struct ad_config {
+	/* [server] */
+	char *listen_host;
+	int listen_port;
+	char *tls_cert;
+	char *tls_key;
+	int log_level;
+	uint32_t heartbeat_timeout_ms; /* close a silent socket with 4000 */
+	uint32_t shutdown_timeout_ms;  /* SIGTERM drain deadline */
+
+	/* [limits] */
+	size_t max_message;      /* WebSocket message / HTTP body, bytes */
+	size_t max_preauth_body; /* HTTP body before credentials are known */
+	uint32_t max_batch;
+	uint32_t max_depth;
+	size_t max_queue;        /* per-connection outgoing bytes -> 4008 */
+	uint32_t max_conns_per_ip;
+	uint32_t max_inflight;   /* calls in flight per connection */
+
+	struct ad_api_key *api_keys;
+	size_t n_api_keys;
+};
+
+/* Fills c with the defaults. */
+void ad_config_init(struct ad_config *c);
+void ad_config_free(struct ad_config *c);
+
+/*
+ * Reads an INI file into c.  On error returns -1 and writes "file:line: why"
+ * into err.
+ */
+int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errlen);
+
+/*
+ * Sets one key.  section is "server" or "limits" (api keys come only from
+ * files).  Returns 0, or -1 with a reason in err.
+ */
+int ad_config_set(struct ad_config *c, const char *section, const char *key,
+		  const char *value, char *err, size_t errlen);
+
+/* Checks cross-field consistency after everything is loaded. */
+int ad_config_check(const struct ad_config *c, char *err, size_t errlen);
+
+/* Parsers shared with the command line; they return -1 on malformed input. */
+int ad_parse_size(const char *s, size_t *ret);
+int ad_parse_duration_ms(const char *s, uint32_t *ret);
+
+#endif

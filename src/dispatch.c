@@ -1,0 +1,676 @@
+/*
+ * dispatch.c - the dispatch core: JSON-RPC envelopes, batches, the call
+ * pipeline, timeouts and cancellation.
+ *
+ * Ownership: one incoming message becomes one ad_batch holding its calls
+ * inline (a single request is a batch of one, so it costs one allocation).
+ * The batch lives while any of its handlers has not finished ("live") and
+ * answers its requester once every call is answered ("pending").  Both
+ * counts start one higher than the number of calls while the message is
+ * being dispatched, so a handler that answers synchronously can never free
+ * the batch under the dispatcher's feet.
+ */
+#include "dispatch.h"
+#include "log.h"
+#include "ratelimit.h"
+#include "rpc.h"
+#include "server.h"
+#include "spec.h"
+
+#include <libwebsockets.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ad_batch;
+
+struct ad_call {
+	struct ad_batch *batch;
+	const struct ad_spec *spec;
+	json_t *id;        /* NULL for a notification */
+	json_t *params;
+	ad_cancel_fn cancel_fn;
+	void *cancel_arg;
+	void *data;
+	struct ad_list timeout_node; /* on spec->inflight while running async */
+	int64_t deadline_us;
+	bool answered;
+	bool handler_done;
+	bool cancelled;
+};
+
+struct ad_batch {
+	struct ad_requester *req; /* NULL once the requester went away */
+	struct ad_list req_node;
+	struct ad_cred *cred;
+	struct ad_buf out;        /* answers written so far */
+	struct ad_answer_meta meta;
+	uint32_t ncalls;
+	uint32_t pending;         /* calls (+1 while dispatching) unanswered */
+	uint32_t live;            /* calls (+1 while dispatching) not finished */
+	uint32_t nanswers;        /* responses written into out */
+	bool is_array;
+	uint8_t ip[16];
+	struct ad_call calls[];
+};
+
+struct ad_dispatch_stats ad_dispatch_stats;
+
+static json_t *empty_params;
+static lws_sorted_usec_list_t timeout_sul;
+static int64_t timeout_sul_at; /* when timeout_sul fires, 0 if idle */
+
+/* ---- helpers ------------------------------------------------------------ */
+
+bool ad_json_too_deep(const char *s, size_t n, uint32_t max)
+{
+	uint32_t depth = 0;
+	size_t i = 0;
+
+	while (i < n) {
+		char c = s[i++];
+
+		if (c == '"') {
+			/* Skip the string, honouring backslash escapes. */
+			while (i < n && s[i] != '"')
+				i += s[i] == '\\' ? 2 : 1;
+			i++;
+		} else if (c == '[' || c == '{') {
+			if (++depth > max)
+				return true;
+		} else if (c == ']' || c == '}') {
+			if (depth)
+				depth--;
+		}
+	}
+	return false;
+}
+
+static bool valid_id(const json_t *id)
+{
+	return json_is_string(id) || json_is_number(id) || json_is_null(id);
+}
+
+static json_t *reason_data(enum ad_reason reason, json_t *extra)
+{
+	json_t *d = json_is_object(extra) ? extra : json_object();
+
+	if (extra && d != extra)
+		json_decref(extra);
+	json_object_set_new(d, "reason", json_string(ad_reason_name(reason)));
+	return d;
+}
+
+static void batch_free(struct ad_batch *b)
+{
+	for (uint32_t i = 0; i < b->ncalls; i++) {
+		json_decref(b->calls[i].id);
+		json_decref(b->calls[i].params);
+	}
+	ad_buf_free(&b->out);
+	ad_cred_unref(b->cred);
+	free(b);
+}
+
+static void batch_release(struct ad_batch *b)
+{
+	if (--b->live == 0)
+		batch_free(b);
+}
+
+static void batch_deliver(struct ad_batch *b)
+{
+	struct ad_requester *r = b->req;
+
+	if (b->is_array) {
+		if (b->nanswers)
+			ad_buf_putc(&b->out, ']');
+		else
+			ad_buf_reset(&b->out); /* all notifications: say nothing */
+		b->meta.http_status = b->nanswers ? 200 : 204;
+	} else if (!b->nanswers) {
+		b->meta.http_status = 204;
+	}
+	if (!r)
+		return;
+	ad_list_del(&b->req_node);
+	b->req = NULL;
+	if (b->out.oom) {
+		ad_log_error("out of memory building an answer; sending an error");
+		ad_buf_reset(&b->out);
+		ad_rpc_write_error(&b->out, NULL, AD_RPC_INTERNAL_ERROR,
+				   "Internal error", NULL);
+		b->meta.http_status = 500;
+	}
+	r->ops->deliver(r, b->out.data, b->out.len, &b->meta);
+}
+
+static void batch_answered(struct ad_batch *b)
+{
+	if (--b->pending == 0)
+		batch_deliver(b);
+}
+
+/* Starts one response inside the batch's output; returns the buffer. */
+static struct ad_buf *answer_begin(struct ad_call *c)
+{
+	struct ad_batch *b = c->batch;
+
+	c->answered = true;
+	ad_dispatch_stats.calls_inflight--;
+	if (b->req && b->req->inflight)
+		b->req->inflight--;
+	if (!c->id) /* notifications are never answered */
+		return NULL;
+	if (b->is_array)
+		ad_buf_putc(&b->out, b->nanswers ? ',' : '[');
+	b->nanswers++;
+	return &b->out;
+}
+
+static void answer_error(struct ad_call *c, int code, const char *message,
+			 json_t *data)
+{
+	struct ad_buf *out = answer_begin(c);
+
+	ad_dispatch_stats.errors++;
+	if (out) {
+		ad_rpc_write_error(out, c->id, code, message, data);
+		if (!c->batch->is_array)
+			c->batch->meta.http_status = ad_rpc_code_http_status(code);
+	}
+	json_decref(data);
+	batch_answered(c->batch);
+}
+
+static void answer_reason(struct ad_call *c, enum ad_reason reason,
+			  const char *message, json_t *extra)
+{
+	answer_error(c, ad_reason_code(reason), message, reason_data(reason, extra));
+}
+
+static void answer_result(struct ad_call *c, const json_t *result)
+{
+	struct ad_buf *out = answer_begin(c);
+
+	if (out)
+		ad_rpc_write_result(out, c->id, result);
+	batch_answered(c->batch);
+}
+
+/* ---- timeouts ------------------------------------------------------------ */
+
+static void timeout_arm(int64_t at)
+{
+	if (timeout_sul_at && timeout_sul_at <= at)
+		return;
+	timeout_sul_at = at;
+	lws_sul_schedule(ad_srv.lws, 0, &timeout_sul, timeout_sul.cb,
+			 at > lws_now_usecs() ? at - lws_now_usecs() : 0);
+}
+
+static void call_cancel(struct ad_call *c, enum ad_reason reason);
+
+static void timeout_fire(lws_sorted_usec_list_t *sul)
+{
+	int64_t now = lws_now_usecs(), next = 0;
+
+	timeout_sul_at = 0;
+	for (size_t i = 0; i < ad_nspecs; i++) {
+		struct ad_list *h = &ad_specs[i].inflight;
+
+		while (!ad_list_empty(h)) {
+			struct ad_call *c = ad_container_of(ad_list_first(h),
+							    struct ad_call,
+							    timeout_node);
+
+			if (c->deadline_us > now) {
+				if (!next || c->deadline_us < next)
+					next = c->deadline_us;
+				break;
+			}
+			ad_dispatch_stats.timeouts++;
+			call_cancel(c, AD_REASON_TIMEOUT);
+		}
+	}
+	if (next)
+		timeout_arm(next);
+}
+
+/* ---- the call API for handlers ------------------------------------------- */
+
+static void call_finish(struct ad_call *c)
+{
+	c->handler_done = true;
+	ad_list_del(&c->timeout_node);
+	batch_release(c->batch);
+}
+
+/*
+ * Answers for the handler with an error and lets it know.  The handler still
+ * finishes the call itself; its late answer is dropped.
+ */
+static void call_cancel(struct ad_call *c, enum ad_reason reason)
+{
+	ad_cancel_fn fn = c->cancel_fn;
+
+	if (c->answered || c->handler_done)
+		return;
+	ad_list_del(&c->timeout_node);
+	c->cancelled = true;
+	c->cancel_fn = NULL;
+	answer_reason(c, reason,
+		      reason == AD_REASON_TIMEOUT ? "The action timed out"
+						  : "The request was cancelled",
+		      NULL);
+	if (fn)
+		fn(c, c->cancel_arg); /* may finish and free the call */
+}
+
+void ad_call_reply(struct ad_call *c, json_t *result)
+{
+	if (c->handler_done) {
+		ad_log_error("%s: handler finished twice", c->spec->method);
+		json_decref(result);
+		return;
+	}
+	if (!c->answered) {
+#ifndef NDEBUG
+		struct ad_schema_error err;
+
+		if (c->spec->result_schema &&
+		    !ad_schema_validate(c->spec->result_schema,
+					result ? result : json_null(), &err)) {
+			ad_log_error("%s: result breaks its schema at \"%s\": %s",
+				     c->spec->method, err.pointer, err.message);
+			answer_error(c, AD_RPC_INTERNAL_ERROR, "Internal error",
+				     json_pack("{s:s,s:s}", "detail",
+					       "result does not match the output schema",
+					       "pointer", err.pointer));
+			json_decref(result);
+			call_finish(c);
+			return;
+		}
+#endif
+		answer_result(c, result);
+	}
+	json_decref(result);
+	call_finish(c);
+}
+
+void ad_call_fail(struct ad_call *c, enum ad_reason reason, const char *message,
+		  json_t *data)
+{
+	if (c->handler_done) {
+		ad_log_error("%s: handler finished twice", c->spec->method);
+		json_decref(data);
+		return;
+	}
+	if (!c->answered)
+		answer_reason(c, reason, message, data);
+	else
+		json_decref(data);
+	call_finish(c);
+}
+
+void ad_call_fail_params(struct ad_call *c, const char *pointer,
+			 const char *keyword, const char *message)
+{
+	if (c->handler_done)
+		return;
+	if (!c->answered)
+		answer_error(c, AD_RPC_INVALID_PARAMS, "Invalid params",
+			     json_pack("{s:s,s:s,s:s}", "pointer", pointer,
+				       "keyword", keyword, "message", message));
+	call_finish(c);
+}
+
+void ad_call_on_cancel(struct ad_call *c, ad_cancel_fn fn, void *arg)
+{
+	c->cancel_fn = fn;
+	c->cancel_arg = arg;
+}
+
+const json_t *ad_call_params(const struct ad_call *c) { return c->params; }
+const char *ad_call_method(const struct ad_call *c) { return c->spec->method; }
+const json_t *ad_call_request_id(const struct ad_call *c) { return c->id; }
+bool ad_call_is_cancelled(const struct ad_call *c) { return c->cancelled; }
+void ad_call_set_data(struct ad_call *c, void *data) { c->data = data; }
+void *ad_call_data(const struct ad_call *c) { return c->data; }
+
+const char *ad_call_org(const struct ad_call *c)
+{
+	return c->batch->cred ? c->batch->cred->org : NULL;
+}
+
+const char *ad_call_credential_id(const struct ad_call *c)
+{
+	return c->batch->cred ? c->batch->cred->id : NULL;
+}
+
+enum ad_cred_kind ad_call_credential_kind(const struct ad_call *c)
+{
+	return c->batch->cred ? c->batch->cred->kind : 0;
+}
+
+const char *ad_call_role(const struct ad_call *c)
+{
+	return c->batch->cred ? ad_role_name(c->batch->cred->role) : "none";
+}
+
+struct ad_requester *ad_call_requester(const struct ad_call *c)
+{
+	return c->batch->req;
+}
+
+/* ---- the pipeline ------------------------------------------------------- */
+
+static void run_call(struct ad_call *c, json_t *req, unsigned flags)
+{
+	struct ad_batch *b = c->batch;
+	const struct ad_cred *cred = b->cred;
+	const char *method = json_string_value(json_object_get(req, "method"));
+	size_t mlen = json_string_length(json_object_get(req, "method"));
+	json_t *params = json_object_get(req, "params");
+	struct ad_schema_error verr;
+	const struct ad_spec *s;
+	uint32_t retry_ms;
+	int64_t start;
+
+	ad_dispatch_stats.calls++;
+	s = ad_spec_find(method, mlen);
+	if (!s) {
+		json_t *d = json_object();
+
+		json_object_set_new(d, "method", json_stringn(method, mlen));
+		answer_error(c, AD_RPC_METHOD_NOT_FOUND, "Method not found", d);
+		goto done_sync;
+	}
+	c->spec = s;
+
+	/* authenticate */
+	if (!cred && !(s->cred_mask & AD_CRED_ANONYMOUS_BIT)) {
+		answer_reason(c, AD_REASON_UNAUTHENTICATED,
+			      "Credentials are required", NULL);
+		goto done_sync;
+	}
+
+	/* validate */
+	if (!params) {
+		params = empty_params;
+	} else if (!json_is_object(params)) {
+		answer_error(c, AD_RPC_INVALID_PARAMS, "Invalid params",
+			     json_pack("{s:s,s:s,s:s}", "pointer", "", "keyword",
+				       "type", "message",
+				       "params must be an object (by-name)"));
+		goto done_sync;
+	}
+	if (s->params_schema && !ad_schema_validate(s->params_schema, params, &verr)) {
+		answer_error(c, AD_RPC_INVALID_PARAMS, "Invalid params",
+			     json_pack("{s:s,s:s,s:s}", "pointer", verr.pointer,
+				       "keyword", verr.keyword, "message",
+				       verr.message));
+		goto done_sync;
+	}
+	c->params = json_incref(params);
+
+	/* authorize */
+	if (cred && (!(s->cred_mask & AD_CRED_BIT(cred->kind)) ||
+		     (cred->role && !(s->role_mask & AD_ROLE_BIT(cred->role))))) {
+		answer_reason(c, AD_REASON_FORBIDDEN,
+			      "This credential may not call this method", NULL);
+		goto done_sync;
+	}
+	if ((flags & AD_DISPATCH_READ_ONLY) && s->risk != AD_RISK_READ) {
+		answer_error(c, AD_RPC_INVALID_REQUEST,
+			     "GET /rpc serves read actions only; use POST",
+			     json_pack("{s:s}", "risk", ad_risk_name(s->risk)));
+		if (!b->is_array)
+			b->meta.http_status = 405;
+		goto done_sync;
+	}
+
+	/* rate limit */
+	if (s->rate_limit && !ad_rate_take(s, cred, b->ip, &retry_ms)) {
+		answer_reason(c, AD_REASON_RATE_LIMITED, "Rate limit exceeded",
+			      json_pack("{s:I}", "retry_after_ms", (json_int_t)retry_ms));
+		if (!b->is_array)
+			b->meta.retry_after_ms = retry_ms;
+		goto done_sync;
+	}
+	if (ad_srv.draining) {
+		answer_reason(c, AD_REASON_UNAVAILABLE, "The server is shutting down",
+			      NULL);
+		goto done_sync;
+	}
+
+	/* run */
+	start = lws_now_usecs();
+	s->handler(c);
+	if (!c->handler_done && !c->answered) {
+		c->deadline_us = start + (int64_t)s->timeout_ms * 1000;
+		ad_list_add_tail(&((struct ad_spec *)s)->inflight, &c->timeout_node);
+		timeout_arm(c->deadline_us);
+	}
+	return;
+
+done_sync:
+	call_finish(c);
+}
+
+/*
+ * Checks one request object; on a malformed one answers -32600 and returns
+ * false.  The id is echoed whenever it is itself well-formed.
+ */
+static bool check_envelope(struct ad_call *c, json_t *req)
+{
+	const char *why = NULL;
+	json_t *id, *v;
+
+	if (!json_is_object(req)) {
+		why = "a request must be an object";
+		goto bad;
+	}
+	id = json_object_get(req, "id");
+	if (id && !valid_id(id)) {
+		why = "id must be a string, a number or null";
+		goto bad;
+	}
+	/* A request with a well-formed id is answered with it, even if bad. */
+	c->id = json_incref(id);
+	v = json_object_get(req, "jsonrpc");
+	if (!json_is_string(v) || strcmp(json_string_value(v), "2.0") != 0)
+		why = "jsonrpc must be \"2.0\"";
+	else if (!json_is_string(json_object_get(req, "method")))
+		why = "method must be a string";
+	else if ((v = json_object_get(req, "params")) && !json_is_object(v) &&
+		 !json_is_array(v))
+		why = "params must be an object or an array";
+	if (!why)
+		return true;
+bad:
+	/* An invalid request is answered even without an id (with null). */
+	if (!c->id)
+		c->id = json_null();
+	answer_error(c, AD_RPC_INVALID_REQUEST, "Invalid Request",
+		     json_pack("{s:s}", "detail", why));
+	call_finish(c);
+	return false;
+}
+
+static struct ad_batch *batch_new(struct ad_requester *r, uint32_t n, bool is_array)
+{
+	struct ad_batch *b = calloc(1, sizeof(*b) + n * sizeof(struct ad_call));
+
+	if (!b)
+		return NULL;
+	b->req = r;
+	b->cred = ad_cred_ref(r->cred);
+	b->ncalls = n;
+	b->pending = b->live = n + 1;
+	b->is_array = is_array;
+	b->meta.http_status = 200;
+	memcpy(b->ip, r->ip, sizeof(b->ip));
+	ad_list_add_tail(&r->batches, &b->req_node);
+	r->inflight += n;
+	ad_dispatch_stats.calls_inflight += n;
+	for (uint32_t i = 0; i < n; i++)
+		b->calls[i].batch = b;
+	return b;
+}
+
+/* Answers a message-level error (parse error, empty batch...) at once. */
+static void answer_message_error(struct ad_requester *r, int code,
+				 const char *message, json_t *data)
+{
+	struct ad_batch *b = batch_new(r, 1, false);
+
+	if (!b) {
+		json_decref(data);
+		return;
+	}
+	b->calls[0].id = json_null();
+	answer_error(&b->calls[0], code, message, data);
+	call_finish(&b->calls[0]);
+	batch_answered(b);
+	batch_release(b);
+}
+
+void ad_dispatch_object(struct ad_requester *r, json_t *doc, unsigned flags)
+{
+	struct ad_batch *b;
+	size_t n = 1;
+
+	if (json_is_array(doc)) {
+		n = json_array_size(doc);
+		if (n == 0) {
+			answer_message_error(r, AD_RPC_INVALID_REQUEST, "Invalid Request",
+					     json_pack("{s:s}", "detail",
+						       "an empty batch is not a request"));
+			goto out;
+		}
+		if (n > ad_srv.cfg.max_batch) {
+			answer_message_error(
+				r, AD_RPC_INVALID_REQUEST, "Invalid Request",
+				json_pack("{s:s,s:s,s:I}", "reason", "payload_too_large",
+					  "detail", "batch too long", "max_batch",
+					  (json_int_t)ad_srv.cfg.max_batch));
+			goto out;
+		}
+	}
+	b = batch_new(r, (uint32_t)n, json_is_array(doc));
+	if (!b)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		struct ad_call *c = &b->calls[i];
+		json_t *req = json_is_array(doc) ? json_array_get(doc, i) : doc;
+
+		if (check_envelope(c, req))
+			run_call(c, req, flags);
+	}
+	batch_answered(b);
+	batch_release(b);
+out:
+	json_decref(doc);
+}
+
+void ad_dispatch_message(struct ad_requester *r, const char *data, size_t len,
+			 unsigned flags)
+{
+	json_error_t jerr;
+	json_t *doc;
+
+	ad_dispatch_stats.messages++;
+	if (ad_json_too_deep(data, len, ad_srv.cfg.max_depth)) {
+		answer_message_error(r, AD_RPC_INVALID_REQUEST, "Invalid Request",
+				     json_pack("{s:s,s:s,s:I}", "reason",
+					       "payload_too_large", "detail",
+					       "JSON nested too deeply", "max_depth",
+					       (json_int_t)ad_srv.cfg.max_depth));
+		return;
+	}
+	doc = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (!doc) {
+		answer_message_error(r, AD_RPC_PARSE_ERROR, "Parse error",
+				     json_pack("{s:s,s:i,s:i}", "detail", jerr.text,
+					       "line", jerr.line, "column",
+					       jerr.column));
+		return;
+	}
+	ad_dispatch_object(r, doc, flags);
+}
+
+/* ---- requesters and cancellation ---------------------------------------- */
+
+void ad_requester_init(struct ad_requester *r, const struct ad_requester_ops *ops)
+{
+	memset(r, 0, sizeof(*r));
+	r->ops = ops;
+	ad_list_init(&r->batches);
+}
+
+void ad_requester_detach(struct ad_requester *r)
+{
+	struct ad_list *pos, *tmp;
+
+	ad_list_foreach_safe(pos, tmp, &r->batches) {
+		struct ad_batch *b = ad_container_of(pos, struct ad_batch, req_node);
+
+		b->live++; /* keep b while its handlers react */
+		ad_list_del(&b->req_node);
+		b->req = NULL;
+		for (uint32_t i = 0; i < b->ncalls; i++)
+			call_cancel(&b->calls[i], AD_REASON_CANCELLED);
+		batch_release(b);
+	}
+	r->inflight = 0;
+}
+
+bool ad_dispatch_cancel(struct ad_requester *r, const json_t *id)
+{
+	struct ad_list *pos, *tmp;
+
+	ad_list_foreach_safe(pos, tmp, &r->batches) {
+		struct ad_batch *b = ad_container_of(pos, struct ad_batch, req_node);
+
+		for (uint32_t i = 0; i < b->ncalls; i++) {
+			struct ad_call *c = &b->calls[i];
+
+			if (c->id && !c->answered && c->spec && json_equal(c->id, id)) {
+				ad_dispatch_stats.cancels++;
+				call_cancel(c, AD_REASON_CANCELLED);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
+void ad_dispatch_cancel_all(enum ad_reason reason)
+{
+	for (size_t i = 0; i < ad_nspecs; i++) {
+		struct ad_list *h = &ad_specs[i].inflight;
+
+		while (!ad_list_empty(h))
+			call_cancel(ad_container_of(ad_list_first(h), struct ad_call,
+						    timeout_node),
+				    reason);
+	}
+}
+
+void ad_dispatch_init(void)
+{
+	empty_params = json_object();
+	timeout_sul.cb = timeout_fire;
+}
+
+void ad_dispatch_shutdown(void)
+{
+	lws_sul_cancel(&timeout_sul);
+	timeout_sul_at = 0;
+}
+
+void ad_dispatch_free(void)
+{
+	json_decref(empty_params);
+	empty_params = NULL;
+}

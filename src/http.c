@@ -1,0 +1,403 @@
+/*
+ * http.c - HTTP requests into the dispatch core, and the operational
+ * endpoints.
+ *
+ * Responses are written in one piece (status line, headers and body in a
+ * single buffer, one lws_write) from the writable callback once the dispatch
+ * core has delivered the answer, which may be long after the request arrived.
+ * Only HTTP/1.1 is offered (ALPN), which is what makes the single write valid.
+ */
+#include "http.h"
+#include "auth.h"
+#include "log.h"
+#include "ratelimit.h"
+#include "server.h"
+#include "ws.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HDR_ROOM 512
+
+/*
+ * Builds status line, headers and body into one buffer with LWS_PRE bytes of
+ * headroom.  Returns NULL on failure.
+ */
+static unsigned char *build_response(struct lws *wsi, int status,
+				     const char *ctype, const char *body,
+				     size_t blen, uint32_t retry_after_ms,
+				     size_t *ret_len)
+{
+	unsigned char *buf = malloc(LWS_PRE + HDR_ROOM + blen);
+	unsigned char *start, *p, *end;
+
+	if (!buf)
+		return NULL;
+	start = p = buf + LWS_PRE;
+	end = buf + LWS_PRE + HDR_ROOM - 1;
+	if (lws_add_http_common_headers(wsi, (unsigned)status, ctype, blen, &p, end))
+		goto fail;
+	if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+					(const unsigned char *)"no-store", 8, &p, end))
+		goto fail;
+	if (status == 401 &&
+	    lws_add_http_header_by_name(wsi,
+					(const unsigned char *)"www-authenticate:",
+					(const unsigned char *)"Bearer", 6, &p, end))
+		goto fail;
+	if (status == 429 && retry_after_ms) {
+		char v[16];
+		int n = snprintf(v, sizeof(v), "%u", (retry_after_ms + 999) / 1000);
+
+		if (lws_add_http_header_by_name(wsi,
+						(const unsigned char *)"retry-after:",
+						(unsigned char *)v, n, &p, end))
+			goto fail;
+	}
+	if (lws_finalize_http_header(wsi, &p, end))
+		goto fail;
+	memcpy(p, body, blen);
+	*ret_len = (size_t)(p - start) + blen;
+	return buf;
+fail:
+	free(buf);
+	return NULL;
+}
+
+static void http_end(struct ad_http *h);
+
+/*
+ * Writes a response at once and ends the exchange; returns what the HTTP
+ * callback should return.
+ */
+static int respond_now(struct ad_http *h, struct lws *wsi, int status, const char *ctype,
+		       const char *body, size_t blen)
+{
+	size_t n;
+	unsigned char *buf = build_response(wsi, status, ctype, body, blen, 0, &n);
+	int r;
+
+	if (!buf)
+		return -1;
+	r = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
+	free(buf);
+	http_end(h);
+	if (r < 0 || ad_srv.draining)
+		return -1;
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static void error_body(struct ad_buf *b, const char *reason, const char *message)
+{
+	ad_buf_puts(b, "{\"error\":{\"reason\":");
+	ad_buf_json_str(b, reason, strlen(reason));
+	ad_buf_puts(b, ",\"message\":");
+	ad_buf_json_str(b, message, strlen(message));
+	ad_buf_puts(b, "}}");
+}
+
+int ad_http_reply_error(struct lws *wsi, int status, const char *reason,
+			const char *message)
+{
+	struct ad_buf b = AD_BUF_INIT;
+	unsigned char *buf;
+	size_t n;
+
+	error_body(&b, reason, message);
+	buf = build_response(wsi, status, "application/json", b.data, b.len, 0, &n);
+	ad_buf_free(&b);
+	if (!buf)
+		return -1;
+	if (lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL) < 0) {
+		free(buf);
+		return -1;
+	}
+	free(buf);
+	return 1;
+}
+
+static int respond_error(struct ad_http *h, struct lws *wsi, int status, const char *reason,
+			 const char *message)
+{
+	struct ad_buf b = AD_BUF_INIT;
+	int r;
+
+	error_body(&b, reason, message);
+	r = respond_now(h, wsi, status, "application/json", b.data, b.len);
+	ad_buf_free(&b);
+	return r;
+}
+
+/* ---- /metrics ------------------------------------------------------------ */
+
+static void metric(struct ad_buf *b, const char *name, const char *type,
+		   const char *help, uint64_t v)
+{
+	ad_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
+		      type, name, (unsigned long long)v);
+}
+
+static int serve_metrics(struct ad_http *h, struct lws *wsi)
+{
+	struct ad_buf b = AD_BUF_INIT;
+	const struct ad_dispatch_stats *d = &ad_dispatch_stats;
+	int r;
+
+	metric(&b, "actiond_ws_connections", "gauge", "Open WebSocket connections.",
+	       ad_srv.n_ws);
+	metric(&b, "actiond_http_connections", "gauge", "Open HTTP connections.",
+	       ad_srv.n_http);
+	metric(&b, "actiond_ws_accepted_total", "counter",
+	       "WebSocket upgrades accepted.", ad_srv.ws_accepted);
+	metric(&b, "actiond_ws_refused_total", "counter",
+	       "WebSocket upgrades refused.", ad_srv.ws_refused);
+	ad_buf_puts(&b, "# HELP actiond_ws_closed_total WebSockets closed by the "
+			"server, by reason.\n# TYPE actiond_ws_closed_total counter\n");
+	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"heartbeat_timeout\"} %llu\n",
+		      (unsigned long long)ad_srv.close_heartbeat);
+	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"slow_consumer\"} %llu\n",
+		      (unsigned long long)ad_srv.close_slow);
+	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"message_too_big\"} %llu\n",
+		      (unsigned long long)ad_srv.close_too_big);
+	metric(&b, "actiond_ws_sent_bytes_total", "counter",
+	       "Bytes handed to WebSocket sockets.", ad_srv.bytes_out);
+	metric(&b, "actiond_http_requests_total", "counter", "HTTP requests.",
+	       ad_srv.http_requests);
+	metric(&b, "actiond_rpc_messages_total", "counter",
+	       "JSON-RPC messages received (a batch counts once).", d->messages);
+	metric(&b, "actiond_rpc_calls_total", "counter", "JSON-RPC calls run.",
+	       d->calls);
+	metric(&b, "actiond_rpc_errors_total", "counter",
+	       "JSON-RPC calls answered with an error.", d->errors);
+	metric(&b, "actiond_rpc_timeouts_total", "counter", "Calls that timed out.",
+	       d->timeouts);
+	metric(&b, "actiond_rpc_cancels_total", "counter",
+	       "Calls cancelled by their client.", d->cancels);
+	metric(&b, "actiond_rpc_calls_inflight", "gauge", "Calls not answered yet.",
+	       d->calls_inflight);
+	metric(&b, "actiond_broadcasts_total", "counter", "Broadcasts sent.",
+	       ad_srv.broadcasts);
+	metric(&b, "actiond_rate_limit_buckets", "gauge",
+	       "Rate-limit buckets being tracked.", ad_rate_buckets());
+	metric(&b, "actiond_draining", "gauge", "1 while shutting down.",
+	       ad_srv.draining);
+	r = b.oom ? -1 : respond_now(h, wsi, 200, "text/plain; version=0.0.4", b.data, b.len);
+	ad_buf_free(&b);
+	return r;
+}
+
+/* ---- the requester side -------------------------------------------------- */
+
+static void http_deliver(struct ad_requester *r, const char *json, size_t len,
+			 const struct ad_answer_meta *meta)
+{
+	struct ad_http *h = ad_container_of(r, struct ad_http, req);
+
+	h->resp = build_response(h->wsi, meta->http_status,
+				 len ? "application/json" : NULL, json, len,
+				 meta->retry_after_ms, &h->resp_len);
+	if (!h->resp)
+		lws_set_timeout(h->wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
+	else
+		lws_callback_on_writable(h->wsi);
+}
+
+static const struct ad_requester_ops http_ops = { .deliver = http_deliver };
+
+static void http_begin(struct ad_http *h, struct lws *wsi)
+{
+	if (!h->active) {
+		ad_requester_init(&h->req, &http_ops);
+		h->wsi = wsi;
+		h->active = true;
+		ad_list_add_tail(&ad_srv.http, &h->node);
+		ad_srv.n_http++;
+	}
+	h->busy = true;
+	h->too_big = false;
+	ad_buf_reset(&h->body);
+	ad_peer_ip(wsi, h->req.ip);
+	ad_srv.http_requests++;
+}
+
+/* Ends one request/response exchange (the connection may live on). */
+static void http_end(struct ad_http *h)
+{
+	ad_requester_detach(&h->req);
+	h->req.cred = ad_cred_unref(h->req.cred);
+	free(h->resp);
+	h->resp = NULL;
+	if (h->body.cap > 16 * 1024)
+		ad_buf_free(&h->body);
+	h->busy = false;
+}
+
+static void http_close(struct ad_http *h)
+{
+	if (!h->active)
+		return;
+	http_end(h);
+	ad_buf_free(&h->body);
+	ad_list_del(&h->node);
+	ad_srv.n_http--;
+	h->active = false;
+}
+
+/* Copies the value of query argument name into buf; NULL if absent. */
+static const char *query_arg(struct lws *wsi, const char *name, char *buf, int len)
+{
+	size_t nl = strlen(name);
+
+	for (int i = 0; lws_hdr_copy_fragment(wsi, buf, len, WSI_TOKEN_HTTP_URI_ARGS,
+					      i) >= 0; i++)
+		if (!strncmp(buf, name, nl) && buf[nl] == '=')
+			return buf + nl + 1;
+	return NULL;
+}
+
+/* GET /rpc?method=..&params=<json>&id=<json>: a read action, answered. */
+static int serve_get_rpc(struct ad_http *h, struct lws *wsi)
+{
+	char mbuf[256], pbuf[8192], ibuf[256];
+	const char *method = query_arg(wsi, "method", mbuf, sizeof(mbuf));
+	const char *params = query_arg(wsi, "params", pbuf, sizeof(pbuf));
+	const char *id = query_arg(wsi, "id", ibuf, sizeof(ibuf));
+	json_t *req, *v;
+	json_error_t jerr;
+
+	if (!method)
+		return respond_error(h, wsi, 400, "invalid_request",
+				     "GET /rpc needs ?method=");
+	req = json_pack("{s:s,s:s}", "jsonrpc", "2.0", "method", method);
+	if (params) {
+		if (!(v = json_loads(params, JSON_REJECT_DUPLICATES, &jerr))) {
+			json_decref(req);
+			return respond_error(h, wsi, 400, "invalid_params",
+					     "params is not valid JSON");
+		}
+		json_object_set_new(req, "params", v);
+	}
+	/* An id is optional over GET; without one the answer carries null. */
+	if (id && (v = json_loads(id, JSON_DECODE_ANY, &jerr)))
+		json_object_set_new(req, "id", v);
+	else
+		json_object_set_new(req, "id", id ? json_string(id) : json_null());
+	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+	ad_dispatch_object(&h->req, req, AD_DISPATCH_READ_ONLY);
+	return 0;
+}
+
+static int on_http(struct ad_http *h, struct lws *wsi, const char *path)
+{
+	bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+	bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+	bool presented;
+
+	http_begin(h, wsi);
+	if (!strcmp(path, "/healthz"))
+		return get ? respond_now(h, wsi, 200, "application/json",
+					 "{\"status\":\"ok\"}", 15)
+			   : respond_error(h, wsi, 405, "method_not_allowed", "Use GET");
+	if (!strcmp(path, "/readyz")) {
+		if (ad_srv.draining)
+			return respond_error(h, wsi, 503, "unavailable", "Draining");
+		return respond_now(h, wsi, 200, "application/json",
+				   "{\"status\":\"ready\"}", 18);
+	}
+	if (!strcmp(path, "/metrics"))
+		return serve_metrics(h, wsi);
+	if (!strcmp(path, "/ws"))
+		return respond_error(h, wsi, 426, "upgrade_required",
+				     "/ws speaks WebSocket only");
+	if (strcmp(path, "/rpc") != 0)
+		return respond_error(h, wsi, 404, "not_found", "No such path");
+	if (!get && !post)
+		return respond_error(h, wsi, 405, "method_not_allowed", "Use GET or POST");
+	if (ad_srv.draining)
+		return respond_error(h, wsi, 503, "unavailable", "The server is shutting down");
+
+	h->req.cred = ad_ws_authenticate(wsi, &presented);
+	if (presented && !h->req.cred)
+		return respond_error(h, wsi, 401, "unauthenticated",
+				     "Unknown or malformed credential");
+	if (get)
+		return serve_get_rpc(h, wsi);
+
+	h->body_limit = h->req.cred ? ad_srv.cfg.max_message
+				    : ad_srv.cfg.max_preauth_body;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+		char cl[32];
+		unsigned long long n;
+
+		lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+		n = strtoull(cl, NULL, 10);
+		if (n > h->body_limit) {
+			respond_error(h, wsi, 413, "payload_too_large",
+				      "The body is larger than allowed");
+			return -1; /* do not read the body */
+		}
+	}
+	return 0; /* the body follows */
+}
+
+int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
+		     struct ad_http *h, void *in, size_t len)
+{
+	switch (reason) {
+	case LWS_CALLBACK_HTTP:
+		return on_http(h, wsi, (const char *)in);
+	case LWS_CALLBACK_HTTP_BODY:
+		if (!h->active || h->too_big)
+			return 0;
+		if (h->body.len + len > h->body_limit) {
+			h->too_big = true;
+			return 0;
+		}
+		ad_buf_append(&h->body, in, len);
+		return h->body.oom ? -1 : 0;
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		if (!h->active)
+			return -1;
+		if (h->too_big) {
+			respond_error(h, wsi, 413, "payload_too_large",
+				      "The body is larger than allowed");
+			return -1;
+		}
+		lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+		ad_dispatch_message(&h->req, h->body.data ? h->body.data : "",
+				    h->body.len, 0);
+		return 0;
+	case LWS_CALLBACK_HTTP_WRITEABLE: {
+		int r;
+
+		if (!h->active || !h->resp)
+			return 0;
+		r = lws_write(wsi, h->resp + LWS_PRE, h->resp_len, LWS_WRITE_HTTP_FINAL);
+		http_end(h);
+		if (r < 0 || ad_srv.draining)
+			return -1;
+		return lws_http_transaction_completed(wsi) ? -1 : 0;
+	}
+	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+		if (h)
+			http_close(h);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+void ad_http_close_idle(void)
+{
+	struct ad_list *pos, *tmp;
+
+	ad_list_foreach_safe(pos, tmp, &ad_srv.http) {
+		struct ad_http *h = ad_container_of(pos, struct ad_http, node);
+
+		if (!h->busy)
+			lws_set_timeout(h->wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE,
+					LWS_TO_KILL_ASYNC);
+	}
+}

@@ -1,0 +1,43 @@
+/*
+ * http.h - the HTTP side: POST /rpc, GET /rpc, /healthz, /readyz, /metrics.
+ */
+#ifndef AD_HTTP_H
+#define AD_HTTP_H
+
+#include "buf.h"
+#include "dispatch.h"
+#include "list.h"
+
+#include <libwebsockets.h>
+#include <stdbool.h>
+
+/* One HTTP connection; lws allocates it as the wsi's user data. */
+struct ad_http {
+	struct ad_requester req;
+	struct lws *wsi;
+	struct ad_list node;   /* on ad_srv.http */
+	struct ad_buf body;    /* request body being received */
+	size_t body_limit;
+	unsigned char *resp;   /* LWS_PRE bytes, then the whole response */
+	size_t resp_len;
+	bool active;           /* initialised and counted */
+	bool busy;             /* a request is being served */
+	bool too_big;          /* the body passed body_limit */
+};
+
+/* Handles the HTTP callback reasons. */
+int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
+		     struct ad_http *h, void *in, size_t len);
+
+/*
+ * Writes a complete JSON error response {"error":{"reason":..,"message":..}}
+ * right away, from inside an HTTP callback.  Returns the value the callback
+ * should return for a rejected upgrade (1).
+ */
+int ad_http_reply_error(struct lws *wsi, int status, const char *reason,
+			const char *message);
+
+/* Closes idle keep-alive connections (during the drain). */
+void ad_http_close_idle(void);
+
+#endif

@@ -1,0 +1,229 @@
+/*
+ * main.c - command line, configuration and start-up of actiond.
+ */
+#include "actions.h"
+#include "auth.h"
+#include "config.h"
+#include "log.h"
+#include "ratelimit.h"
+#include "server.h"
+#include "spec.h"
+
+#include <getopt.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: actiond [OPTIONS]\n"
+		"       actiond hash-token     < TOKEN   print the token_hash of a token\n"
+		"       actiond gen-token                print a new random token and its hash\n"
+		"\n"
+		"A JSON-RPC 2.0 action gateway over WebSocket (GET /ws) and HTTP (/rpc).\n"
+		"\n"
+		"Options:\n"
+		"  -c, --config FILE        read settings from an INI file (see README.md)\n"
+		"  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:8080)\n"
+		"      --tls-cert FILE      serve wss/https with this certificate (PEM)...\n"
+		"      --tls-key FILE       ...and this private key (PEM)\n"
+		"      --log-level LEVEL    error, warn, info (default) or debug\n"
+		"  -s, --set SECTION.KEY=VALUE\n"
+		"                           override one setting, e.g. -s limits.max_batch=50\n"
+		"      --check-config       load everything, report problems, and exit\n"
+		"  -h, --help               show this help and exit\n"
+		"  -V, --version            show the version and exit\n"
+		"\n"
+		"Signals: SIGTERM or SIGINT drain in-flight calls, close sockets with\n"
+		"1001, and exit 0.\n");
+}
+
+static void print_hex(const uint8_t *h, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		printf("%02x", h[i]);
+}
+
+static int cmd_hash_token(void)
+{
+	char tok[AD_TOKEN_MAX + 2];
+	size_t n = fread(tok, 1, sizeof(tok), stdin);
+	uint8_t h[32];
+
+	while (n && (tok[n - 1] == '\n' || tok[n - 1] == '\r'))
+		n--;
+	if (n == 0 || n > AD_TOKEN_MAX) {
+		fprintf(stderr, "actiond: expected a token of 1..%d bytes on stdin\n",
+			AD_TOKEN_MAX);
+		return 2;
+	}
+	ad_token_hash(tok, n, h);
+	print_hex(h, 32);
+	printf("\n");
+	return 0;
+}
+
+static int cmd_gen_token(void)
+{
+	unsigned char raw[32];
+	char tok[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+	uint8_t h[32];
+
+	randombytes_buf(raw, sizeof(raw));
+	sodium_bin2base64(tok, sizeof(tok), raw, sizeof(raw),
+			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	ad_token_hash(tok, strlen(tok), h);
+	printf("token=%s\ntoken_hash=", tok);
+	print_hex(h, 32);
+	printf("\n");
+	return 0;
+}
+
+static int set_flag(struct ad_config *c, const char *section, const char *key,
+		    const char *value)
+{
+	char err[256];
+
+	if (ad_config_set(c, section, key, value, err, sizeof(err))) {
+		fprintf(stderr, "actiond: %s\n", err);
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_TLS_CERT = 256, OPT_TLS_KEY, OPT_LOG_LEVEL, OPT_CHECK };
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
+		{ "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+		{ "set", required_argument, NULL, 's' },
+		{ "check-config", no_argument, NULL, OPT_CHECK },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static const struct ad_handler_entry *const tables[] = {
+		ad_builtin_actions,
+#ifdef AD_TEST_ACTIONS
+		ad_test_actions,
+#endif
+		NULL,
+	};
+	struct ad_config *cfg = &ad_srv.cfg;
+	const char *config_path = NULL;
+	char err[512];
+	bool check_only = false;
+	int opt, status;
+
+	if (sodium_init() < 0) {
+		fprintf(stderr, "actiond: libsodium failed to initialise\n");
+		return 1;
+	}
+	if (argc > 1 && !strcmp(argv[1], "hash-token"))
+		return cmd_hash_token();
+	if (argc > 1 && !strcmp(argv[1], "gen-token"))
+		return cmd_gen_token();
+
+	ad_config_init(cfg);
+	/* The file is read first so that flags override it, whatever order. */
+	for (int i = 1; i < argc - 1; i++)
+		if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))
+			config_path = argv[i + 1];
+	for (int i = 1; i < argc; i++)
+		if (!strncmp(argv[i], "--config=", 9))
+			config_path = argv[i] + 9;
+	if (config_path && ad_config_load(cfg, config_path, err, sizeof(err))) {
+		fprintf(stderr, "actiond: %s\n", err);
+		return 2;
+	}
+	while ((opt = getopt_long(argc, argv, "c:l:s:hV", opts, NULL)) != -1) {
+		char *dot, *eq;
+
+		switch (opt) {
+		case 'c':
+			break;
+		case 'l':
+			if (set_flag(cfg, "server", "listen", optarg))
+				return 2;
+			break;
+		case OPT_TLS_CERT:
+			if (set_flag(cfg, "server", "tls_cert", optarg))
+				return 2;
+			break;
+		case OPT_TLS_KEY:
+			if (set_flag(cfg, "server", "tls_key", optarg))
+				return 2;
+			break;
+		case OPT_LOG_LEVEL:
+			if (set_flag(cfg, "server", "log_level", optarg))
+				return 2;
+			break;
+		case 's':
+			dot = strchr(optarg, '.');
+			eq = strchr(optarg, '=');
+			if (!dot || !eq || eq < dot) {
+				fprintf(stderr, "actiond: --set wants SECTION.KEY=VALUE\n");
+				return 2;
+			}
+			*dot = *eq = '\0';
+			if (set_flag(cfg, optarg, dot + 1, eq + 1))
+				return 2;
+			break;
+		case OPT_CHECK:
+			check_only = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("actiond %s\n", ACTIOND_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "actiond: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (ad_config_check(cfg, err, sizeof(err))) {
+		fprintf(stderr, "actiond: %s\n", err);
+		return 2;
+	}
+	ad_log_level = (enum ad_log_level)cfg->log_level;
+
+	if (ad_specs_load(tables, err, sizeof(err))) {
+		fprintf(stderr, "actiond: protocol: %s\n", err);
+		return 2;
+	}
+	if (ad_auth_init(cfg)) {
+		fprintf(stderr, "actiond: out of memory\n");
+		return 1;
+	}
+	if (check_only) {
+		printf("configuration ok: %zu actions, %zu api keys\n", ad_nspecs,
+		       cfg->n_api_keys);
+		status = 0;
+		goto out;
+	}
+	if (!cfg->n_api_keys)
+		ad_log_warn("no [api_key] configured: every call will be refused");
+	status = ad_server_init() ? 1 : ad_server_run();
+out:
+	ad_server_free();
+	ad_openrpc_free();
+	ad_rate_free();
+	ad_auth_free();
+	ad_specs_free();
+	ad_config_free(cfg);
+	return status;
+}

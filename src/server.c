@@ -1,0 +1,277 @@
+/*
+ * server.c - the lws context, the protocol callback that routes events to
+ * http.c and ws.c, the periodic tick, signals and the graceful drain.
+ */
+#include "server.h"
+#include "dispatch.h"
+#include "http.h"
+#include "log.h"
+#include "ws.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define TICK_US (250 * 1000)
+/* After the drain deadline, how long cancelled calls get to be answered. */
+#define DRAIN_GRACE_US (1000 * 1000)
+
+struct ad_server ad_srv;
+
+/* ---- ad_timer: one-shot timers embedded in their owners ------------------ */
+
+struct timer_impl {
+	lws_sorted_usec_list_t sul;
+	ad_timer_fn fn;
+};
+
+_Static_assert(sizeof(struct timer_impl) <= sizeof(struct ad_timer),
+	       "struct ad_timer is too small for its implementation");
+
+static void timer_fire(lws_sorted_usec_list_t *sul)
+{
+	struct timer_impl *t = ad_container_of(sul, struct timer_impl, sul);
+
+	t->fn((struct ad_timer *)(void *)t);
+}
+
+void ad_timer_start(struct ad_timer *t, uint32_t ms, ad_timer_fn fn)
+{
+	struct timer_impl *ti = (struct timer_impl *)(void *)t;
+
+	ti->fn = fn;
+	lws_sul_schedule(ad_srv.lws, 0, &ti->sul, timer_fire, (lws_usec_t)ms * 1000);
+}
+
+void ad_timer_stop(struct ad_timer *t)
+{
+	lws_sul_cancel(&((struct timer_impl *)(void *)t)->sul);
+}
+
+/* lws allocates one of these per connection; which member is live depends
+ * on the callback reason (HTTP or WebSocket). */
+union pss {
+	struct ad_http http;
+	struct ad_conn ws;
+};
+
+void ad_peer_ip(struct lws *wsi, uint8_t out[16])
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd = lws_get_socket_fd(wsi);
+
+	memset(out, 0, 16);
+	if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl))
+		return;
+	if (ss.ss_family == AF_INET6) {
+		memcpy(out, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+	} else if (ss.ss_family == AF_INET) {
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+	}
+}
+
+void ad_server_time_iso(char *out, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+static void close_all_ws(void)
+{
+	struct ad_list *pos, *tmp;
+
+	ad_list_foreach_safe(pos, tmp, &ad_srv.ws_active) {
+		struct ad_conn *c = ad_container_of(pos, struct ad_conn, node);
+
+		if (!c->req.inflight && !c->outq.count)
+			ad_ws_close(c, AD_CLOSE_SHUTDOWN);
+	}
+}
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+	int64_t now = lws_now_usecs();
+
+	ad_ws_tick(now);
+	if (ad_srv.draining) {
+		close_all_ws();
+		ad_http_close_idle();
+		if (now >= ad_srv.drain_deadline_us && ad_dispatch_stats.calls_inflight) {
+			ad_log_warn("drain deadline passed; cancelling %llu calls",
+				    (unsigned long long)ad_dispatch_stats.calls_inflight);
+			ad_dispatch_cancel_all(AD_REASON_UNAVAILABLE);
+		}
+		if (now >= ad_srv.drain_deadline_us + DRAIN_GRACE_US) {
+			struct ad_list *pos, *tmp;
+
+			ad_list_foreach_safe(pos, tmp, &ad_srv.ws_active)
+				ad_ws_close(ad_container_of(pos, struct ad_conn, node),
+					    AD_CLOSE_SHUTDOWN);
+		}
+		if ((!ad_srv.n_ws && !ad_srv.n_http) ||
+		    now >= ad_srv.drain_deadline_us + 4 * DRAIN_GRACE_US) {
+			ad_srv.stop = true;
+			return;
+		}
+	}
+	lws_sul_schedule(ad_srv.lws, 0, sul, tick,
+			 ad_srv.draining ? TICK_US / 5 : TICK_US);
+}
+
+void ad_server_drain(void)
+{
+	if (ad_srv.draining)
+		return;
+	ad_log_info("draining: %u WebSockets, %llu calls in flight", ad_srv.n_ws,
+		    (unsigned long long)ad_dispatch_stats.calls_inflight);
+	ad_srv.draining = true;
+	ad_srv.drain_deadline_us =
+		lws_now_usecs() + (int64_t)ad_srv.cfg.shutdown_timeout_ms * 1000;
+	lws_context_deprecate(ad_srv.lws, NULL); /* closes the listening socket */
+	close_all_ws();
+	ad_http_close_idle();
+	lws_sul_schedule(ad_srv.lws, 0, &ad_srv.tick, tick, 1000);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason,
+		    void *user, void *in, size_t len)
+{
+	union pss *pss = user;
+
+	switch (reason) {
+	case LWS_CALLBACK_HTTP:
+	case LWS_CALLBACK_HTTP_BODY:
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+		return ad_http_callback(wsi, reason, pss ? &pss->http : NULL, in, len);
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		if (!in || strcmp((const char *)in, "websocket") != 0)
+			return -1;
+		return ad_ws_confirm_upgrade(wsi);
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+	case LWS_CALLBACK_ESTABLISHED:
+	case LWS_CALLBACK_RECEIVE:
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+	case LWS_CALLBACK_CLOSED:
+	case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+		return ad_ws_callback(wsi, reason, pss ? &pss->ws : NULL, in, len);
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		if (ad_srv.signalled && !ad_srv.draining)
+			ad_server_drain();
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static struct lws_protocols protocols[] = {
+	{
+		.name = "actiond.v1",
+		.callback = callback,
+		.per_session_data_size = sizeof(union pss),
+		/*
+		 * The per-connection receive buffer: most JSON-RPC messages
+		 * fit, longer ones are assembled in ad_conn.rx.  Kept small
+		 * because every idle connection pays for it.
+		 */
+		.rx_buffer_size = 2048,
+		/* Lets one lws_write carry a whole coalesced batch of frames. */
+		.tx_packet_size = 16 << 20,
+	},
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	ad_srv.signalled = 1;
+	if (ad_srv.lws)
+		lws_cancel_service(ad_srv.lws);
+}
+
+int ad_server_init(void)
+{
+	struct lws_context_creation_info info;
+	struct sigaction sa;
+
+	ad_list_init(&ad_srv.ws_active);
+	ad_list_init(&ad_srv.http);
+	ad_log_hook_lws();
+
+	memset(&info, 0, sizeof(info));
+	info.port = ad_srv.cfg.listen_port;
+	info.iface = ad_srv.cfg.listen_host;
+	info.protocols = protocols;
+	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
+		       LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+	info.max_http_header_data = 8192;
+	info.max_http_header_pool = 256;
+	info.pt_serv_buf_size = 64 * 1024;
+	info.timeout_secs = 10;
+	info.keepalive_timeout = 10;
+	info.alpn = "http/1.1";
+	if (ad_srv.cfg.tls_cert) {
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.ssl_cert_filepath = ad_srv.cfg.tls_cert;
+		info.ssl_private_key_filepath = ad_srv.cfg.tls_key;
+		ad_srv.tls = true;
+	}
+	ad_srv.lws = lws_create_context(&info);
+	if (!ad_srv.lws) {
+		ad_log_error("cannot listen on %s:%d%s", ad_srv.cfg.listen_host,
+			     ad_srv.cfg.listen_port,
+			     ad_srv.tls ? " (or the TLS certificate/key failed)" : "");
+		return -1;
+	}
+	ad_dispatch_init();
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+
+	lws_sul_schedule(ad_srv.lws, 0, &ad_srv.tick, tick, TICK_US);
+	ad_log_info("listening on %s://%s:%d", ad_srv.tls ? "https" : "http",
+		    ad_srv.cfg.listen_host, ad_srv.cfg.listen_port);
+	return 0;
+}
+
+int ad_server_run(void)
+{
+	while (!ad_srv.stop) {
+		if (lws_service(ad_srv.lws, 0) < 0)
+			return 1;
+		if (ad_srv.signalled && !ad_srv.draining)
+			ad_server_drain();
+	}
+	ad_log_info("stopped");
+	return 0;
+}
+
+void ad_server_free(void)
+{
+	if (ad_srv.lws) {
+		lws_sul_cancel(&ad_srv.tick);
+		ad_dispatch_shutdown();
+		lws_context_destroy(ad_srv.lws); /* closes what is still open */
+		ad_srv.lws = NULL;
+	}
+	ad_dispatch_free();
+	ad_ws_free();
+}

@@ -1,0 +1,249 @@
+/*
+ * spec.c - loads the action specs compiled in from protocol/ and binds them to
+ * their handlers.
+ */
+#include "spec.h"
+#include "config.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const struct ad_embedded_file ad_protocol_files[];
+extern const size_t ad_protocol_nfiles;
+
+struct ad_spec *ad_specs;
+size_t ad_nspecs;
+
+static const char *const cred_names[] = {
+	[AD_CRED_API_KEY] = "api_key",
+	[AD_CRED_SESSION] = "session",
+	[AD_CRED_API_TOKEN] = "api_token",
+	[AD_CRED_AGENT] = "agent_token",
+};
+
+const char *ad_cred_kind_name(enum ad_cred_kind k)
+{
+	return k >= AD_CRED_API_KEY && k <= AD_CRED_AGENT ? cred_names[k] : "none";
+}
+
+const char *ad_risk_name(enum ad_risk r)
+{
+	static const char *const names[] = { "read", "write", "danger" };
+
+	return names[r];
+}
+
+static int name_index(const char *s, const char *const *names, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (names[i] && !strcmp(s, names[i]))
+			return i;
+	return -1;
+}
+
+static const struct ad_embedded_file *find_file(const char *name)
+{
+	for (size_t i = 0; i < ad_protocol_nfiles; i++)
+		if (!strcmp(ad_protocol_files[i].name, name))
+			return &ad_protocol_files[i];
+	return NULL;
+}
+
+static json_t *load_file(const struct ad_embedded_file *f, char *err, size_t errlen)
+{
+	json_error_t jerr;
+	json_t *doc = json_loadb(f->data, f->len, JSON_REJECT_DUPLICATES, &jerr);
+
+	if (!doc)
+		snprintf(err, errlen, "%s:%d: %s", f->name, jerr.line, jerr.text);
+	return doc;
+}
+
+/* Fills the scalar fields of s from its (meta-schema-valid) document. */
+static int spec_read(struct ad_spec *s, const char *file, char *err, size_t errlen)
+{
+	static const char *const risks[] = { "read", "write", "danger" };
+	static const char *const scopes[] = { "credential", "ip", "org" };
+	json_t *doc = s->doc, *auth, *rl, *v;
+	size_t i;
+
+	s->method = json_string_value(json_object_get(doc, "method"));
+	s->kind = !strcmp(json_string_value(json_object_get(doc, "kind")),
+			  "notification") ? AD_KIND_NOTIFICATION : AD_KIND_REQUEST;
+	s->risk = (enum ad_risk)name_index(
+		json_string_value(json_object_get(doc, "risk")), risks, 3);
+	s->side_effects = json_is_true(json_object_get(doc, "side_effects"));
+	s->timeout_ms = (uint32_t)json_integer_value(json_object_get(doc, "timeout_ms"));
+
+	auth = json_object_get(doc, "auth");
+	json_array_foreach(json_object_get(auth, "credentials"), i, v) {
+		const char *n = json_string_value(v);
+		int k = name_index(n, cred_names, AD_CRED_AGENT + 1);
+
+		if (!strcmp(n, "anonymous"))
+			s->cred_mask |= AD_CRED_ANONYMOUS_BIT;
+		else if (k > 0)
+			s->cred_mask |= AD_CRED_BIT(k);
+	}
+	json_array_foreach(json_object_get(auth, "roles"), i, v) {
+		int r = ad_role_parse(json_string_value(v));
+
+		if (r > 0)
+			s->role_mask |= AD_ROLE_BIT(r);
+	}
+	rl = json_object_get(doc, "rate_limit");
+	if (json_is_object(rl)) {
+		s->rate_limit = (uint32_t)json_integer_value(json_object_get(rl, "limit"));
+		s->rate_window_ms =
+			(uint32_t)json_integer_value(json_object_get(rl, "window_ms"));
+		s->rate_scope = (enum ad_rate_scope)name_index(
+			json_string_value(json_object_get(rl, "per")), scopes, 3);
+	}
+	if (!s->cred_mask) {
+		snprintf(err, errlen, "%s: auth.credentials is empty", file);
+		return -1;
+	}
+	return 0;
+}
+
+static int compile_schema(json_t *doc, const char *key, const char *file,
+			  struct ad_schema **ret, char *err, size_t errlen)
+{
+	char why[256], uri[256];
+
+	snprintf(uri, sizeof(uri), "actiond:/protocol/%s#/%s", file, key);
+	if (ad_schema_compile(json_object_get(doc, key), uri, NULL, NULL, ret,
+			      why, sizeof(why))) {
+		snprintf(err, errlen, "%s: %s schema: %s", file, key, why);
+		return -1;
+	}
+	return 0;
+}
+
+static int cmp_spec(const void *a, const void *b)
+{
+	return strcmp(((const struct ad_spec *)a)->method,
+		      ((const struct ad_spec *)b)->method);
+}
+
+int ad_specs_load(const struct ad_handler_entry *const *tables, char *err,
+		  size_t errlen)
+{
+	const struct ad_embedded_file *metaf = find_file("spec.schema.json");
+	struct ad_schema *meta = NULL;
+	struct ad_schema_error verr;
+	json_t *metadoc = NULL;
+	size_t n = 0;
+	int ret = -1;
+
+	if (!metaf) {
+		snprintf(err, errlen, "spec.schema.json is not compiled in");
+		return -1;
+	}
+	if (!(metadoc = load_file(metaf, err, errlen)))
+		return -1;
+	if (ad_schema_compile(metadoc, "actiond:/protocol/spec.schema.json", NULL,
+			      NULL, &meta, err, errlen))
+		goto out;
+	ad_specs = calloc(ad_protocol_nfiles, sizeof(*ad_specs));
+	if (!ad_specs) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < ad_protocol_nfiles; i++) {
+		const struct ad_embedded_file *f = &ad_protocol_files[i];
+		struct ad_spec *s = &ad_specs[n];
+
+		if (f == metaf)
+			continue;
+		if (!(s->doc = load_file(f, err, errlen)))
+			goto out;
+		n++;
+		ad_nspecs = n;
+		if (!ad_schema_validate(meta, s->doc, &verr)) {
+			snprintf(err, errlen, "%s: at \"%s\": %s (%s)", f->name,
+				 verr.pointer, verr.message, verr.keyword);
+			goto out;
+		}
+		if (spec_read(s, f->name, err, errlen) ||
+		    compile_schema(s->doc, "params", f->name, &s->params_schema,
+				   err, errlen) ||
+		    compile_schema(s->doc, "result", f->name, &s->result_schema,
+				   err, errlen))
+			goto out;
+		ad_list_init(&s->inflight);
+	}
+	qsort(ad_specs, n, sizeof(*ad_specs), cmp_spec);
+	for (size_t i = 0; i < n; i++) {
+		ad_specs[i].index = (uint32_t)i;
+		ad_list_init(&ad_specs[i].inflight); /* qsort moved the heads */
+		if (i && !strcmp(ad_specs[i].method, ad_specs[i - 1].method)) {
+			snprintf(err, errlen, "method %s is declared twice",
+				 ad_specs[i].method);
+			goto out;
+		}
+	}
+	for (const struct ad_handler_entry *const *t = tables; *t; t++) {
+		for (const struct ad_handler_entry *h = *t; h->method; h++) {
+			struct ad_spec *s = ad_spec_find(h->method, strlen(h->method));
+
+			if (!s) {
+				snprintf(err, errlen,
+					 "handler %s has no spec in protocol/", h->method);
+				goto out;
+			}
+			s->handler = h->fn;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!ad_specs[i].handler) {
+			snprintf(err, errlen, "spec %s has no handler",
+				 ad_specs[i].method);
+			goto out;
+		}
+	}
+	ret = 0;
+out:
+	ad_schema_free(meta);
+	json_decref(metadoc);
+	if (ret)
+		ad_specs_free();
+	return ret;
+}
+
+void ad_specs_free(void)
+{
+	for (size_t i = 0; i < ad_nspecs; i++) {
+		ad_schema_free(ad_specs[i].params_schema);
+		ad_schema_free(ad_specs[i].result_schema);
+		json_decref(ad_specs[i].doc);
+	}
+	free(ad_specs);
+	ad_specs = NULL;
+	ad_nspecs = 0;
+}
+
+struct ad_spec *ad_spec_find(const char *method, size_t n)
+{
+	size_t lo = 0, hi = ad_nspecs;
+
+	if (memchr(method, '\0', n))
+		return NULL;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const char *m = ad_specs[mid].method;
+		int c = strncmp(m, method, n);
+
+		if (c == 0 && m[n] != '\0')
+			c = 1; /* m is longer than the key */
+		if (c == 0)
+			return &ad_specs[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}

@@ -1,0 +1,80 @@
+/*
+ * spec.h - the action registry: specs loaded from protocol/ joined to their
+ * handlers.
+ *
+ * Specs are JSON documents (one per action) compiled into the binary by
+ * src/embed.c at build time, checked against protocol/spec.schema.json at
+ * start, and paired with the handler table.  A spec without a handler or a
+ * handler without a spec stops the server from starting.
+ */
+#ifndef AD_SPEC_H
+#define AD_SPEC_H
+
+#include "actiond/action.h"
+#include "list.h"
+#include "schema.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum ad_risk { AD_RISK_READ = 0, AD_RISK_WRITE, AD_RISK_DANGER };
+enum ad_kind { AD_KIND_REQUEST = 0, AD_KIND_NOTIFICATION };
+enum ad_rate_scope { AD_RATE_CREDENTIAL = 0, AD_RATE_IP, AD_RATE_ORG };
+
+/* Bit for a caller without credentials in ad_spec.cred_mask. */
+#define AD_CRED_ANONYMOUS_BIT 1u
+#define AD_CRED_BIT(kind) (1u << (kind))
+#define AD_ROLE_BIT(role) (1u << (role))
+
+struct ad_spec {
+	const char *method;      /* points into doc */
+	enum ad_kind kind;
+	enum ad_risk risk;
+	uint32_t cred_mask;      /* AD_CRED_BIT()s that may call it */
+	uint32_t role_mask;      /* AD_ROLE_BIT()s for role-bearing credentials */
+	bool side_effects;
+	uint32_t rate_limit;     /* calls per rate_window_ms, 0 = unlimited */
+	uint32_t rate_window_ms;
+	enum ad_rate_scope rate_scope;
+	uint32_t timeout_ms;
+	uint32_t index;          /* position in the registry, for rate tables */
+	struct ad_schema *params_schema;
+	struct ad_schema *result_schema;
+	json_t *doc;             /* the spec as loaded, for rpc.discover */
+	ad_handler_fn handler;
+	struct ad_list inflight; /* asynchronous calls, oldest deadline first */
+};
+
+struct ad_handler_entry {
+	const char *method;
+	ad_handler_fn fn;
+};
+
+/* A file compiled into the binary by embed.c. */
+struct ad_embedded_file {
+	const char *name;
+	const char *data;
+	size_t len;
+};
+
+/*
+ * Loads every embedded spec, validates it against the spec meta-schema,
+ * compiles its schemas and binds its handler from the given tables (each
+ * ends with a {NULL, NULL} entry).  Returns 0, or -1 with a reason in err.
+ */
+int ad_specs_load(const struct ad_handler_entry *const *tables, char *err,
+		  size_t errlen);
+void ad_specs_free(void);
+
+/* Finds a spec by method name (n bytes, not NUL-terminated); NULL if none. */
+struct ad_spec *ad_spec_find(const char *method, size_t n);
+
+/* All specs, in method-name order. */
+extern struct ad_spec *ad_specs;
+extern size_t ad_nspecs;
+
+const char *ad_risk_name(enum ad_risk r);
+const char *ad_cred_kind_name(enum ad_cred_kind k);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * testactions.c - actions compiled only into test builds (-Dtest_actions=true)
+ * so the suite can exercise timeouts, cancellation, backpressure, rate limits
+ * and output checking against the real binary.  Their specs live in
+ * tests/protocol/.
+ */
+#include "actions.h"
+#include "dispatch.h"
+#include "outq.h"
+#include "server.h"
+#include "ws.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* test.sleep {ms}: answers {"slept_ms": ms} after ms, unless cancelled. */
+struct sleeper {
+	struct ad_timer timer;
+	struct ad_call *call;
+	uint32_t ms;
+};
+
+static void sleep_done(struct ad_timer *t)
+{
+	struct sleeper *s = (struct sleeper *)(void *)t;
+	struct ad_call *call = s->call;
+	uint32_t ms = s->ms;
+
+	free(s);
+	ad_call_reply(call, json_pack("{s:i}", "slept_ms", (int)ms));
+}
+
+static void sleep_cancel(struct ad_call *call, void *arg)
+{
+	struct sleeper *s = arg;
+
+	ad_timer_stop(&s->timer);
+	free(s);
+	ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
+}
+
+static void test_sleep(struct ad_call *call)
+{
+	struct sleeper *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	s->call = call;
+	s->ms = (uint32_t)json_integer_value(json_object_get(ad_call_params(call), "ms"));
+	ad_call_on_cancel(call, sleep_cancel, s);
+	ad_timer_start(&s->timer, s->ms, sleep_done);
+}
+
+/* test.echo {value}: answers {"value": value}. */
+static void test_echo(struct ad_call *call)
+{
+	ad_call_reply(call, json_pack("{s:O}", "value",
+				      json_object_get(ad_call_params(call), "value")));
+}
+
+/* test.blob {size}: answers {"blob": "xxxx..."} of size bytes. */
+static void test_blob(struct ad_call *call)
+{
+	size_t n = (size_t)json_integer_value(
+		json_object_get(ad_call_params(call), "size"));
+	char *s = malloc(n);
+	json_t *v;
+
+	if (!s) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	memset(s, 'x', n);
+	v = json_stringn_nocheck(s, n);
+	free(s);
+	ad_call_reply(call, json_pack("{s:o}", "blob", v));
+}
+
+static bool same_org(const struct ad_conn *c, void *arg)
+{
+	return c->req.cred && !strcmp(c->req.cred->org, (const char *)arg);
+}
+
+/*
+ * test.broadcast {size, count}: sends count "test.noise" notifications of
+ * about size bytes to every connection of the caller's org.
+ */
+static void test_broadcast(struct ad_call *call)
+{
+	const json_t *p = ad_call_params(call);
+	size_t size = (size_t)json_integer_value(json_object_get(p, "size"));
+	json_int_t count = json_integer_value(json_object_get(p, "count"));
+	struct ad_buf b = AD_BUF_INIT;
+	size_t reached = 0;
+	struct ad_msg *m;
+	char *org = strdup(ad_call_org(call));
+
+	ad_buf_puts(&b, "{\"jsonrpc\":\"2.0\",\"method\":\"test.noise\",\"params\":{\"pad\":\"");
+	for (size_t i = 0; i < size; i++)
+		ad_buf_putc(&b, 'n');
+	ad_buf_puts(&b, "\"}}");
+	m = ad_msg_new(b.data, b.len);
+	ad_buf_free(&b);
+	for (json_int_t i = 0; m && org && i < count; i++)
+		reached = ad_broadcast(m, same_org, org);
+	ad_msg_unref(m);
+	free(org);
+	ad_call_reply(call, json_pack("{s:I}", "recipients", (json_int_t)reached));
+}
+
+/* test.bad_output: breaks its own output schema (caught in debug builds). */
+static void test_bad_output(struct ad_call *call)
+{
+	ad_call_reply(call, json_pack("{s:s}", "unexpected", "field"));
+}
+
+/* test.admin_only, test.limited: trivial bodies; the spec is the test. */
+static void test_ok(struct ad_call *call)
+{
+	ad_call_reply(call, json_pack("{s:b}", "ok", 1));
+}
+
+const struct ad_handler_entry ad_test_actions[] = {
+	{ "test.sleep", test_sleep },
+	{ "test.echo", test_echo },
+	{ "test.blob", test_blob },
+	{ "test.broadcast", test_broadcast },
+	{ "test.bad_output", test_bad_output },
+	{ "test.admin_only", test_ok },
+	{ "test.limited", test_ok },
+	{ NULL, NULL },
+};

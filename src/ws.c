@@ -1,0 +1,485 @@
+/*
+ * ws.c - WebSocket connections.
+ *
+ * Writes leave only from the writable callback.  Each writable callback
+ * coalesces as many queued frames as fit in one 64 KiB buffer into a single
+ * send, so a connection with many answers ready costs one syscall and one
+ * poll cycle, not one per message.  Frames are handed to lws whole (as raw
+ * bytes, pre-framed by outq.c); lws keeps any part the kernel did not take
+ * and flushes it before calling us again, so frames never interleave with
+ * the control frames lws sends itself.
+ *
+ * Backpressure: reading stops while a connection has max_inflight calls
+ * unanswered or half its queue limit waiting; past the limit it is closed
+ * with 4008 and its queue freed at once.
+ */
+#include "ws.h"
+#include "auth.h"
+#include "http.h"
+#include "log.h"
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define WBUF_SIZE (64 * 1024)
+/* Grace for a closing client to read its close frame before the TCP close. */
+#define CLOSE_GRACE_SECS 5
+
+static unsigned char wbuf[LWS_PRE + WBUF_SIZE];
+
+/* The credential accepted at CONFIRM_UPGRADE, picked up by the new wsi's
+ * user data in FILTER_PROTOCOL_CONNECTION (lws reallocates user data between
+ * the two; both happen within one service call). */
+static struct {
+	struct lws *wsi;
+	struct ad_cred *cred;
+} pending_upgrade;
+
+/* ---- connections per address --------------------------------------------- */
+
+struct ip_slot {
+	uint8_t ip[16];
+	uint32_t count; /* 0 = free */
+};
+
+static struct ip_slot *ip_tab;
+static size_t ip_cap, ip_used;
+
+static size_t ip_hash(const uint8_t ip[16])
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (int i = 0; i < 16; i++)
+		h = (h ^ ip[i]) * 1099511628211ull;
+	return (size_t)h;
+}
+
+/* Returns the slot for ip (count 0 if new); NULL on allocation failure. */
+static struct ip_slot *ip_slot(const uint8_t ip[16], bool create)
+{
+	size_t i;
+
+	if (create && ip_used + 1 > ip_cap / 2) {
+		size_t ncap = ip_cap ? ip_cap * 2 : 256;
+		struct ip_slot *t = calloc(ncap, sizeof(*t));
+
+		if (!t)
+			return NULL;
+		for (size_t k = 0; k < ip_cap; k++) {
+			if (!ip_tab[k].count)
+				continue;
+			i = ip_hash(ip_tab[k].ip) & (ncap - 1);
+			while (t[i].count)
+				i = (i + 1) & (ncap - 1);
+			t[i] = ip_tab[k];
+		}
+		free(ip_tab);
+		ip_tab = t;
+		ip_cap = ncap;
+	}
+	if (!ip_cap)
+		return NULL;
+	i = ip_hash(ip) & (ip_cap - 1);
+	while (ip_tab[i].count && memcmp(ip_tab[i].ip, ip, 16))
+		i = (i + 1) & (ip_cap - 1);
+	if (!ip_tab[i].count && !create)
+		return NULL;
+	return &ip_tab[i];
+}
+
+static void ip_release(const uint8_t ip[16])
+{
+	struct ip_slot *s = ip_slot(ip, false);
+	size_t i, j;
+
+	if (!s || --s->count)
+		return;
+	/* Backward-shift deletion keeps linear probing chains intact. */
+	ip_used--;
+	i = (size_t)(s - ip_tab);
+	j = i;
+	for (;;) {
+		size_t home;
+
+		j = (j + 1) & (ip_cap - 1);
+		if (!ip_tab[j].count)
+			break;
+		home = ip_hash(ip_tab[j].ip) & (ip_cap - 1);
+		if ((j > i && (home <= i || home > j)) ||
+		    (j < i && (home <= i && home > j))) {
+			ip_tab[i] = ip_tab[j];
+			ip_tab[j].count = 0;
+			i = j;
+		}
+	}
+}
+
+/* ---- the upgrade --------------------------------------------------------- */
+
+/* Finds "actiond.bearer.<token>" among the offered subprotocols. */
+static const char *subprotocol_token(char *hdr, size_t *ret_len)
+{
+	static const char prefix[] = "actiond.bearer.";
+	char *save = NULL;
+
+	for (char *t = strtok_r(hdr, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		size_t n;
+
+		while (*t == ' ' || *t == '\t')
+			t++;
+		n = strcspn(t, " \t");
+		if (n > sizeof(prefix) - 1 && !strncmp(t, prefix, sizeof(prefix) - 1)) {
+			*ret_len = n - (sizeof(prefix) - 1);
+			return t + sizeof(prefix) - 1;
+		}
+	}
+	return NULL;
+}
+
+/* The credential an upgrade or HTTP request presents, or NULL. */
+struct ad_cred *ad_ws_authenticate(struct lws *wsi, bool *ret_presented)
+{
+	char hdr[AD_TOKEN_MAX + 64];
+	const char *tok = NULL;
+	size_t tlen = 0;
+	int n;
+
+	*ret_presented = false;
+	n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
+	if (n != 0)
+		*ret_presented = true;
+	if (n > 7 && !strncasecmp(hdr, "Bearer ", 7)) {
+		tok = hdr + 7;
+		while (*tok == ' ')
+			tok++;
+		tlen = strlen(tok);
+		while (tlen && tok[tlen - 1] == ' ')
+			tlen--;
+	} else if (n == 0 &&
+		   lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_PROTOCOL) > 0) {
+		tok = subprotocol_token(hdr, &tlen);
+		if (tok)
+			*ret_presented = true;
+	}
+	return tok ? ad_auth_bearer(tok, tlen) : NULL;
+}
+
+int ad_ws_confirm_upgrade(struct lws *wsi)
+{
+	char uri[64];
+	struct ad_cred *cred;
+	struct ip_slot *slot;
+	uint8_t ip[16];
+	bool presented;
+
+	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
+	    strcmp(uri, "/ws") != 0)
+		return ad_http_reply_error(wsi, 404, "not_found",
+					   "WebSockets are served at /ws");
+	if (ad_srv.draining)
+		return ad_http_reply_error(wsi, 503, "unavailable",
+					   "The server is shutting down");
+	cred = ad_ws_authenticate(wsi, &presented);
+	if (!cred) {
+		ad_srv.ws_refused++;
+		return ad_http_reply_error(wsi, 401, "unauthenticated",
+					   presented ? "Unknown or malformed credential"
+						     : "Credentials are required");
+	}
+	ad_peer_ip(wsi, ip);
+	slot = ip_slot(ip, true);
+	if (!slot || slot->count >= ad_srv.cfg.max_conns_per_ip) {
+		ad_cred_unref(cred);
+		ad_srv.ws_refused++;
+		return ad_http_reply_error(wsi, 429, "rate_limited",
+					   "Too many connections from this address");
+	}
+	ad_cred_unref(pending_upgrade.cred);
+	pending_upgrade.wsi = wsi;
+	pending_upgrade.cred = cred;
+	return 0;
+}
+
+/* ---- flow control and writing -------------------------------------------- */
+
+static void update_rx_flow(struct ad_conn *c)
+{
+	bool pause;
+
+	if (c->close_code)
+		return;
+	if (c->rx_paused)
+		pause = c->req.inflight >= ad_srv.cfg.max_inflight ||
+			c->outq.bytes >= ad_srv.cfg.max_queue / 4;
+	else
+		pause = c->req.inflight >= ad_srv.cfg.max_inflight ||
+			c->outq.bytes >= ad_srv.cfg.max_queue / 2;
+	if (pause != c->rx_paused) {
+		c->rx_paused = pause;
+		lws_rx_flow_control(c->wsi, pause ? 0 : 1);
+	}
+}
+
+void ad_ws_close(struct ad_conn *c, uint16_t code)
+{
+	if (c->close_code)
+		return;
+	c->close_code = code;
+	ad_list_del(&c->node);
+	ad_outq_clear(&c->outq);
+	lws_rx_flow_control(c->wsi, 0);
+	lws_callback_on_writable(c->wsi);
+	/* A peer that never reads never makes us writable: bound the wait. */
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_GRACE_SECS);
+}
+
+void ad_ws_send(struct ad_conn *c, struct ad_msg *m)
+{
+	if (c->close_code)
+		return;
+	if (c->outq.bytes + m->frame_len > ad_srv.cfg.max_queue ||
+	    !ad_outq_push(&c->outq, m)) {
+		ad_log_info("closing slow consumer (credential %s): %zu bytes queued",
+			    c->req.cred ? c->req.cred->id : "-", c->outq.bytes);
+		ad_srv.close_slow++;
+		ad_ws_close(c, AD_CLOSE_SLOW);
+		return;
+	}
+	if (c->outq.count == 1)
+		lws_callback_on_writable(c->wsi);
+	update_rx_flow(c);
+}
+
+static int ws_writable(struct ad_conn *c)
+{
+	struct ad_msg *m;
+	size_t n = 0;
+
+	if (c->close_code) {
+		static const char *const why[] = { "server shutting down",
+						   "heartbeat timeout",
+						   "slow consumer",
+						   "credential revoked" };
+		const char *r = c->close_code == AD_CLOSE_HEARTBEAT ? why[1]
+				: c->close_code == AD_CLOSE_SLOW    ? why[2]
+				: c->close_code == AD_CLOSE_REVOKED ? why[3]
+								    : why[0];
+
+		lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
+				 (unsigned char *)r, strlen(r));
+		return -1;
+	}
+	while ((m = ad_outq_peek(&c->outq))) {
+		if (n + m->frame_len > WBUF_SIZE) {
+			if (n)
+				break;
+			/* A frame bigger than the buffer goes out on its own. */
+			if (lws_write(c->wsi, (unsigned char *)ad_msg_frame(m),
+				      m->frame_len, LWS_WRITE_HTTP) < 0)
+				return -1;
+			ad_srv.bytes_out += m->frame_len;
+			ad_outq_pop(&c->outq);
+			goto out;
+		}
+		memcpy(wbuf + LWS_PRE + n, ad_msg_frame(m), m->frame_len);
+		n += m->frame_len;
+		ad_outq_pop(&c->outq);
+	}
+	/*
+	 * LWS_WRITE_HTTP makes lws send the bytes as they are: they are
+	 * complete WebSocket frames already.
+	 */
+	if (n && lws_write(c->wsi, wbuf + LWS_PRE, n, LWS_WRITE_HTTP) < 0)
+		return -1;
+	ad_srv.bytes_out += n;
+out:
+	if (c->outq.count)
+		lws_callback_on_writable(c->wsi);
+	update_rx_flow(c);
+	if (ad_srv.draining && !c->req.inflight && !c->outq.count)
+		ad_ws_close(c, AD_CLOSE_SHUTDOWN);
+	return 0;
+}
+
+/* ---- the requester side -------------------------------------------------- */
+
+static void ws_deliver(struct ad_requester *r, const char *json, size_t len,
+		       const struct ad_answer_meta *meta)
+{
+	struct ad_conn *c = ad_container_of(r, struct ad_conn, req);
+	struct ad_msg *m;
+
+	(void)meta;
+	if (len && !c->close_code) {
+		if (!(m = ad_msg_new(json, len))) {
+			ad_ws_close(c, AD_CLOSE_SLOW);
+			return;
+		}
+		ad_ws_send(c, m);
+		ad_msg_unref(m);
+	}
+	update_rx_flow(c);
+	if (ad_srv.draining && !c->req.inflight && !c->outq.count)
+		ad_ws_close(c, AD_CLOSE_SHUTDOWN);
+}
+
+static const struct ad_requester_ops ws_ops = { .deliver = ws_deliver };
+
+/* ---- receiving ----------------------------------------------------------- */
+
+static int ws_receive(struct ad_conn *c, const char *in, size_t len)
+{
+	struct lws *wsi = c->wsi;
+	size_t remaining = lws_remaining_packet_payload(wsi);
+	size_t max = ad_srv.cfg.max_message;
+
+	if (c->close_code)
+		return 0;
+	c->last_rx_us = lws_now_usecs();
+	ad_list_move_tail(&ad_srv.ws_active, &c->node);
+	if (lws_frame_is_binary(wsi)) {
+		static const char why[] = "JSON-RPC needs text frames";
+
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+				 (unsigned char *)why, sizeof(why) - 1);
+		return -1;
+	}
+	if (c->rx.len + len + remaining > max) {
+		static const char why[] = "message too big";
+
+		ad_srv.close_too_big++;
+		lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+				 (unsigned char *)why, sizeof(why) - 1);
+		return -1;
+	}
+	if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) && !c->rx.len) {
+		ad_dispatch_message(&c->req, in, len, 0);
+	} else {
+		ad_buf_append(&c->rx, in, len);
+		if (c->rx.oom)
+			return -1;
+		if (lws_is_final_fragment(wsi)) {
+			ad_dispatch_message(&c->req, c->rx.data, c->rx.len, 0);
+			/* Keep a small buffer for the next one; return big ones. */
+			if (c->rx.cap > 16 * 1024)
+				ad_buf_free(&c->rx);
+			else
+				ad_buf_reset(&c->rx);
+		}
+	}
+	update_rx_flow(c);
+	return 0;
+}
+
+static void conn_open(struct ad_conn *c, struct lws *wsi, struct ad_cred *cred)
+{
+	struct ip_slot *slot;
+
+	ad_requester_init(&c->req, &ws_ops);
+	c->req.cred = cred;
+	c->wsi = wsi;
+	c->established = true;
+	c->last_rx_us = lws_now_usecs();
+	ad_peer_ip(wsi, c->req.ip);
+	ad_list_add_tail(&ad_srv.ws_active, &c->node);
+	ad_list_add_tail(&cred->conns, &c->cred_node);
+	slot = ip_slot(c->req.ip, true);
+	if (slot) {
+		if (!slot->count++)
+			ip_used++;
+		memcpy(slot->ip, c->req.ip, 16);
+		c->ip_counted = true;
+	}
+	ad_srv.n_ws++;
+	ad_srv.ws_accepted++;
+}
+
+static void conn_closed(struct ad_conn *c)
+{
+	if (!c->established)
+		return;
+	c->established = false;
+	ad_requester_detach(&c->req);
+	ad_outq_clear(&c->outq);
+	ad_buf_free(&c->rx);
+	ad_list_del(&c->node);
+	ad_list_del(&c->cred_node);
+	c->req.cred = ad_cred_unref(c->req.cred);
+	if (c->ip_counted)
+		ip_release(c->req.ip);
+	ad_srv.n_ws--;
+}
+
+int ad_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+		   struct ad_conn *c, void *in, size_t len)
+{
+	switch (reason) {
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		if (pending_upgrade.wsi != wsi || !pending_upgrade.cred)
+			return 1; /* not through CONFIRM_UPGRADE: refuse */
+		memset(c, 0, sizeof(*c));
+		c->req.cred = pending_upgrade.cred;
+		pending_upgrade.cred = NULL;
+		pending_upgrade.wsi = NULL;
+		return 0;
+	case LWS_CALLBACK_ESTABLISHED:
+		if (!c->req.cred)
+			return -1;
+		conn_open(c, wsi, c->req.cred);
+		return 0;
+	case LWS_CALLBACK_RECEIVE:
+		return c->established ? ws_receive(c, in, len) : -1;
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return c->established ? ws_writable(c) : -1;
+	case LWS_CALLBACK_CLOSED:
+	case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+		if (c)
+			conn_closed(c);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+void ad_ws_tick(int64_t now)
+{
+	int64_t limit = (int64_t)ad_srv.cfg.heartbeat_timeout_ms * 1000;
+
+	while (!ad_list_empty(&ad_srv.ws_active)) {
+		struct ad_conn *c = ad_container_of(ad_list_first(&ad_srv.ws_active),
+						    struct ad_conn, node);
+
+		if (now - c->last_rx_us < limit)
+			break;
+		ad_srv.close_heartbeat++;
+		ad_ws_close(c, AD_CLOSE_HEARTBEAT);
+	}
+}
+
+size_t ad_broadcast(struct ad_msg *m, ad_conn_filter_fn filter, void *arg)
+{
+	struct ad_list *pos, *tmp;
+	size_t n = 0;
+
+	ad_srv.broadcasts++;
+	ad_list_foreach_safe(pos, tmp, &ad_srv.ws_active) {
+		struct ad_conn *c = ad_container_of(pos, struct ad_conn, node);
+
+		if (filter && !filter(c, arg))
+			continue;
+		ad_ws_send(c, m);
+		n++;
+	}
+	return n;
+}
+
+void ad_ws_free(void)
+{
+	ad_cred_unref(pending_upgrade.cred);
+	pending_upgrade.cred = NULL;
+	free(ip_tab);
+	ip_tab = NULL;
+	ip_cap = ip_used = 0;
+}

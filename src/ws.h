@@ -1,0 +1,76 @@
+/*
+ * ws.h - WebSocket connections: authentication at the upgrade, message
+ * assembly, the outgoing queue with backpressure, heartbeats, broadcast.
+ */
+#ifndef AD_WS_H
+#define AD_WS_H
+
+#include "buf.h"
+#include "dispatch.h"
+#include "list.h"
+#include "outq.h"
+
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Close codes of the wire contract. */
+#define AD_CLOSE_SHUTDOWN 1001
+#define AD_CLOSE_POLICY 1008
+#define AD_CLOSE_TOO_BIG 1009
+#define AD_CLOSE_HEARTBEAT 4000
+#define AD_CLOSE_REVOKED 4001
+#define AD_CLOSE_SLOW 4008
+
+/* One WebSocket connection; lws allocates it as the wsi's user data. */
+struct ad_conn {
+	struct ad_requester req;
+	struct lws *wsi;
+	struct ad_list node;      /* on ad_srv.ws_active until closing */
+	struct ad_list cred_node; /* on req.cred->conns */
+	int64_t last_rx_us;
+	struct ad_buf rx;         /* a message arriving in several pieces */
+	struct ad_outq outq;
+	uint16_t close_code;      /* set: close with it when next writable */
+	bool established;
+	bool rx_paused;
+	bool ip_counted;
+};
+
+/*
+ * The credential a request presents (Authorization: Bearer, or the
+ * actiond.bearer.<token> subprotocol): a new reference, or NULL.
+ * *ret_presented tells whether anything was presented at all.
+ */
+struct ad_cred *ad_ws_authenticate(struct lws *wsi, bool *ret_presented);
+
+/* The LWS_CALLBACK_HTTP_CONFIRM_UPGRADE step: auth and limits, or 401/429. */
+int ad_ws_confirm_upgrade(struct lws *wsi);
+
+/* Handles the WebSocket callback reasons. */
+int ad_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+		   struct ad_conn *c, void *in, size_t len);
+
+/*
+ * Queues m on c.  If the queue passes the limit the connection is closed
+ * with 4008 instead and its queue freed.
+ */
+void ad_ws_send(struct ad_conn *c, struct ad_msg *m);
+
+/* Asks for c to be closed with code from the next writable callback. */
+void ad_ws_close(struct ad_conn *c, uint16_t code);
+
+/* Closes sockets silent past the heartbeat timeout; drives the drain. */
+void ad_ws_tick(int64_t now);
+
+/*
+ * Sends m to every open connection for which filter(c, arg) is true (all of
+ * them if filter is NULL).  The frame is shared, not copied.  Returns the
+ * number of recipients.
+ */
+typedef bool (*ad_conn_filter_fn)(const struct ad_conn *c, void *arg);
+size_t ad_broadcast(struct ad_msg *m, ad_conn_filter_fn filter, void *arg);
+
+void ad_ws_free(void);
+
+#endif
