@@ -153,7 +153,7 @@ static int parse_listen(struct ad_config *c, const char *v)
 	char host[256];
 	size_t hl;
 
-	if (!colon || parse_u32(colon + 1, 1, 65535, &port))
+	if (!colon || parse_u32(colon + 1, 0, 65535, &port))
 		return -1;
 	hl = (size_t)(colon - v);
 	if (hl == 0 || hl >= sizeof(host))

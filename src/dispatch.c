@@ -364,6 +364,38 @@ struct ad_requester *ad_call_requester(const struct ad_call *c)
 
 /* ---- the pipeline ------------------------------------------------------- */
 
+/*
+ * Maps by-position params onto names as the spec's "positional" list says.
+ * Returns a new object, or NULL (with *ret_why set) if there are more
+ * elements than names.
+ */
+static json_t *params_by_position(const struct ad_spec *s, const json_t *arr,
+				  const char **ret_why)
+{
+	size_t nnames = json_array_size(s->positional), n = json_array_size(arr);
+	json_t *obj = json_object();
+
+	for (size_t i = 0; i < nnames && i < n; i++) {
+		const char *name = json_string_value(json_array_get(s->positional, i));
+
+		if (!strncmp(name, "...", 3)) {
+			json_t *rest = json_array();
+
+			for (size_t k = i; k < n; k++)
+				json_array_append(rest, json_array_get(arr, k));
+			json_object_set_new(obj, name + 3, rest);
+			return obj;
+		}
+		json_object_set(obj, name, json_array_get(arr, i));
+	}
+	if (n > nnames) {
+		json_decref(obj);
+		*ret_why = "more params by position than the method takes";
+		return NULL;
+	}
+	return obj;
+}
+
 static void run_call(struct ad_call *c, json_t *req, unsigned flags)
 {
 	struct ad_batch *b = c->batch;
@@ -396,22 +428,27 @@ static void run_call(struct ad_call *c, json_t *req, unsigned flags)
 
 	/* validate */
 	if (!params) {
-		params = empty_params;
-	} else if (!json_is_object(params)) {
-		answer_error(c, AD_RPC_INVALID_PARAMS, "Invalid params",
-			     json_pack("{s:s,s:s,s:s}", "pointer", "", "keyword",
-				       "type", "message",
-				       "params must be an object (by-name)"));
-		goto done_sync;
+		c->params = json_incref(empty_params);
+	} else if (json_is_array(params)) {
+		const char *why = "this method takes params by name (an object)";
+
+		if (!s->positional || !(c->params = params_by_position(s, params, &why))) {
+			answer_error(c, AD_RPC_INVALID_PARAMS, "Invalid params",
+				     json_pack("{s:s,s:s,s:s}", "pointer", "",
+					       "keyword", "type", "message", why));
+			goto done_sync;
+		}
+	} else {
+		c->params = json_incref(params);
 	}
-	if (s->params_schema && !ad_schema_validate(s->params_schema, params, &verr)) {
+	if (s->params_schema &&
+	    !ad_schema_validate(s->params_schema, c->params, &verr)) {
 		answer_error(c, AD_RPC_INVALID_PARAMS, "Invalid params",
 			     json_pack("{s:s,s:s,s:s}", "pointer", verr.pointer,
 				       "keyword", verr.keyword, "message",
 				       verr.message));
 		goto done_sync;
 	}
-	c->params = json_incref(params);
 
 	/* authorize */
 	if (cred && (!(s->cred_mask & AD_CRED_BIT(cred->kind)) ||

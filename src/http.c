@@ -57,7 +57,8 @@ static unsigned char *build_response(struct lws *wsi, int status,
 	}
 	if (lws_finalize_http_header(wsi, &p, end))
 		goto fail;
-	memcpy(p, body, blen);
+	if (blen)
+		memcpy(p, body, blen);
 	*ret_len = (size_t)(p - start) + blen;
 	return buf;
 fail:

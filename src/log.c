@@ -60,7 +60,10 @@ static void lws_emit(int level, const char *line)
 	/* lws lines end in a newline and carry their own timestamp prefix. */
 	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 		len--;
-	log_line(level & LLL_ERR ? "ERROR lws:" : "WARN lws:", line, len);
+	log_line(level & LLL_ERR    ? "ERROR lws:"
+		 : level & LLL_WARN ? "WARN lws:"
+				    : "DEBUG lws:",
+		 line, len);
 }
 
 void ad_log_hook_lws(void)

@@ -40,7 +40,7 @@ static json_t *method_object(const struct ad_spec *s)
 		     ? json_pack("{s:s}", "type", "null")
 		     : json_incref(json_object_get(doc, "result"));
 	m = json_pack("{s:s,s:s,s:o,s:{s:s,s:o}}", "name", s->method,
-		      "paramStructure", "by-name", "params",
+		      "paramStructure", s->positional ? "either" : "by-name", "params",
 		      content_descriptors(json_object_get(doc, "params")), "result",
 		      "name", "result", "schema", rs);
 	if (json_object_get(doc, "summary"))

@@ -6,7 +6,8 @@
  * "$ref" resolved to a pointer to its target node and every regular
  * expression translated from ECMA-262 to POSIX and compiled.
  * ad_schema_validate() walks that graph along the instance; it only
- * allocates for "propertyNames" and for "uniqueItems" on long arrays.
+ * allocates for "propertyNames" and for "uniqueItems" on long arrays (and
+ * the C library's regexec() allocates for its own needs).
  *
  * Compilation happens in three steps: every document (the root one and those
  * loaded for "$ref") is indexed, recording the URIs declared by "$id"; nodes
@@ -38,7 +39,7 @@
  * in-place applicators without descending into it ({"anyOf":[{"$ref":"#"}]}
  * loops forever); this bounds the nesting of node evaluations.
  */
-#define MAX_EVAL_DEPTH (AD_SCHEMA_MAX_DEPTH * 8)
+#define MAX_EVAL_DEPTH (AD_SCHEMA_MAX_DEPTH * 4)
 
 /* Below this many items "uniqueItems" compares all pairs instead of hashing. */
 #define UNIQUE_PAIRWISE_MAX 16
@@ -872,19 +873,22 @@ static void emit_ascii_bracket(struct sbuf *b, const bool *bits)
             sb_putc(b, (char)end);
         ch = end + 1;
     }
-    if (caret) {
-        if (b->len == start + 1 && !lbr) {
-            /* A leading "^" would negate: put it after another member. */
-            if (dash) {
-                sb_puts(b, "-^]");
-                return;
-            }
+    if (caret && b->len == start + 1) {
+        /* A leading "^" would negate: put it after another member. */
+        if (lbr) {
+            sb_puts(b, "[^");
+            caret = lbr = false;
+        } else if (dash) {
+            sb_puts(b, "-^]");
+            return;
+        } else {
             b->len = start;
             sb_puts(b, "\\^");
             return;
         }
-        sb_putc(b, '^');
     }
+    if (caret)
+        sb_putc(b, '^');
     if (lbr)
         sb_putc(b, '[');
     if (dash)
@@ -2580,12 +2584,16 @@ static void types_text(unsigned types, char *out, size_t cap)
     }
 }
 
+/* Formats a number in the shortest of two precisions that reads back exactly. */
 static void number_text(const json_t *x, char *out, size_t cap)
 {
-    if (json_is_integer(x))
+    if (json_is_integer(x)) {
         snprintf(out, cap, "%lld", (long long)json_integer_value(x));
-    else
-        snprintf(out, cap, "%.17g", json_number_value(x));
+        return;
+    }
+    snprintf(out, cap, "%.15g", json_real_value(x));
+    if (strtod(out, NULL) != json_real_value(x))
+        snprintf(out, cap, "%.17g", json_real_value(x));
 }
 
 /* Compares two JSON numbers exactly, including integer against real. */

@@ -83,7 +83,9 @@ int ad_schema_compile(json_t *schema, const char *base_uri, ad_schema_loader_fn 
  * Validates "instance" against the compiled schema "s".  Returns true when
  * the instance is valid.  Otherwise it returns false and, when "ret_err" is
  * not NULL, describes the first violation found there.  It does not allocate
- * memory except for "uniqueItems" on long arrays and for "propertyNames".
+ * memory itself except for "uniqueItems" on long arrays and for
+ * "propertyNames"; the C library's regexec() may allocate for "pattern" and
+ * "patternProperties".
  */
 bool ad_schema_validate(const struct ad_schema *s, const json_t *instance,
                         struct ad_schema_error *ret_err);

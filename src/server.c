@@ -122,6 +122,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 		if ((!ad_srv.n_ws && !ad_srv.n_http) ||
 		    now >= ad_srv.drain_deadline_us + 4 * DRAIN_GRACE_US) {
 			ad_srv.stop = true;
+			lws_cancel_service(ad_srv.lws); /* wake the poll to leave */
 			return;
 		}
 	}
@@ -138,7 +139,12 @@ void ad_server_drain(void)
 	ad_srv.draining = true;
 	ad_srv.drain_deadline_us =
 		lws_now_usecs() + (int64_t)ad_srv.cfg.shutdown_timeout_ms * 1000;
-	lws_context_deprecate(ad_srv.lws, NULL); /* closes the listening socket */
+	/*
+	 * New connections are hung up on at accept from here on (see
+	 * LWS_CALLBACK_FILTER_NETWORK_CONNECTION).  lws_context_deprecate()
+	 * would close the listener instead, but in lws 4.1 it touches the
+	 * listening wsi after freeing it.
+	 */
 	close_all_ws();
 	ad_http_close_idle();
 	lws_sul_schedule(ad_srv.lws, 0, &ad_srv.tick, tick, 1000);
@@ -168,6 +174,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_CLOSED:
 	case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
 		return ad_ws_callback(wsi, reason, pss ? &pss->ws : NULL, in, len);
+	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+		return ad_srv.draining ? 1 : 0;
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		if (ad_srv.signalled && !ad_srv.draining)
 			ad_server_drain();
@@ -247,8 +255,12 @@ int ad_server_init(void)
 	sigaction(SIGPIPE, &sa, NULL);
 
 	lws_sul_schedule(ad_srv.lws, 0, &ad_srv.tick, tick, TICK_US);
-	ad_log_info("listening on %s://%s:%d", ad_srv.tls ? "https" : "http",
-		    ad_srv.cfg.listen_host, ad_srv.cfg.listen_port);
+	ad_srv.vhost = lws_get_vhost_by_name(ad_srv.lws, "default");
+	/* With port 0 the kernel picks one; say which (tests read this line). */
+	ad_log(AD_LOG_INFO, "listening on %s://%s:%d", ad_srv.tls ? "https" : "http",
+	       ad_srv.cfg.listen_host,
+	       ad_srv.vhost ? lws_get_vhost_listen_port(ad_srv.vhost)
+			    : ad_srv.cfg.listen_port);
 	return 0;
 }
 

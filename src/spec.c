@@ -76,6 +76,7 @@ static int spec_read(struct ad_spec *s, const char *file, char *err, size_t errl
 		json_string_value(json_object_get(doc, "risk")), risks, 3);
 	s->side_effects = json_is_true(json_object_get(doc, "side_effects"));
 	s->timeout_ms = (uint32_t)json_integer_value(json_object_get(doc, "timeout_ms"));
+	s->positional = json_object_get(doc, "positional");
 
 	auth = json_object_get(doc, "auth");
 	json_array_foreach(json_object_get(auth, "credentials"), i, v) {

@@ -42,6 +42,7 @@ struct ad_spec {
 	struct ad_schema *params_schema;
 	struct ad_schema *result_schema;
 	json_t *doc;             /* the spec as loaded, for rpc.discover */
+	json_t *positional;      /* names for by-position params, or NULL */
 	ad_handler_fn handler;
 	struct ad_list inflight; /* asynchronous calls, oldest deadline first */
 };

@@ -122,7 +122,50 @@ static void test_ok(struct ad_call *call)
 	ad_call_reply(call, json_pack("{s:b}", "ok", 1));
 }
 
+/* The methods of the JSON-RPC 2.0 specification's examples. */
+static json_t *number(double d)
+{
+	if (d == (double)(json_int_t)d && d > -9e15 && d < 9e15)
+		return json_integer((json_int_t)d);
+	return json_real(d);
+}
+
+static void spec_subtract(struct ad_call *call)
+{
+	const json_t *p = ad_call_params(call);
+
+	ad_call_reply(call, number(json_number_value(json_object_get(p, "minuend")) -
+				   json_number_value(json_object_get(p, "subtrahend"))));
+}
+
+static void spec_sum(struct ad_call *call)
+{
+	const json_t *v;
+	double total = 0;
+	size_t i;
+
+	json_array_foreach(json_object_get(ad_call_params(call), "values"), i, v)
+		total += json_number_value(v);
+	ad_call_reply(call, number(total));
+}
+
+static void spec_get_data(struct ad_call *call)
+{
+	ad_call_reply(call, json_pack("[s,i]", "hello", 5));
+}
+
+static void spec_null(struct ad_call *call)
+{
+	ad_call_reply(call, NULL);
+}
+
 const struct ad_handler_entry ad_test_actions[] = {
+	{ "subtract", spec_subtract },
+	{ "sum", spec_sum },
+	{ "get_data", spec_get_data },
+	{ "update", spec_null },
+	{ "notify_sum", spec_null },
+	{ "notify_hello", spec_null },
 	{ "test.sleep", test_sleep },
 	{ "test.echo", test_echo },
 	{ "test.blob", test_blob },

@@ -1,0 +1,152 @@
+// Test harness: starts the real actiond binary with a throwaway config and
+// gives tests WebSocket and HTTP clients that speak to it.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+
+export const ACTIOND = process.env.ACTIOND || new URL('../../build/src/actiond', import.meta.url).pathname;
+
+// A fresh random token and the hash actiond's config wants.
+export function genToken() {
+  const out = execFileSync(ACTIOND, ['gen-token']).toString();
+  return {
+    token: /^token=(.*)$/m.exec(out)[1],
+    hash: /^token_hash=(.*)$/m.exec(out)[1],
+  };
+}
+
+// Starts actiond.  opts.keys: {name: {org, role}}; opts.server / opts.limits:
+// extra INI settings; opts.tls: {cert, key}.  Resolves to a handle with the
+// port, the tokens by key name, and stop().
+export async function startServer(opts = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'actiond-test-'));
+  const keys = opts.keys || { admin: { org: 'acme', role: 'admin' } };
+  const tokens = {};
+  let ini = '[server]\nlisten = 127.0.0.1:0\nlog_level = info\n';
+  for (const [k, v] of Object.entries(opts.server || {})) ini += `${k} = ${v}\n`;
+  if (opts.tls) ini += `tls_cert = ${opts.tls.cert}\ntls_key = ${opts.tls.key}\n`;
+  ini += '[limits]\n';
+  for (const [k, v] of Object.entries(opts.limits || {})) ini += `${k} = ${v}\n`;
+  for (const [name, k] of Object.entries(keys)) {
+    const t = genToken();
+    tokens[name] = t.token;
+    ini += `[api_key ${name}]\norg = ${k.org}\nrole = ${k.role}\ntoken_hash = ${t.hash}\n`;
+  }
+  const conf = join(dir, 'actiond.conf');
+  writeFileSync(conf, ini);
+  const proc = spawn(ACTIOND, ['-c', conf, ...(opts.args || [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('actiond did not start:\n' + log)), 10000);
+    proc.stderr.on('data', (d) => {
+      log += d.toString();
+      if (process.env.ACTIOND_TEST_LOG) process.stderr.write(d);
+      const m = /listening on \w+:\/\/[^:]+:(\d+)/.exec(log);
+      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+    });
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`actiond exited ${code}:\n${log}`)); });
+  });
+  proc.removeAllListeners('exit');
+  const exited = new Promise((resolve) => proc.on('exit', (code, sig) => resolve({ code, sig })));
+  const scheme = opts.tls ? 'https' : 'http';
+  const server = {
+    proc, port, tokens, dir, exited,
+    token: tokens[Object.keys(keys)[0]],
+    url: `${scheme}://127.0.0.1:${port}`,
+    wsUrl: `${opts.tls ? 'wss' : 'ws'}://127.0.0.1:${port}/ws`,
+    log: () => log,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      const r = await exited;
+      rmSync(dir, { recursive: true, force: true });
+      return r;
+    },
+  };
+  return server;
+}
+
+// An open WebSocket with helpers: call() sends a request and waits for the
+// answer with the same id; next() waits for the next message of any kind.
+export async function connect(server, { token = server.token, protocols = ['actiond.v1'], headers, wsOptions = {} } = {}) {
+  const h = { ...(headers || {}) };
+  if (token) h.Authorization = 'Bearer ' + token;
+  const ws = new WebSocket(server.wsUrl, protocols, { headers: h, rejectUnauthorized: false, ...wsOptions });
+  const client = wrap(ws);
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+    ws.once('unexpected-response', (req, res) => reject(Object.assign(new Error('HTTP ' + res.statusCode), { status: res.statusCode })));
+  });
+  return client;
+}
+
+export function wrap(ws) {
+  const queue = [];
+  const waiters = [];
+  const pending = new Map();
+  let nextId = 1;
+  const closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  ws.on('message', (data) => {
+    const text = data.toString();
+    let msg;
+    try { msg = JSON.parse(text); } catch { msg = { unparsable: text }; }
+    if (msg && !Array.isArray(msg) && msg.id !== undefined && pending.has(JSON.stringify(msg.id))) {
+      const p = pending.get(JSON.stringify(msg.id));
+      pending.delete(JSON.stringify(msg.id));
+      p(msg);
+      return;
+    }
+    if (waiters.length) waiters.shift()(msg); else queue.push(msg);
+  });
+  return {
+    ws,
+    closed,
+    send(obj) { ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj)); },
+    call(method, params, id) {
+      if (id === undefined) id = nextId++;
+      const req = { jsonrpc: '2.0', id, method };
+      if (params !== undefined) req.params = params;
+      return new Promise((resolve) => {
+        pending.set(JSON.stringify(id), resolve);
+        ws.send(JSON.stringify(req));
+      });
+    },
+    next(timeoutMs = 5000) {
+      if (queue.length) return Promise.resolve(queue.shift());
+      return new Promise((resolve, reject) => {
+        const w = (m) => { clearTimeout(t); resolve(m); };
+        const t = setTimeout(() => {
+          waiters.splice(waiters.indexOf(w), 1);
+          reject(new Error('no message within ' + timeoutMs + ' ms'));
+        }, timeoutMs);
+        waiters.push(w);
+      });
+    },
+    // Resolves to true if no message arrives within ms.
+    async silent(ms) {
+      try { await this.next(ms); return false; } catch { return true; }
+    },
+    close() { ws.close(); return closed; },
+  };
+}
+
+// HTTP helper: fetch with the bearer token; returns {status, headers, body, json}.
+export async function http(server, path, { method = 'GET', body, token = server.token, headers = {} } = {}) {
+  const h = { ...headers };
+  if (token) h.Authorization = 'Bearer ' + token;
+  if (body !== undefined && !h['Content-Type']) h['Content-Type'] = 'application/json';
+  const res = await fetch(server.url + path, { method, headers: h, body: typeof body === 'string' || body === undefined ? body : JSON.stringify(body) });
+  const text = await res.text();
+  let json;
+  try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+  return { status: res.status, headers: res.headers, body: text, json };
+}
+
+export function rssKiB(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m[1]);
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
