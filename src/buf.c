@@ -86,12 +86,25 @@ void ad_buf_free(struct ad_buf *b)
 	b->oom = false;
 }
 
+void ad_buf_int(struct ad_buf *b, long long v)
+{
+	char tmp[24], *p = tmp + sizeof(tmp);
+	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		*--p = '-';
+	ad_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
 void ad_buf_json_str(struct ad_buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t i, run = 0;
 
-	/* Worst case every byte becomes \u00XX. */
 	if (!ad_buf_reserve(b, n + 2))
 		return;
 	ad_buf_putc(b, '"');
@@ -159,9 +172,7 @@ void ad_buf_json(struct ad_buf *b, const json_t *v)
 		ad_buf_append(b, "false", 5);
 		break;
 	case JSON_INTEGER:
-		n = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
-			     json_integer_value(v));
-		ad_buf_append(b, num, (size_t)n);
+		ad_buf_int(b, json_integer_value(v));
 		break;
 	case JSON_REAL:
 		n = ad_fmt_real(num, json_real_value(v));

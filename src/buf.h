@@ -33,6 +33,9 @@ void ad_buf_reset(struct ad_buf *b);
 /* Frees the storage; the buffer is empty and usable afterwards. */
 void ad_buf_free(struct ad_buf *b);
 
+/* Appends a decimal integer (no printf on the hot path). */
+void ad_buf_int(struct ad_buf *b, long long v);
+
 /* Appends s (n bytes, UTF-8) as a quoted JSON string. */
 void ad_buf_json_str(struct ad_buf *b, const char *s, size_t n);
 /*

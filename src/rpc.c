@@ -76,11 +76,22 @@ void ad_rpc_write_result(struct ad_buf *b, const json_t *id, const json_t *resul
 	ad_buf_putc(b, '}');
 }
 
+void ad_rpc_write_raw_result(struct ad_buf *b, const json_t *id, const char *json,
+			     size_t len)
+{
+	write_head(b, id);
+	ad_buf_append(b, ",\"result\":", 10);
+	ad_buf_append(b, json, len);
+	ad_buf_putc(b, '}');
+}
+
 void ad_rpc_write_error(struct ad_buf *b, const json_t *id, int code,
 			const char *message, const json_t *data)
 {
 	write_head(b, id);
-	ad_buf_printf(b, ",\"error\":{\"code\":%d,\"message\":", code);
+	ad_buf_append(b, ",\"error\":{\"code\":", 17);
+	ad_buf_int(b, code);
+	ad_buf_append(b, ",\"message\":", 11);
 	ad_buf_json_str(b, message, strlen(message));
 	if (data) {
 		ad_buf_append(b, ",\"data\":", 8);

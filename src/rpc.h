@@ -41,6 +41,10 @@ int ad_rpc_code_http_status(int code);
 /* Appends {"jsonrpc":"2.0","id":<id>,"result":<result>}; id NULL -> null. */
 void ad_rpc_write_result(struct ad_buf *b, const json_t *id, const json_t *result);
 
+/* Same, with the result already serialised (trusted to be valid JSON). */
+void ad_rpc_write_raw_result(struct ad_buf *b, const json_t *id, const char *json,
+			     size_t len);
+
 /*
  * Appends an error response.  data (may be NULL) is written as error.data;
  * for application errors pass ad_rpc_reason_data() output.

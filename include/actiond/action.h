@@ -84,6 +84,14 @@ void *ad_call_data(const struct ad_call *call);
 void ad_call_reply(struct ad_call *call, json_t *result);
 
 /*
+ * Finishes the call with a result already serialised as JSON text (len
+ * bytes), for hot paths that can write their answer without building a DOM.
+ * The text must be valid JSON; debug builds parse it and check it against
+ * the output schema.
+ */
+void ad_call_reply_raw(struct ad_call *call, const char *json, size_t len);
+
+/*
  * Finishes the call with an application error.  message is a short sentence
  * for people; data (owned, may be NULL) is merged into error.data next to the
  * reason.
