@@ -1,0 +1,110 @@
+/*
+ * test_config.c - INI parsing, value parsers and validation of src/config.c.
+ */
+#include "check.h"
+#include "config.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+static char path[] = "/tmp/actiond-test-config-XXXXXX";
+
+static int load(struct ad_config *c, const char *text, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "w");
+
+	fputs(text, f);
+	fclose(f);
+	ad_config_init(c);
+	return ad_config_load(c, path, err, errlen);
+}
+
+int main(void)
+{
+	struct ad_config c;
+	char err[256];
+	size_t sz;
+	uint32_t ms;
+	int fd = mkstemp(path);
+
+	close(fd);
+
+	CHECK(ad_parse_size("1MiB", &sz) == 0 && sz == 1048576);
+	CHECK(ad_parse_size("64 KiB", &sz) == 0 && sz == 65536);
+	CHECK(ad_parse_size("100", &sz) == 0 && sz == 100);
+	CHECK(ad_parse_size("1TB", &sz) == -1);
+	CHECK(ad_parse_size("-1", &sz) == -1);
+	CHECK(ad_parse_size("", &sz) == -1);
+	CHECK(ad_parse_duration_ms("60s", &ms) == 0 && ms == 60000);
+	CHECK(ad_parse_duration_ms("250ms", &ms) == 0 && ms == 250);
+	CHECK(ad_parse_duration_ms("2m", &ms) == 0 && ms == 120000);
+	CHECK(ad_parse_duration_ms("5", &ms) == -1); /* a unit is required */
+	CHECK(ad_parse_duration_ms("99999999h", &ms) == -1);
+
+	CHECK(load(&c,
+		   "# comment\n"
+		   "[server]\n"
+		   "listen = [::1]:9000\n"
+		   "heartbeat_timeout = 30s\n"
+		   "\n"
+		   "[limits]\n"
+		   "  max_batch = 10  \n"
+		   "max_message = 512KiB\n"
+		   "; another comment\n"
+		   "[api_key ci bot]\n"
+		   "org = acme\n"
+		   "role = member\n"
+		   "token_hash = 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+		   err, sizeof(err)) == 0);
+	CHECK_STR(c.listen_host, "::1");
+	CHECK(c.listen_port == 9000);
+	CHECK(c.heartbeat_timeout_ms == 30000);
+	CHECK(c.max_batch == 10);
+	CHECK(c.max_message == 512 * 1024);
+	CHECK(c.n_api_keys == 1);
+	CHECK_STR(c.api_keys[0].name, "ci bot");
+	CHECK(c.api_keys[0].role == AD_ROLE_MEMBER && c.api_keys[0].hash[31] == 0xff);
+	CHECK(ad_config_check(&c, err, sizeof(err)) == 0);
+	ad_config_free(&c);
+
+	/* Errors name the file and line. */
+	CHECK(load(&c, "[server]\nlisten = 127.0.0.1:8080\nbogus = 1\n", err, sizeof(err)) == -1);
+	CHECK(strstr(err, ":3: unknown setting server.bogus") != NULL);
+	ad_config_free(&c);
+	CHECK(load(&c, "listen = x\n", err, sizeof(err)) == -1);
+	CHECK(strstr(err, ":1: setting outside a section") != NULL);
+	ad_config_free(&c);
+	CHECK(load(&c, "[nope]\n", err, sizeof(err)) == -1);
+	ad_config_free(&c);
+	CHECK(load(&c, "[server]\nlisten = 127.0.0.1:70000\n", err, sizeof(err)) == -1);
+	ad_config_free(&c);
+	CHECK(load(&c, "[limits]\nmax_batch = 0\n", err, sizeof(err)) == -1);
+	ad_config_free(&c);
+	CHECK(load(&c, "[api_key a]\norg = x\n[api_key a]\n", err, sizeof(err)) == -1);
+	ad_config_free(&c);
+	CHECK(load(&c, "[api_key a]\ntoken_hash = abc\n", err, sizeof(err)) == -1);
+	ad_config_free(&c);
+	CHECK(load(&c, "[api_key a]\nrole = superuser\n", err, sizeof(err)) == -1);
+	ad_config_free(&c);
+
+	/* Cross-field checks. */
+	CHECK(load(&c, "[api_key a]\norg = x\n", err, sizeof(err)) == 0);
+	CHECK(ad_config_check(&c, err, sizeof(err)) == -1); /* no role, no hash */
+	ad_config_free(&c);
+	CHECK(load(&c, "[server]\ntls_cert = /x\n", err, sizeof(err)) == 0);
+	CHECK(ad_config_check(&c, err, sizeof(err)) == -1);
+	ad_config_free(&c);
+	CHECK(load(&c, "[limits]\nmax_queue = 1KiB\n", err, sizeof(err)) == 0);
+	CHECK(ad_config_check(&c, err, sizeof(err)) == -1);
+	ad_config_free(&c);
+
+	/* The same setter serves --set. */
+	ad_config_init(&c);
+	CHECK(ad_config_set(&c, "limits", "max_depth", "16", err, sizeof(err)) == 0);
+	CHECK(c.max_depth == 16);
+	CHECK(ad_config_set(&c, "limits", "max_depth", "x", err, sizeof(err)) == -1);
+	ad_config_free(&c);
+
+	unlink(path);
+	return check_summary("config");
+}
