@@ -1,0 +1,222 @@
+/*
+ * fuzz_rpc.c - fuzz driver for everything a peer's message goes through
+ * before a handler: depth pre-scan, JSON parsing, the JSON-RPC envelope,
+ * batches, method lookup, params validation against the specs' schemas,
+ * authorization, rate limits and the answer writers.
+ *
+ * Built two ways: with -Dfuzzing=true under clang it is a libFuzzer target;
+ * otherwise its main() replays a corpus and then a fixed number of
+ * deterministic mutations of it, which is what the test suite runs.
+ *
+ * Every answer must be valid JSON of the right shape, or the driver aborts.
+ */
+#include "actions.h"
+#include "auth.h"
+#include "dispatch.h"
+#include "server.h"
+#include "spec.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static struct ad_cred cred = { .refs = 1, .kind = AD_CRED_API_KEY,
+			       .role = AD_ROLE_ADMIN, .org = "fuzz", .id = "api_key:fuzz" };
+static size_t answers;
+
+static void check_response(const json_t *r)
+{
+	const json_t *id = json_object_get(r, "id");
+
+	if (!json_is_object(r) || !json_is_string(json_object_get(r, "jsonrpc")) ||
+	    !id || (!!json_object_get(r, "result") == !!json_object_get(r, "error")))
+		abort();
+	if (json_object_get(r, "error") &&
+	    !json_is_integer(json_object_get(json_object_get(r, "error"), "code")))
+		abort();
+}
+
+static void deliver(struct ad_requester *r, const char *json, size_t len,
+		    const struct ad_answer_meta *meta)
+{
+	json_t *v;
+	size_t i;
+	json_t *e;
+
+	(void)r;
+	(void)meta;
+	if (!len)
+		return;
+	v = json_loadb(json, len, JSON_ALLOW_NUL, NULL);
+	if (!v)
+		abort(); /* an answer that is not JSON */
+	if (json_is_array(v)) {
+		if (!json_array_size(v))
+			abort(); /* an empty batch answer must not be sent */
+		json_array_foreach(v, i, e)
+			check_response(e);
+	} else {
+		check_response(v);
+	}
+	answers++;
+	json_decref(v);
+}
+
+static const struct ad_requester_ops ops = { .deliver = deliver };
+
+static void init(void)
+{
+	static const struct ad_handler_entry *const tables[] = {
+		ad_builtin_actions,
+#ifdef AD_TEST_ACTIONS
+		ad_test_actions,
+#endif
+		NULL,
+	};
+	struct lws_context_creation_info info;
+	char err[256];
+
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	lws_set_log_level(LLL_ERR, NULL);
+	ad_config_init(&ad_srv.cfg);
+	ad_list_init(&ad_srv.ws_active);
+	ad_list_init(&ad_srv.http);
+	ad_list_init(&cred.conns);
+	ad_srv.lws = lws_create_context(&info); /* for timers; never serviced */
+	if (!ad_srv.lws || ad_specs_load(tables, err, sizeof(err))) {
+		fprintf(stderr, "fuzz init failed: %s\n", err);
+		exit(1);
+	}
+	ad_dispatch_init();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static bool ready;
+	struct ad_requester r;
+
+	if (!ready) {
+		init();
+		ready = true;
+	}
+	ad_requester_init(&r, &ops);
+	r.cred = &cred;
+	ad_dispatch_message(&r, (const char *)data, size, 0);
+	ad_requester_detach(&r); /* cancels what went asynchronous */
+	return 0;
+}
+
+#ifndef AD_LIBFUZZER
+/* ---- corpus replay and deterministic mutation ---------------------------- */
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint64_t next_rand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static void mutate_and_run(const uint8_t *in, size_t n, const uint8_t *other,
+			   size_t on)
+{
+	static const char *const tokens[] = { "{", "}", "[", "]", "\"", ",", ":",
+					      "null", "1e999", "-0", "\\u0000",
+					      "\"id\":", "\"method\":", "\xff", "\\ud800" };
+	uint8_t buf[8192];
+	size_t len = n < sizeof(buf) ? n : sizeof(buf);
+
+	memcpy(buf, in, len);
+	for (int k = 1 + (int)(next_rand() % 4); k > 0 && len; k--) {
+		size_t at = next_rand() % len;
+		const char *t;
+
+		switch (next_rand() % 5) {
+		case 0: /* flip a byte */
+			buf[at] ^= (uint8_t)(1u << (next_rand() % 8));
+			break;
+		case 1: /* truncate */
+			len = at;
+			break;
+		case 2: /* insert a token */
+			t = tokens[next_rand() % (sizeof(tokens) / sizeof(*tokens))];
+			if (len + strlen(t) < sizeof(buf)) {
+				memmove(buf + at + strlen(t), buf + at, len - at);
+				memcpy(buf + at, t, strlen(t));
+				len += strlen(t);
+			}
+			break;
+		case 3: /* splice the tail of another input */
+			if (on) {
+				size_t from = next_rand() % on, take = on - from;
+
+				if (at + take > sizeof(buf))
+					take = sizeof(buf) - at;
+				memcpy(buf + at, other + from, take);
+				len = at + take;
+			}
+			break;
+		default: /* duplicate a chunk */
+			if (len * 2 < sizeof(buf)) {
+				memcpy(buf + len, buf + at, len - at);
+				len += len - at;
+			}
+		}
+	}
+	LLVMFuzzerTestOneInput(buf, len);
+}
+
+int main(int argc, char **argv)
+{
+	uint8_t *inputs[256];
+	size_t lens[256], n = 0;
+	long iterations = argc > 2 ? atol(argv[2]) : 20000;
+	DIR *d;
+	struct dirent *e;
+
+	if (argc < 2 || !(d = opendir(argv[1]))) {
+		fprintf(stderr, "usage: fuzz_rpc CORPUS_DIR [ITERATIONS]\n");
+		return 2;
+	}
+	while ((e = readdir(d)) && n < 256) {
+		char path[4096];
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", argv[1], e->d_name);
+		if (!(f = fopen(path, "rb")))
+			continue;
+		inputs[n] = malloc(65536);
+		lens[n] = fread(inputs[n], 1, 65536, f);
+		fclose(f);
+		LLVMFuzzerTestOneInput(inputs[n], lens[n]);
+		n++;
+	}
+	closedir(d);
+	if (!n)
+		return 2;
+	for (long i = 0; i < iterations; i++) {
+		size_t a = next_rand() % n, b = next_rand() % n;
+
+		mutate_and_run(inputs[a], lens[a], inputs[b], lens[b]);
+	}
+	printf("fuzz_rpc: %zu corpus inputs, %ld mutations, %zu answers, no failure\n",
+	       n, iterations, answers);
+	for (size_t i = 0; i < n; i++)
+		free(inputs[i]);
+	ad_dispatch_shutdown();
+	lws_context_destroy(ad_srv.lws);
+	ad_dispatch_free();
+	ad_specs_free();
+	ad_openrpc_free();
+	ad_config_free(&ad_srv.cfg);
+	return 0;
+}
+#endif
