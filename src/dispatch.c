@@ -48,6 +48,7 @@ struct ad_batch {
 	uint32_t pending;         /* calls (+1 while dispatching) unanswered */
 	uint32_t live;            /* calls (+1 while dispatching) not finished */
 	uint32_t nanswers;        /* responses written into out */
+	size_t msg_len;           /* counted in req->inflight_bytes until answered */
 	bool is_array;
 	uint8_t ip[16];
 	struct ad_call calls[];
@@ -134,6 +135,7 @@ static void batch_deliver(struct ad_batch *b)
 		return;
 	ad_list_del(&b->req_node);
 	b->req = NULL;
+	r->inflight_bytes -= b->msg_len;
 	if (b->out.oom) {
 		ad_log_error("out of memory building an answer; sending an error");
 		ad_buf_reset(&b->out);
@@ -603,10 +605,16 @@ static void answer_message_error(struct ad_requester *r, int code,
 	batch_release(b);
 }
 
+/* The size of the message being dispatched, for inflight_bytes. */
+static size_t current_msg_len;
+
 void ad_dispatch_object(struct ad_requester *r, json_t *doc, unsigned flags)
 {
+	size_t msg_len = current_msg_len;
 	struct ad_batch *b;
 	size_t n = 1;
+
+	current_msg_len = 0;
 
 	if (json_is_array(doc)) {
 		n = json_array_size(doc);
@@ -628,6 +636,8 @@ void ad_dispatch_object(struct ad_requester *r, json_t *doc, unsigned flags)
 	b = batch_new(r, (uint32_t)n, json_is_array(doc));
 	if (!b)
 		goto out;
+	b->msg_len = msg_len;
+	r->inflight_bytes += msg_len;
 	for (size_t i = 0; i < n; i++) {
 		struct ad_call *c = &b->calls[i];
 		json_t *req = json_is_array(doc) ? json_array_get(doc, i) : doc;
@@ -664,6 +674,7 @@ void ad_dispatch_message(struct ad_requester *r, const char *data, size_t len,
 					       jerr.column));
 		return;
 	}
+	current_msg_len = len;
 	ad_dispatch_object(r, doc, flags);
 }
 
@@ -686,11 +697,13 @@ void ad_requester_detach(struct ad_requester *r)
 		b->live++; /* keep b while its handlers react */
 		ad_list_del(&b->req_node);
 		b->req = NULL;
+		r->inflight_bytes -= b->msg_len;
 		for (uint32_t i = 0; i < b->ncalls; i++)
 			call_cancel(&b->calls[i], AD_REASON_CANCELLED);
 		batch_release(b);
 	}
 	r->inflight = 0;
+	r->inflight_bytes = 0;
 }
 
 bool ad_dispatch_cancel(struct ad_requester *r, const json_t *id)

@@ -51,6 +51,7 @@ struct ad_requester {
 	struct ad_cred *cred;   /* NULL when anonymous (HTTP only) */
 	struct ad_list batches; /* messages not fully answered yet */
 	uint32_t inflight;      /* calls not answered yet */
+	size_t inflight_bytes;  /* size of the messages those calls came in */
 	uint8_t ip[16];         /* peer address, IPv4 mapped into IPv6 */
 };
 

@@ -10,8 +10,9 @@
  * the control frames lws sends itself.
  *
  * Backpressure: reading stops while a connection has max_inflight calls
- * unanswered or half its queue limit waiting; past the limit it is closed
- * with 4008 and its queue freed at once.
+ * unanswered, or half its queue limit waiting to be sent, or half of it in
+ * requests still being worked on; past the limit it is closed with 4008 and
+ * its queue freed at once.
  */
 #include "ws.h"
 #include "auth.h"
@@ -206,16 +207,16 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 
 static void update_rx_flow(struct ad_conn *c)
 {
+	size_t mark;
 	bool pause;
 
 	if (c->close_code)
 		return;
-	if (c->rx_paused)
-		pause = c->req.inflight >= ad_srv.cfg.max_inflight ||
-			c->outq.bytes >= ad_srv.cfg.max_queue / 4;
-	else
-		pause = c->req.inflight >= ad_srv.cfg.max_inflight ||
-			c->outq.bytes >= ad_srv.cfg.max_queue / 2;
+	/* Hysteresis: pause at half the queue limit, resume at a quarter. */
+	mark = c->rx_paused ? ad_srv.cfg.max_queue / 4 : ad_srv.cfg.max_queue / 2;
+
+	pause = c->req.inflight >= ad_srv.cfg.max_inflight ||
+		c->outq.bytes >= mark || c->req.inflight_bytes >= mark;
 	if (pause != c->rx_paused) {
 		c->rx_paused = pause;
 		lws_rx_flow_control(c->wsi, pause ? 0 : 1);

@@ -69,10 +69,14 @@ export async function startServer(opts = {}) {
 
 // An open WebSocket with helpers: call() sends a request and waits for the
 // answer with the same id; next() waits for the next message of any kind.
-export async function connect(server, { token = server.token, protocols = ['actiond.v1'], headers, wsOptions = {} } = {}) {
+// opts.path: another path than /ws; opts.wsOptions: extra options of the npm
+// ws client (ca, servername, maxPayload...).  A refused upgrade rejects with
+// an error whose .status is the HTTP status.
+export async function connect(server, { token = server.token, protocols = ['actiond.v1'], headers, wsOptions = {}, path } = {}) {
   const h = { ...(headers || {}) };
   if (token) h.Authorization = 'Bearer ' + token;
-  const ws = new WebSocket(server.wsUrl, protocols, { headers: h, rejectUnauthorized: false, ...wsOptions });
+  const url = path === undefined ? server.wsUrl : server.wsUrl.replace(/\/ws$/, path);
+  const ws = new WebSocket(url, protocols, { headers: h, rejectUnauthorized: false, ...wsOptions });
   const client = wrap(ws);
   await new Promise((resolve, reject) => {
     ws.once('open', resolve);
@@ -88,6 +92,12 @@ export function wrap(ws) {
   const pending = new Map();
   let nextId = 1;
   const closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  let isClosed = false;
+  ws.on('close', () => { isClosed = true; });
+  // Socket errors (EPIPE, ECONNRESET after the server hung up) end in a
+  // 'close' event; keep them from being unhandled 'error' events.
+  let lastError = null;
+  ws.on('error', (e) => { lastError = e; });
   ws.on('message', (data) => {
     const text = data.toString();
     let msg;
@@ -129,6 +139,10 @@ export function wrap(ws) {
       try { await this.next(ms); return false; } catch { return true; }
     },
     close() { ws.close(); return closed; },
+    // Takes every message received and not yet consumed by next().
+    drain() { return queue.splice(0, queue.length); },
+    get isClosed() { return isClosed; },
+    get error() { return lastError; },
   };
 }
 
@@ -142,6 +156,19 @@ export async function http(server, path, { method = 'GET', body, token = server.
   let json;
   try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
   return { status: res.status, headers: res.headers, body: text, json };
+}
+
+// GET /metrics parsed: {contentType, text, values: {'name{labels}': number}}.
+export async function metrics(server) {
+  const r = await http(server, '/metrics');
+  if (r.status !== 200) throw new Error('/metrics answered ' + r.status);
+  const values = {};
+  for (const line of r.body.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)/.exec(line);
+    if (m) values[m[1]] = Number(m[2]);
+  }
+  return { contentType: r.headers.get('content-type'), text: r.body, values };
 }
 
 export function rssKiB(pid) {
