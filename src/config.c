@@ -47,6 +47,11 @@ void ad_config_init(struct ad_config *c)
 	c->max_queue = 4 << 20;
 	c->max_conns_per_ip = 1000;
 	c->max_inflight = 256;
+	c->data_dir = strdup("data");
+	c->pg_bin = strdup("/usr/lib/postgresql/15/bin");
+	c->pg_user = strdup("postgres");
+	c->db_pool = 4;
+	c->db_fsync = true;
 }
 
 void ad_config_free(struct ad_config *c)
@@ -54,6 +59,10 @@ void ad_config_free(struct ad_config *c)
 	free(c->listen_host);
 	free(c->tls_cert);
 	free(c->tls_key);
+	free(c->db_url);
+	free(c->data_dir);
+	free(c->pg_bin);
+	free(c->pg_user);
 	for (size_t i = 0; i < c->n_api_keys; i++) {
 		free(c->api_keys[i].name);
 		free(c->api_keys[i].org);
@@ -135,6 +144,18 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *ret)
 	return 0;
 }
 
+static int parse_bool(const char *s, bool *ret)
+{
+	if (!strcmp(s, "on") || !strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "1"))
+		*ret = true;
+	else if (!strcmp(s, "off") || !strcmp(s, "false") || !strcmp(s, "no") ||
+		 !strcmp(s, "0"))
+		*ret = false;
+	else
+		return -1;
+	return 0;
+}
+
 static int set_str(char **dst, const char *v)
 {
 	char *p = strdup(v);
@@ -202,7 +223,24 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = parse_u32(v, 1, 1000000, &c->max_conns_per_ip);
 	else if (KEY("limits", "max_inflight"))
 		r = parse_u32(v, 1, 100000, &c->max_inflight);
-	else {
+	else if (KEY("database", "url"))
+		r = set_str(&c->db_url, v);
+	else if (KEY("database", "data_dir"))
+		r = set_str(&c->data_dir, v);
+	else if (KEY("database", "postgres_bin"))
+		r = set_str(&c->pg_bin, v);
+	else if (KEY("database", "run_as"))
+		r = set_str(&c->pg_user, v);
+	else if (KEY("database", "pool_size"))
+		r = parse_u32(v, 1, 64, &c->db_pool);
+	else if (KEY("database", "fsync"))
+		r = parse_bool(v, &c->db_fsync);
+	else if (KEY("database", "enabled")) {
+		bool on;
+
+		r = parse_bool(v, &on);
+		c->db_disabled = !on;
+	} else {
 		snprintf(err, errlen, "unknown setting %s.%s", section, key);
 		return -1;
 	}
@@ -321,7 +359,8 @@ int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errl
 				}
 				key = &c->api_keys[c->n_api_keys - 1];
 				snprintf(section, sizeof(section), "api_key");
-			} else if (!strcmp(s, "server") || !strcmp(s, "limits")) {
+			} else if (!strcmp(s, "server") || !strcmp(s, "limits") ||
+				   !strcmp(s, "database")) {
 				snprintf(section, sizeof(section), "%s", s);
 			} else {
 				snprintf(why, sizeof(why), "unknown section [%s]", s);

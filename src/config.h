@@ -59,6 +59,15 @@ struct ad_config {
 	uint32_t max_conns_per_ip;
 	uint32_t max_inflight;   /* calls in flight per connection */
 
+	/* [database] */
+	char *db_url;            /* libpq conninfo; NULL: embedded cluster */
+	char *data_dir;          /* where the embedded cluster lives */
+	char *pg_bin;            /* PostgreSQL server binaries */
+	char *pg_user;           /* OS user the embedded server runs as (root only) */
+	uint32_t db_pool;        /* pipelined connections */
+	bool db_fsync;           /* embedded cluster only; off for tests */
+	bool db_disabled;        /* no database at all (core tests, benchmarks) */
+
 	struct ad_api_key *api_keys;
 	size_t n_api_keys;
 };
@@ -74,7 +83,7 @@ void ad_config_free(struct ad_config *c);
 int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errlen);
 
 /*
- * Sets one key.  section is "server" or "limits" (api keys come only from
+ * Sets one key.  section is "server", "limits" or "database" (api keys come only from
  * files).  Returns 0, or -1 with a reason in err.
  */
 int ad_config_set(struct ad_config *c, const char *section, const char *key,

@@ -4,7 +4,9 @@
 #include "actions.h"
 #include "auth.h"
 #include "config.h"
+#include "embedded.h"
 #include "log.h"
+#include "migrate.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "spec.h"
@@ -217,6 +219,23 @@ int main(int argc, char **argv)
 	}
 	if (!cfg->n_api_keys)
 		ad_log_warn("no [api_key] configured: every call will be refused");
+	if (!cfg->db_disabled) {
+		if (cfg->db_url) {
+			snprintf(ad_srv.db_conninfo, sizeof(ad_srv.db_conninfo), "%s",
+				 cfg->db_url);
+		} else {
+			ad_srv.db_embedded = true;
+			if (ad_embedded_start(cfg, ad_srv.db_conninfo,
+					      sizeof(ad_srv.db_conninfo))) {
+				status = 1;
+				goto out;
+			}
+		}
+		if (ad_migrate(ad_srv.db_conninfo) < 0) {
+			status = 1;
+			goto out;
+		}
+	}
 	status = ad_server_init() ? 1 : ad_server_run();
 out:
 	ad_server_free();

@@ -4,8 +4,10 @@
  */
 #include "server.h"
 #include "dispatch.h"
+#include "embedded.h"
 #include "http.h"
 #include "log.h"
+#include "pg.h"
 #include "ws.h"
 
 #include <arpa/inet.h>
@@ -104,6 +106,8 @@ static void tick(lws_sorted_usec_list_t *sul)
 	int64_t now = lws_now_usecs();
 
 	ad_ws_tick(now);
+	if (ad_srv.db_embedded)
+		ad_embedded_check();
 	if (ad_srv.draining) {
 		close_all_ws();
 		ad_http_close_idle();
@@ -199,6 +203,11 @@ static struct lws_protocols protocols[] = {
 		/* Lets one lws_write carry a whole coalesced batch of frames. */
 		.tx_packet_size = 16 << 20,
 	},
+	{
+		/* The libpq sockets (dups adopted as raw files), see pg.c. */
+		.name = AD_PG_PROTOCOL,
+		.callback = ad_pg_callback,
+	},
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -257,6 +266,16 @@ int ad_server_init(void)
 	lws_sul_schedule(ad_srv.lws, 0, &ad_srv.tick, tick, TICK_US);
 	ad_srv.vhost = lws_get_vhost_by_name(ad_srv.lws, "default");
 	/* With port 0 the kernel picks one; say which (tests read this line). */
+	if (ad_srv.db_conninfo[0]) {
+		struct ad_pg_options po = {
+			.conninfo = ad_srv.db_conninfo,
+			.pool_size = (int)ad_srv.cfg.db_pool,
+			.max_pending = 10000,
+		};
+
+		if (ad_pg_init(&po, "actiond", NULL))
+			return -1;
+	}
 	ad_log(AD_LOG_INFO, "listening on %s://%s:%d", ad_srv.tls ? "https" : "http",
 	       ad_srv.cfg.listen_host,
 	       ad_srv.vhost ? lws_get_vhost_listen_port(ad_srv.vhost)
@@ -280,10 +299,13 @@ void ad_server_free(void)
 {
 	if (ad_srv.lws) {
 		lws_sul_cancel(&ad_srv.tick);
+		ad_pg_shutdown();
 		ad_dispatch_shutdown();
 		lws_context_destroy(ad_srv.lws); /* closes what is still open */
 		ad_srv.lws = NULL;
 	}
 	ad_dispatch_free();
 	ad_ws_free();
+	if (ad_srv.db_embedded)
+		ad_embedded_stop();
 }

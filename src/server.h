@@ -21,6 +21,8 @@ struct ad_server {
 	struct lws_context *lws;
 	struct lws_vhost *vhost;
 	bool tls;
+	char db_conninfo[1024];   /* empty: no database */
+	bool db_embedded;
 
 	struct ad_list ws_active; /* open WebSockets, least recently heard first */
 	uint32_t n_ws;            /* open WebSockets, including closing ones */

@@ -11,7 +11,7 @@
 #include <string.h>
 
 extern const struct ad_embedded_file ad_protocol_files[];
-extern const size_t ad_protocol_nfiles;
+extern const size_t ad_protocol_files_count;
 
 struct ad_spec *ad_specs;
 size_t ad_nspecs;
@@ -45,7 +45,7 @@ static int name_index(const char *s, const char *const *names, int n)
 
 static const struct ad_embedded_file *find_file(const char *name)
 {
-	for (size_t i = 0; i < ad_protocol_nfiles; i++)
+	for (size_t i = 0; i < ad_protocol_files_count; i++)
 		if (!strcmp(ad_protocol_files[i].name, name))
 			return &ad_protocol_files[i];
 	return NULL;
@@ -148,12 +148,12 @@ int ad_specs_load(const struct ad_handler_entry *const *tables, char *err,
 	if (ad_schema_compile(metadoc, "actiond:/protocol/spec.schema.json", NULL,
 			      NULL, &meta, err, errlen))
 		goto out;
-	ad_specs = calloc(ad_protocol_nfiles, sizeof(*ad_specs));
+	ad_specs = calloc(ad_protocol_files_count, sizeof(*ad_specs));
 	if (!ad_specs) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-	for (size_t i = 0; i < ad_protocol_nfiles; i++) {
+	for (size_t i = 0; i < ad_protocol_files_count; i++) {
 		const struct ad_embedded_file *f = &ad_protocol_files[i];
 		struct ad_spec *s = &ad_specs[n];
 

@@ -1,7 +1,7 @@
 // Test harness: starts the real actiond binary with a throwaway config and
 // gives tests WebSocket and HTTP clients that speak to it.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -27,6 +27,16 @@ export async function startServer(opts = {}) {
   let ini = '[server]\nlisten = 127.0.0.1:0\nlog_level = info\n';
   for (const [k, v] of Object.entries(opts.server || {})) ini += `${k} = ${v}\n`;
   if (opts.tls) ini += `tls_cert = ${opts.tls.cert}\ntls_key = ${opts.tls.key}\n`;
+  // The core tests run without a database unless they ask for one.
+  ini += '[database]\n';
+  if (opts.db) {
+    const dataDir = join(dir, 'data');
+    chmodSync(dir, 0o755); // the embedded server runs as another user
+    ini += `data_dir = ${dataDir}\nfsync = off\n`;
+    for (const [k, v] of Object.entries(opts.database || {})) ini += `${k} = ${v}\n`;
+  } else {
+    ini += 'enabled = off\n';
+  }
   ini += '[limits]\n';
   for (const [k, v] of Object.entries(opts.limits || {})) ini += `${k} = ${v}\n`;
   for (const [name, k] of Object.entries(keys)) {

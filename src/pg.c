@@ -1,0 +1,655 @@
+/*
+ * pg.c - a pool of non-blocking, pipelined libpq connections on the lws loop.
+ *
+ * Sockets: lws owns every descriptor it polls and closes it when the wsi
+ * goes, while libpq owns its socket and replaces it on every reconnect.  So
+ * each connection hands lws a dup() of PQsocket() (adopted as a raw file);
+ * both descriptors share one open file description, hence one readiness.
+ * When libpq's socket changes (a new connection), the old wsi is killed
+ * asynchronously (closing only the dup) and the new socket is adopted.
+ *
+ * Jobs: each job is one pipeline segment closed by a Sync, so its statements
+ * form one implicit transaction and its results arrive in order.  A
+ * connection keeps up to PIPE_DEPTH jobs in flight; more wait on a bounded
+ * pending list.  When a connection breaks, the jobs on it fail with
+ * AD_PG_UNAVAILABLE (they may or may not have committed, like any lost
+ * connection); when no connection is up, new jobs fail at once.
+ */
+#include "pg.h"
+#include "list.h"
+#include "log.h"
+#include "server.h"
+
+#include <libwebsockets.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PIPE_DEPTH 64
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+#define CONNECT_TIMEOUT_US (5 * 1000 * 1000)
+#define MAX_CONNS 64
+
+enum conn_state { C_DOWN = 0, C_CONNECTING, C_READY };
+
+struct pgconn {
+	PGconn *pg;
+	struct lws *wsi;       /* the adopted dup of PQsocket(), or NULL */
+	int sock;              /* PQsocket() the wsi was made for */
+	enum conn_state state;
+	PostgresPollingStatusType want; /* while connecting */
+	int64_t deadline_us;   /* connect timeout, or next attempt when down */
+	uint32_t backoff_ms;
+	bool listener;         /* the LISTEN connection, not pipelined */
+	bool listening;        /* LISTEN sent on this session */
+	struct ad_list inflight; /* jobs sent, oldest first */
+	uint32_t ninflight;
+};
+
+struct ad_pg_job {
+	struct ad_list node;   /* on a connection's inflight list or pending */
+	ad_pg_done_fn fn;
+	void *arg;
+	bool abandoned;
+	bool sent;
+	int n;                 /* caller's statements */
+	int skip;              /* hidden statements sent before them (app.org) */
+	int cursor;            /* statement whose results are being read */
+	int failed;
+	enum ad_pg_status status;
+	char *org;
+	struct ad_pg_stmt *stmts;
+	PGresult **results;
+};
+
+struct ad_pg_stats ad_pg_stats;
+
+static struct pgconn conns[MAX_CONNS + 1]; /* the last one listens */
+static int nconns;
+static struct ad_list pending;
+static struct ad_pg_options opts;
+static char *conninfo;
+static char *listen_channel;
+static void (*on_notify)(const char *payload);
+static lws_sorted_usec_list_t pool_sul;
+static bool pool_up;
+
+static void conn_fail(struct pgconn *c, const char *why);
+static void send_pending(void);
+
+/* ---- jobs --------------------------------------------------------------- */
+
+static void job_free(struct ad_pg_job *j)
+{
+	for (int i = 0; i < j->n; i++)
+		PQclear(j->results[i]);
+	free(j->org);
+	free(j);
+}
+
+/* Runs the callback (unless abandoned) and frees the job. */
+static void job_finish(struct ad_pg_job *j, enum ad_pg_status status)
+{
+	if (status != AD_PG_OK && j->status == AD_PG_OK)
+		j->status = status;
+	if (j->status == AD_PG_ERROR)
+		ad_pg_stats.errors++;
+	else if (j->status == AD_PG_UNAVAILABLE)
+		ad_pg_stats.unavailable++;
+	if (!j->abandoned)
+		j->fn(j->arg, j->status, j->results, j->n, j->failed);
+	job_free(j);
+}
+
+/*
+ * Copies statements and parameters into one allocation with the job, so the
+ * caller's buffers may go away as soon as ad_pg_submit() returns.
+ */
+static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
+				 const char *org, ad_pg_done_fn fn, void *arg)
+{
+	size_t size = sizeof(struct ad_pg_job) + (size_t)n * sizeof(struct ad_pg_stmt) +
+		      (size_t)n * sizeof(PGresult *);
+	struct ad_pg_job *j;
+	char *p;
+
+	for (int i = 0; i < n; i++) {
+		size += (size_t)stmts[i].nparams * sizeof(char *);
+		for (int k = 0; k < stmts[i].nparams; k++)
+			if (stmts[i].params[k])
+				size += strlen(stmts[i].params[k]) + 1;
+	}
+	if (!(j = calloc(1, size)))
+		return NULL;
+	j->fn = fn;
+	j->arg = arg;
+	j->n = n;
+	j->failed = -1;
+	j->stmts = (struct ad_pg_stmt *)(j + 1);
+	j->results = (PGresult **)(j->stmts + n);
+	p = (char *)(j->results + n);
+	for (int i = 0; i < n; i++) {
+		const char **params = (const char **)(void *)p;
+
+		p += (size_t)stmts[i].nparams * sizeof(char *);
+		j->stmts[i].sql = stmts[i].sql;
+		j->stmts[i].nparams = stmts[i].nparams;
+		j->stmts[i].params = params;
+		for (int k = 0; k < stmts[i].nparams; k++) {
+			const char *v = stmts[i].params[k];
+
+			if (!v) {
+				params[k] = NULL;
+				continue;
+			}
+			params[k] = p;
+			memcpy(p, v, strlen(v) + 1);
+			p += strlen(v) + 1;
+		}
+	}
+	if (org && !(j->org = strdup(org))) {
+		free(j);
+		return NULL;
+	}
+	j->skip = org ? 1 : 0;
+	return j;
+}
+
+/* Queues the job's statements and a Sync on c's pipeline. */
+static int job_send(struct pgconn *c, struct ad_pg_job *j)
+{
+	if (j->org) {
+		const char *p[1] = { j->org };
+
+		if (!PQsendQueryParams(c->pg, "SELECT set_config('app.org', $1, true)",
+				       1, NULL, p, NULL, NULL, 0))
+			return -1;
+	}
+	for (int i = 0; i < j->n; i++)
+		if (!PQsendQueryParams(c->pg, j->stmts[i].sql, j->stmts[i].nparams,
+				       NULL, j->stmts[i].params, NULL, NULL, 0))
+			return -1;
+	if (!PQpipelineSync(c->pg))
+		return -1;
+	j->sent = true;
+	ad_list_add_tail(&c->inflight, &j->node);
+	c->ninflight++;
+	return 0;
+}
+
+static void conn_flush(struct pgconn *c)
+{
+	int r = PQflush(c->pg);
+
+	if (r < 0)
+		conn_fail(c, PQerrorMessage(c->pg));
+	else if (r > 0 && c->wsi)
+		lws_callback_on_writable(c->wsi);
+}
+
+static struct pgconn *pick_conn(void)
+{
+	struct pgconn *best = NULL;
+
+	for (int i = 0; i < nconns; i++) {
+		struct pgconn *c = &conns[i];
+
+		if (c->state == C_READY && c->ninflight < PIPE_DEPTH &&
+		    (!best || c->ninflight < best->ninflight))
+			best = c;
+	}
+	return best;
+}
+
+bool ad_pg_ready(void)
+{
+	return ad_pg_stats.ready_conns > 0;
+}
+
+struct ad_pg_job *ad_pg_submit(const struct ad_pg_stmt *stmts, int n,
+			       unsigned flags, const char *org,
+			       ad_pg_done_fn fn, void *arg)
+{
+	struct ad_pg_job *j;
+	struct pgconn *c;
+
+	(void)flags; /* every job is one implicit transaction already */
+	ad_pg_stats.jobs++;
+	if (!ad_pg_ready()) {
+		ad_pg_stats.unavailable++;
+		fn(arg, AD_PG_UNAVAILABLE, NULL, 0, -1);
+		return NULL;
+	}
+	if (!(j = job_new(stmts, n, org, fn, arg))) {
+		fn(arg, AD_PG_UNAVAILABLE, NULL, 0, -1);
+		return NULL;
+	}
+	c = pick_conn();
+	if (!c) {
+		if (ad_pg_stats.pending >= (uint32_t)opts.max_pending) {
+			j->status = AD_PG_OVERLOADED;
+			job_finish(j, AD_PG_OVERLOADED);
+			return NULL;
+		}
+		ad_list_add_tail(&pending, &j->node);
+		ad_pg_stats.pending++;
+		return j;
+	}
+	if (job_send(c, j)) {
+		job_free(j);
+		conn_fail(c, PQerrorMessage(c->pg));
+		fn(arg, AD_PG_UNAVAILABLE, NULL, 0, -1);
+		return NULL;
+	}
+	conn_flush(c);
+	return j;
+}
+
+void ad_pg_abandon(struct ad_pg_job *j)
+{
+	if (!j)
+		return;
+	if (j->sent) {
+		j->abandoned = true; /* its results still have to be read */
+		return;
+	}
+	ad_list_del(&j->node);
+	ad_pg_stats.pending--;
+	job_free(j);
+}
+
+static void send_pending(void)
+{
+	struct pgconn *c;
+
+	while (!ad_list_empty(&pending) && (c = pick_conn())) {
+		struct ad_pg_job *j = ad_container_of(ad_list_first(&pending),
+						      struct ad_pg_job, node);
+
+		ad_list_del(&j->node);
+		ad_pg_stats.pending--;
+		if (job_send(c, j)) {
+			job_finish(j, AD_PG_UNAVAILABLE);
+			conn_fail(c, PQerrorMessage(c->pg));
+			continue;
+		}
+		conn_flush(c);
+	}
+}
+
+/* ---- results -------------------------------------------------------------- */
+
+/*
+ * Reads every result libpq has complete.  In pipeline mode each statement's
+ * results end with a NULL, and each job ends with PGRES_PIPELINE_SYNC.
+ */
+static void conn_read_results(struct pgconn *c)
+{
+	while (!ad_list_empty(&c->inflight) && !PQisBusy(c->pg)) {
+		struct ad_pg_job *j = ad_container_of(ad_list_first(&c->inflight),
+						      struct ad_pg_job, node);
+		PGresult *res = PQgetResult(c->pg);
+		int idx;
+
+		if (!res) {
+			j->cursor++; /* the end of one statement's results */
+			continue;
+		}
+		switch (PQresultStatus(res)) {
+		case PGRES_PIPELINE_SYNC:
+			PQclear(res);
+			ad_list_del(&j->node);
+			c->ninflight--;
+			job_finish(j, AD_PG_OK);
+			continue;
+		case PGRES_FATAL_ERROR:
+			if (j->status == AD_PG_OK) {
+				j->status = AD_PG_ERROR;
+				j->failed = j->cursor - j->skip;
+			}
+			break;
+		case PGRES_PIPELINE_ABORTED:
+			PQclear(res);
+			continue;
+		default:
+			break;
+		}
+		idx = j->cursor - j->skip;
+		if (idx >= 0 && idx < j->n) {
+			PQclear(j->results[idx]);
+			j->results[idx] = res;
+		} else {
+			if (PQresultStatus(res) == PGRES_FATAL_ERROR && j->failed < 0)
+				j->failed = 0; /* setting app.org failed */
+			PQclear(res);
+		}
+	}
+	send_pending();
+}
+
+static void drain_listener(struct pgconn *c)
+{
+	PGnotify *n;
+	PGresult *res;
+
+	while (!PQisBusy(c->pg) && (res = PQgetResult(c->pg)))
+		PQclear(res);
+	while ((n = PQnotifies(c->pg))) {
+		ad_pg_stats.notifications++;
+		if (on_notify)
+			on_notify(n->extra);
+		PQfreemem(n);
+	}
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+static void conn_detach_wsi(struct pgconn *c)
+{
+	if (!c->wsi)
+		return;
+	lws_set_opaque_user_data(c->wsi, NULL);
+	lws_rx_flow_control(c->wsi, 0);
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	c->wsi = NULL;
+	c->sock = -1;
+}
+
+/* Gives lws a dup of libpq's current socket, if it changed. */
+static int conn_adopt(struct pgconn *c)
+{
+	lws_sock_file_fd_type fd;
+	int s = PQsocket(c->pg);
+
+	if (s < 0)
+		return -1;
+	if (c->wsi && s == c->sock)
+		return 0;
+	conn_detach_wsi(c);
+	fd.filefd = dup(s);
+	if (fd.filefd < 0)
+		return -1;
+	c->wsi = lws_adopt_descriptor_vhost(ad_srv.vhost, LWS_ADOPT_RAW_FILE_DESC, fd,
+					    AD_PG_PROTOCOL, NULL);
+	if (!c->wsi) {
+		close(fd.filefd);
+		return -1;
+	}
+	lws_set_opaque_user_data(c->wsi, c);
+	c->sock = s;
+	return 0;
+}
+
+static void pool_sul_arm(int64_t at)
+{
+	int64_t now = lws_now_usecs();
+
+	lws_sul_schedule(ad_srv.lws, 0, &pool_sul, pool_sul.cb,
+			 at > now ? at - now : 1);
+}
+
+static void conn_down(struct pgconn *c)
+{
+	conn_detach_wsi(c);
+	if (c->pg) {
+		PQfinish(c->pg);
+		c->pg = NULL;
+	}
+	if (c->state == C_READY && !c->listener)
+		ad_pg_stats.ready_conns--;
+	c->state = C_DOWN;
+	c->listening = false;
+	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (c->backoff_ms > BACKOFF_MAX_MS)
+		c->backoff_ms = BACKOFF_MAX_MS;
+	c->deadline_us = lws_now_usecs() + (int64_t)c->backoff_ms * 1000;
+	pool_sul_arm(c->deadline_us);
+}
+
+static void conn_fail(struct pgconn *c, const char *why)
+{
+	size_t wl = strlen(why);
+
+	while (wl && why[wl - 1] == '\n')
+		wl--;
+	if (c->state == C_READY)
+		ad_log_warn("database connection lost: %.*s", (int)wl, why);
+	else
+		ad_log_debug("database connection attempt failed: %.*s", (int)wl, why);
+	while (!ad_list_empty(&c->inflight)) {
+		struct ad_pg_job *j = ad_container_of(ad_list_first(&c->inflight),
+						      struct ad_pg_job, node);
+
+		ad_list_del(&j->node);
+		job_finish(j, AD_PG_UNAVAILABLE);
+	}
+	c->ninflight = 0;
+	conn_down(c);
+	/* With nothing left to send on, waiting jobs fail now, not later. */
+	if (!ad_pg_ready()) {
+		while (!ad_list_empty(&pending)) {
+			struct ad_pg_job *j = ad_container_of(ad_list_first(&pending),
+							      struct ad_pg_job, node);
+
+			ad_list_del(&j->node);
+			ad_pg_stats.pending--;
+			job_finish(j, AD_PG_UNAVAILABLE);
+		}
+	}
+}
+
+static void conn_ready(struct pgconn *c)
+{
+	c->state = C_READY;
+	c->backoff_ms = 0;
+	if (PQsetnonblocking(c->pg, 1)) {
+		conn_fail(c, "cannot set non-blocking mode");
+		return;
+	}
+	if (c->listener) {
+		char *chan = PQescapeIdentifier(c->pg, listen_channel, strlen(listen_channel));
+		char sql[256];
+
+		snprintf(sql, sizeof(sql), "LISTEN %s", chan ? chan : "actiond");
+		PQfreemem(chan);
+		if (!PQsendQuery(c->pg, sql)) {
+			conn_fail(c, PQerrorMessage(c->pg));
+			return;
+		}
+		c->listening = true;
+		conn_flush(c);
+		/* Whatever was sent while it was down is lost: say so. */
+		if (on_notify)
+			on_notify(NULL);
+		return;
+	}
+	if (!PQenterPipelineMode(c->pg)) {
+		conn_fail(c, PQerrorMessage(c->pg));
+		return;
+	}
+	if (ad_pg_stats.ready_conns++ == 0)
+		ad_log_info("database connected");
+	send_pending();
+}
+
+/* Drives PQconnectPoll; call when the socket is ready as c->want says. */
+static void conn_connect_step(struct pgconn *c)
+{
+	c->want = PQconnectPoll(c->pg);
+	if (c->want == PGRES_POLLING_FAILED) {
+		conn_fail(c, PQerrorMessage(c->pg));
+		return;
+	}
+	if (conn_adopt(c)) {
+		conn_fail(c, "cannot watch the database socket");
+		return;
+	}
+	if (c->want == PGRES_POLLING_OK)
+		conn_ready(c);
+	else if (c->want == PGRES_POLLING_WRITING)
+		lws_callback_on_writable(c->wsi);
+}
+
+static void conn_start(struct pgconn *c)
+{
+	ad_pg_stats.reconnects++;
+	c->pg = PQconnectStart(conninfo);
+	if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
+		conn_fail(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+		return;
+	}
+	c->state = C_CONNECTING;
+	c->want = PGRES_POLLING_WRITING;
+	c->deadline_us = lws_now_usecs() + CONNECT_TIMEOUT_US;
+	pool_sul_arm(c->deadline_us);
+	if (conn_adopt(c)) {
+		conn_fail(c, "cannot watch the database socket");
+		return;
+	}
+	lws_callback_on_writable(c->wsi);
+}
+
+/* Starts due reconnects and times out slow connection attempts. */
+static void pool_tick(lws_sorted_usec_list_t *sul)
+{
+	int64_t now = lws_now_usecs(), next = 0;
+
+	(void)sul;
+	if (!pool_up)
+		return;
+	for (int i = 0; i <= nconns; i++) {
+		struct pgconn *c = &conns[i];
+
+		if (i == nconns && !listen_channel)
+			break;
+		if (c->state == C_DOWN && now >= c->deadline_us)
+			conn_start(c);
+		else if (c->state == C_CONNECTING && now >= c->deadline_us)
+			conn_fail(c, "connection attempt timed out");
+		if (c->state != C_READY && (!next || c->deadline_us < next))
+			next = c->deadline_us;
+	}
+	if (next)
+		pool_sul_arm(next);
+}
+
+int ad_pg_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+		   void *in, size_t len)
+{
+	struct pgconn *c = lws_get_opaque_user_data(wsi);
+
+	(void)user;
+	(void)in;
+	(void)len;
+	switch (reason) {
+	case LWS_CALLBACK_RAW_RX_FILE:
+		if (!c || c->wsi != wsi)
+			return 0;
+		if (c->state == C_CONNECTING) {
+			if (c->want == PGRES_POLLING_READING)
+				conn_connect_step(c);
+			return 0;
+		}
+		if (!PQconsumeInput(c->pg)) {
+			conn_fail(c, PQerrorMessage(c->pg));
+			return 0;
+		}
+		if (c->listener)
+			drain_listener(c);
+		else
+			conn_read_results(c);
+		if (c->state == C_READY && PQstatus(c->pg) == CONNECTION_BAD)
+			conn_fail(c, PQerrorMessage(c->pg));
+		return 0;
+	case LWS_CALLBACK_RAW_WRITEABLE_FILE:
+		if (!c || c->wsi != wsi)
+			return 0;
+		if (c->state == C_CONNECTING) {
+			if (c->want == PGRES_POLLING_WRITING)
+				conn_connect_step(c);
+			return 0;
+		}
+		conn_flush(c);
+		return 0;
+	case LWS_CALLBACK_RAW_CLOSE_FILE:
+		/* lws gave up the descriptor (hang-up seen): libpq will notice. */
+		if (c && c->wsi == wsi) {
+			c->wsi = NULL;
+			c->sock = -1;
+			if (c->state != C_DOWN)
+				conn_fail(c, "database socket closed");
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+int ad_pg_init(const struct ad_pg_options *opt, const char *channel,
+	       void (*notify_fn)(const char *payload))
+{
+	opts = *opt;
+	if (opts.pool_size < 1)
+		opts.pool_size = 1;
+	if (opts.pool_size > MAX_CONNS)
+		opts.pool_size = MAX_CONNS;
+	if (opts.max_pending < 1)
+		opts.max_pending = 1000;
+	conninfo = strdup(opt->conninfo);
+	listen_channel = channel ? strdup(channel) : NULL;
+	if (!conninfo || (channel && !listen_channel))
+		return -1;
+	on_notify = notify_fn;
+	nconns = opts.pool_size;
+	ad_list_init(&pending);
+	for (int i = 0; i <= nconns; i++) {
+		memset(&conns[i], 0, sizeof(conns[i]));
+		conns[i].sock = -1;
+		ad_list_init(&conns[i].inflight);
+	}
+	conns[nconns].listener = true;
+	pool_sul.cb = pool_tick;
+	pool_up = true;
+	for (int i = 0; i < nconns; i++)
+		conn_start(&conns[i]);
+	if (listen_channel)
+		conn_start(&conns[nconns]);
+	return 0;
+}
+
+void ad_pg_shutdown(void)
+{
+	if (!pool_up)
+		return;
+	pool_up = false;
+	lws_sul_cancel(&pool_sul);
+	while (!ad_list_empty(&pending)) {
+		struct ad_pg_job *j = ad_container_of(ad_list_first(&pending),
+						      struct ad_pg_job, node);
+
+		ad_list_del(&j->node);
+		job_finish(j, AD_PG_UNAVAILABLE);
+	}
+	ad_pg_stats.pending = 0;
+	for (int i = 0; i <= nconns; i++) {
+		struct pgconn *c = &conns[i];
+
+		while (!ad_list_empty(&c->inflight)) {
+			struct ad_pg_job *j = ad_container_of(ad_list_first(&c->inflight),
+							      struct ad_pg_job, node);
+
+			ad_list_del(&j->node);
+			job_finish(j, AD_PG_UNAVAILABLE);
+		}
+		conn_detach_wsi(c);
+		if (c->pg)
+			PQfinish(c->pg);
+		c->pg = NULL;
+		c->state = C_DOWN;
+	}
+	ad_pg_stats.ready_conns = 0;
+	free(conninfo);
+	free(listen_channel);
+	conninfo = listen_channel = NULL;
+}

@@ -1,0 +1,100 @@
+/*
+ * pg.h - PostgreSQL on the event loop.
+ *
+ * A small pool of libpq connections in non-blocking pipeline mode, driven by
+ * the same lws loop as the sockets: statements from many requests share
+ * round trips, nothing ever blocks the loop, and when the server goes away
+ * every waiting job fails at once with AD_PG_UNAVAILABLE while the pool
+ * reconnects with backoff.
+ *
+ * A job is a short list of statements sent as one pipeline segment (one Sync
+ * at its end).  With AD_PG_TX the statements run in one transaction; with an
+ * org given, the transaction first sets app.org for row-level security.
+ * Results come back to the job's callback, in order, once the whole segment
+ * has been answered.
+ */
+#ifndef AD_PG_H
+#define AD_PG_H
+
+#include <libpq-fe.h>
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct ad_pg_job;
+
+enum ad_pg_status {
+	AD_PG_OK = 0,
+	AD_PG_ERROR,       /* a statement failed; its result says why */
+	AD_PG_UNAVAILABLE, /* no connection, or it was lost with the job on it */
+	AD_PG_OVERLOADED,  /* too many jobs waiting */
+};
+
+/* One statement; parameters in text format, NULL for SQL NULL. */
+struct ad_pg_stmt {
+	const char *sql;   /* must outlive the job (a string literal) */
+	int nparams;
+	const char *const *params;
+};
+
+/*
+ * Called once per job that was not abandoned.  results[i] is the result of
+ * stmts[i] (NULL if the statement was skipped after an earlier failure or if
+ * status is AD_PG_UNAVAILABLE); they are freed after the callback returns.
+ * failed is the index of the failing statement for AD_PG_ERROR, else -1.
+ */
+typedef void (*ad_pg_done_fn)(void *arg, enum ad_pg_status status,
+			      PGresult *const *results, int n, int failed);
+
+/* Settings of the pool. */
+struct ad_pg_options {
+	const char *conninfo;  /* libpq connection string */
+	int pool_size;         /* pipelined connections */
+	int max_pending;       /* jobs waiting for a connection */
+};
+
+/*
+ * Opens the pool (connections come up asynchronously on the loop) and the
+ * LISTEN connection, if channel is not NULL, whose notifications go to
+ * notify_fn.  Needs the lws context; returns 0 or -1.
+ */
+int ad_pg_init(const struct ad_pg_options *opt, const char *channel,
+	       void (*notify_fn)(const char *payload));
+void ad_pg_shutdown(void);
+
+/*
+ * Submits a job.  flags: AD_PG_TX.  org (may be NULL) sets app.org for the
+ * transaction (implies AD_PG_TX).  Parameters are copied.  The callback may
+ * run before this returns (AD_PG_UNAVAILABLE, AD_PG_OVERLOADED).  Returns a
+ * handle for ad_pg_abandon(), or NULL when the callback already ran.
+ */
+#define AD_PG_TX 1u
+struct ad_pg_job *ad_pg_submit(const struct ad_pg_stmt *stmts, int n,
+			       unsigned flags, const char *org,
+			       ad_pg_done_fn fn, void *arg);
+
+/* The caller no longer wants the result: the callback will not be called. */
+void ad_pg_abandon(struct ad_pg_job *job);
+
+/* True while at least one pooled connection is ready. */
+bool ad_pg_ready(void);
+
+/* Counters for /metrics. */
+struct ad_pg_stats {
+	uint64_t jobs;
+	uint64_t errors;
+	uint64_t unavailable;
+	uint64_t reconnects;
+	uint64_t notifications;
+	uint32_t ready_conns;
+	uint32_t pending;
+};
+extern struct ad_pg_stats ad_pg_stats;
+
+/* The lws protocol that serves the adopted libpq sockets. */
+#define AD_PG_PROTOCOL "actiond-pg"
+int ad_pg_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+		   void *in, size_t len);
+
+#endif
