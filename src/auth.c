@@ -1,11 +1,19 @@
 /*
- * auth.c - configured API keys and bearer-token lookup.
+ * auth.c - configured API keys, the cache of database credentials, and
+ * revocation.
  */
 #include "auth.h"
+#include "keys.h"
+#include "log.h"
+#include "spec.h"
+#include "ws.h"
 
+#include <libpq-fe.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct key_entry {
 	uint8_t hash[32];
@@ -14,6 +22,10 @@ struct key_entry {
 
 static struct key_entry *keys;
 static size_t nkeys;
+
+/* The token table: open addressing on the (uniformly random) token hash. */
+static struct ad_cred **table;
+static size_t table_cap, table_used;
 
 struct ad_cred *ad_cred_ref(struct ad_cred *c)
 {
@@ -26,14 +38,17 @@ struct ad_cred *ad_cred_unref(struct ad_cred *c)
 {
 	if (!c || --c->refs)
 		return NULL;
+	for (size_t i = 0; i < c->n_integrations; i++)
+		free(c->integrations[i]);
+	free(c->integrations);
 	free(c->org);
 	free(c->id);
 	free(c);
 	return NULL;
 }
 
-static struct ad_cred *cred_new(enum ad_cred_kind kind, enum ad_role role,
-				const char *org, const char *id)
+static struct ad_cred *cred_alloc(enum ad_cred_kind kind, enum ad_role role,
+				  const char *org, const char *id)
 {
 	struct ad_cred *c = calloc(1, sizeof(*c));
 
@@ -50,6 +65,42 @@ static struct ad_cred *cred_new(enum ad_cred_kind kind, enum ad_role role,
 	return c;
 }
 
+struct ad_cred *ad_cred_new_db(enum ad_cred_kind kind, int64_t db_id,
+			       int64_t org_id, const char *org, int64_t account_id,
+			       enum ad_role role, int64_t agent_session_id,
+			       int64_t expires_at, const uint8_t hash[32])
+{
+	char id[64];
+	struct ad_cred *c;
+
+	snprintf(id, sizeof(id), "%s:%lld", ad_cred_kind_name(kind), (long long)db_id);
+	c = cred_alloc(kind, kind == AD_CRED_AGENT ? AD_ROLE_NONE : role, org, id);
+	if (!c)
+		return NULL;
+	c->db_id = db_id;
+	c->org_id = org_id;
+	c->account_id = account_id;
+	c->agent_session_id = agent_session_id;
+	c->expires_at = expires_at;
+	memcpy(c->hash, hash, 32);
+	return c;
+}
+
+int ad_cred_set_integrations(struct ad_cred *c, char *const *names, size_t n)
+{
+	c->integrations = calloc(n ? n : 1, sizeof(char *));
+	if (!c->integrations)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (!(c->integrations[i] = strdup(names[i])))
+			return -1;
+		c->n_integrations = i + 1;
+	}
+	return 0;
+}
+
+/* ---- configured API keys -------------------------------------------------- */
+
 int ad_auth_init(const struct ad_config *cfg)
 {
 	keys = calloc(cfg->n_api_keys ? cfg->n_api_keys : 1, sizeof(*keys));
@@ -61,12 +112,303 @@ int ad_auth_init(const struct ad_config *cfg)
 
 		snprintf(id, sizeof(id), "api_key:%s", k->name);
 		memcpy(keys[i].hash, k->hash, 32);
-		keys[i].cred = cred_new(AD_CRED_API_KEY, k->role, k->org, id);
+		keys[i].cred = cred_alloc(AD_CRED_API_KEY, k->role, k->org, id);
 		if (!keys[i].cred)
 			return -1;
 		nkeys = i + 1;
 	}
 	return 0;
+}
+
+void ad_token_hash(const char *token, size_t len, uint8_t out[32])
+{
+	crypto_generichash(out, 32, (const unsigned char *)token, len, NULL, 0);
+}
+
+/* ---- the token table ------------------------------------------------------ */
+
+static size_t slot_of(const uint8_t hash[32], size_t cap)
+{
+	uint64_t h;
+
+	memcpy(&h, hash, sizeof(h)); /* the hash is already uniform */
+	return (size_t)h & (cap - 1);
+}
+
+static struct ad_cred **table_find(const uint8_t hash[32])
+{
+	size_t i;
+
+	if (!table_cap)
+		return NULL;
+	for (i = slot_of(hash, table_cap); table[i]; i = (i + 1) & (table_cap - 1))
+		if (sodium_memcmp(table[i]->hash, hash, 32) == 0)
+			return &table[i];
+	return NULL;
+}
+
+static int table_grow(void)
+{
+	size_t cap = table_cap ? table_cap * 2 : 1024;
+	struct ad_cred **t = calloc(cap, sizeof(*t));
+
+	if (!t)
+		return -1;
+	for (size_t i = 0; i < table_cap; i++) {
+		size_t k;
+
+		if (!table[i])
+			continue;
+		for (k = slot_of(table[i]->hash, cap); t[k]; k = (k + 1) & (cap - 1))
+			;
+		t[k] = table[i];
+	}
+	free(table);
+	table = t;
+	table_cap = cap;
+	return 0;
+}
+
+/* Removes the entry at slot i, keeping probe chains intact. */
+static void table_remove_at(size_t i)
+{
+	struct ad_cred *c = table[i];
+	size_t j = i;
+
+	table[i] = NULL;
+	table_used--;
+	for (;;) {
+		size_t home;
+
+		j = (j + 1) & (table_cap - 1);
+		if (!table[j])
+			break;
+		home = slot_of(table[j]->hash, table_cap);
+		/* Move it back if its home is not cyclically in (i, j]. */
+		if ((i < j) ? (home <= i || home > j) : (home <= i && home > j)) {
+			table[i] = table[j];
+			table[j] = NULL;
+			i = j;
+		}
+	}
+	c->cached = false;
+	ad_cred_unref(c);
+}
+
+int ad_auth_cache_add(struct ad_cred *c)
+{
+	struct ad_cred **slot;
+	size_t i;
+
+	if ((slot = table_find(c->hash)))
+		table_remove_at((size_t)(slot - table));
+	if ((table_used + 1) * 2 > table_cap && table_grow())
+		return -1;
+	for (i = slot_of(c->hash, table_cap); table[i]; i = (i + 1) & (table_cap - 1))
+		;
+	table[i] = ad_cred_ref(c);
+	c->cached = true;
+	table_used++;
+	return 0;
+}
+
+size_t ad_auth_cache_size(void)
+{
+	return table_used;
+}
+
+struct ad_cred *ad_auth_token(const char *token, size_t len,
+			      enum ad_cred_kind want_kind)
+{
+	struct ad_cred *found = NULL, **slot;
+	uint8_t h[32];
+
+	if (len == 0 || len > AD_TOKEN_MAX)
+		return NULL;
+	/* Issued tokens carry a prefix (ads_, adt_, ada_); keys do not. */
+	if (len > 4 && token[0] == 'a' && token[1] == 'd' && token[3] == '_') {
+		ad_keys_token_hash(token, len, h);
+		slot = table_find(h);
+		if (!slot)
+			return NULL;
+		found = *slot;
+		if (found->expires_at && found->expires_at <= (int64_t)time(NULL))
+			return NULL;
+	} else {
+		ad_token_hash(token, len, h);
+		/* Compare against every key so the time taken does not depend
+		 * on which one (if any) matched. */
+		for (size_t i = 0; i < nkeys; i++)
+			if (sodium_memcmp(h, keys[i].hash, 32) == 0)
+				found = keys[i].cred;
+	}
+	if (found && want_kind && found->kind != want_kind)
+		return NULL;
+	return ad_cred_ref(found);
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+/* The live credentials, with what authorization needs. */
+#define LOAD_SQL                                                                 \
+	"SELECT c.id, c.kind, c.org_id, o.slug, coalesce(c.account_id, 0), "   \
+	"coalesce(m.role, ''), coalesce(c.agent_session_id, 0), "               \
+	"coalesce(extract(epoch FROM c.expires_at)::bigint, 0), "               \
+	"encode(c.token_hash, 'hex'), coalesce(array_to_string(s.integrations, ','), '') " \
+	"FROM credentials c JOIN orgs o ON o.id = c.org_id "                    \
+	"LEFT JOIN memberships m ON m.org_id = c.org_id AND m.account_id = c.account_id " \
+	"LEFT JOIN accounts a ON a.id = c.account_id "                          \
+	"LEFT JOIN agent_sessions s ON s.id = c.agent_session_id "              \
+	"WHERE c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > now()) " \
+	"AND (c.kind = 'agent_token' OR (m.role IS NOT NULL AND m.disabled_at IS NULL " \
+	"AND a.disabled_at IS NULL)) AND (s.id IS NULL OR s.revoked_at IS NULL)"
+
+const char *const ad_auth_load_sql = LOAD_SQL;
+
+static enum ad_cred_kind kind_parse(const char *s)
+{
+	if (!strcmp(s, "session"))
+		return AD_CRED_SESSION;
+	if (!strcmp(s, "api_token"))
+		return AD_CRED_API_TOKEN;
+	if (!strcmp(s, "agent_token"))
+		return AD_CRED_AGENT;
+	return 0;
+}
+
+/* Builds a credential from one row of LOAD_SQL (columns 0..9). */
+struct ad_cred *ad_auth_cred_from_row(const PGresult *r, int row)
+{
+	uint8_t hash[32];
+	size_t hl;
+	int role = ad_role_parse(PQgetvalue(r, row, 5));
+	struct ad_cred *c;
+	const char *integ = PQgetvalue(r, row, 9);
+
+	if (sodium_hex2bin(hash, 32, PQgetvalue(r, row, 8), 64, NULL, &hl, NULL) ||
+	    hl != 32)
+		return NULL;
+	c = ad_cred_new_db(kind_parse(PQgetvalue(r, row, 1)),
+			   strtoll(PQgetvalue(r, row, 0), NULL, 10),
+			   strtoll(PQgetvalue(r, row, 2), NULL, 10), PQgetvalue(r, row, 3),
+			   strtoll(PQgetvalue(r, row, 4), NULL, 10),
+			   role < 0 ? AD_ROLE_NONE : (enum ad_role)role,
+			   strtoll(PQgetvalue(r, row, 6), NULL, 10),
+			   strtoll(PQgetvalue(r, row, 7), NULL, 10), hash);
+	if (c && c->kind == AD_CRED_AGENT && *integ) {
+		char *copy = strdup(integ), *save = NULL, *names[64];
+		size_t n = 0;
+
+		for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t && n < 64;
+		     t = strtok_r(NULL, ",", &save))
+			names[n++] = t;
+		if (!copy || ad_cred_set_integrations(c, names, n))
+			c = ad_cred_unref(c);
+		free(copy);
+	}
+	return c;
+}
+
+int ad_auth_load(const char *conninfo)
+{
+	PGconn *pg = PQconnectdb(conninfo);
+	PGresult *r = NULL;
+	int n = -1;
+
+	if (PQstatus(pg) != CONNECTION_OK) {
+		ad_log_error("database: %s", PQerrorMessage(pg));
+		goto out;
+	}
+	r = PQexec(pg, LOAD_SQL);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		ad_log_error("loading credentials: %s", PQerrorMessage(pg));
+		goto out;
+	}
+	for (n = 0; n < PQntuples(r); n++) {
+		struct ad_cred *c = ad_auth_cred_from_row(r, n);
+
+		if (!c || ad_auth_cache_add(c)) {
+			ad_cred_unref(c);
+			n = -1;
+			goto out;
+		}
+		ad_cred_unref(c);
+	}
+out:
+	PQclear(r);
+	PQfinish(pg);
+	return n;
+}
+
+/* ---- revocation ----------------------------------------------------------- */
+
+static bool scope_matches(const struct ad_revoke_scope *s, const struct ad_cred *c)
+{
+	if (!c->db_id || c->db_id == s->except_cred_id)
+		return false;
+	if (s->kind && c->kind != s->kind)
+		return false;
+	if (s->org_id && c->org_id != s->org_id)
+		return false;
+	if (s->cred_id)
+		return c->db_id == s->cred_id;
+	if (s->account_id)
+		return c->account_id == s->account_id;
+	if (s->agent_session_id)
+		return c->agent_session_id == s->agent_session_id;
+	return s->org_id != 0; /* the whole org (of that kind) */
+}
+
+/* Closes every socket on c and marks it revoked; returns how many. */
+static size_t cred_close_all(struct ad_cred *c, const char *reason, int64_t t0_us)
+{
+	size_t n = 0;
+
+	c->revoked = true;
+	while (!ad_list_empty(&c->conns)) {
+		struct ad_conn *conn = ad_container_of(ad_list_first(&c->conns),
+						       struct ad_conn, cred_node);
+
+		ad_ws_revoke(conn, reason, t0_us); /* unlinks it from c->conns */
+		n++;
+	}
+	return n;
+}
+
+size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
+		      int64_t t0_us)
+{
+	size_t closed = 0;
+
+	for (size_t i = 0; i < table_cap;) {
+		struct ad_cred *c = table[i];
+
+		if (!c || !scope_matches(s, c)) {
+			i++;
+			continue;
+		}
+		ad_cred_ref(c);
+		table_remove_at(i); /* may move a later entry into slot i */
+		closed += cred_close_all(c, reason, t0_us);
+		ad_cred_unref(c);
+	}
+	return closed;
+}
+
+void ad_auth_expire(int64_t now_unix)
+{
+	for (size_t i = 0; i < table_cap;) {
+		struct ad_cred *c = table[i];
+
+		if (!c || !c->expires_at || c->expires_at > now_unix) {
+			i++;
+			continue;
+		}
+		ad_cred_ref(c);
+		table_remove_at(i);
+		cred_close_all(c, "expired", 0);
+		ad_cred_unref(c);
+	}
 }
 
 void ad_auth_free(void)
@@ -76,25 +418,12 @@ void ad_auth_free(void)
 	free(keys);
 	keys = NULL;
 	nkeys = 0;
-}
-
-void ad_token_hash(const char *token, size_t len, uint8_t out[32])
-{
-	crypto_generichash(out, 32, (const unsigned char *)token, len, NULL, 0);
-}
-
-struct ad_cred *ad_auth_bearer(const char *token, size_t len)
-{
-	struct ad_cred *found = NULL;
-	uint8_t h[32];
-
-	if (len == 0 || len > AD_TOKEN_MAX)
-		return NULL;
-	ad_token_hash(token, len, h);
-	/* Compare against every key so the time taken does not depend on which
-	 * one (if any) matched. */
-	for (size_t i = 0; i < nkeys; i++)
-		if (sodium_memcmp(h, keys[i].hash, 32) == 0)
-			found = keys[i].cred;
-	return ad_cred_ref(found);
+	for (size_t i = 0; i < table_cap; i++)
+		if (table[i]) {
+			table[i]->cached = false;
+			ad_cred_unref(table[i]);
+		}
+	free(table);
+	table = NULL;
+	table_cap = table_used = 0;
 }

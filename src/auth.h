@@ -1,10 +1,18 @@
 /*
- * auth.h - credentials and their lookup.
+ * auth.h - credentials: lookup at connection time, the in-memory cache of
+ * database credentials, and revocation.
  *
  * A credential that authenticated a caller is an ad_cred: refcounted, shared
  * by every connection resting on it, and linked to those connections so that
  * revoking it can close them all at once.  Tokens are never kept: only their
- * BLAKE2b-256 hash, compared in constant time.
+ * hash, compared in constant time.
+ *
+ * Why a cache: a WebSocket upgrade must be accepted or refused inside one
+ * lws callback, with no chance to wait for the database.  So every live
+ * session, API token and agent token is held in memory (about 200 bytes
+ * each), loaded at start and kept current by the instance that changes one
+ * and, on the others, by LISTEN/NOTIFY; a listener that lost its connection
+ * reloads everything.  The database stays the source of truth.
  */
 #ifndef AD_AUTH_H
 #define AD_AUTH_H
@@ -22,10 +30,20 @@
 struct ad_cred {
 	uint32_t refs;
 	enum ad_cred_kind kind;
-	enum ad_role role;
-	char *org;
-	char *id;           /* stable credential id, safe to log */
-	struct ad_list conns; /* WebSocket connections authenticated by it */
+	enum ad_role role;       /* the account's role in the org; none for agents */
+	char *org;               /* org slug */
+	char *id;                /* "api_token:12": stable and safe to log */
+	int64_t db_id;           /* credentials.id, 0 for configured API keys */
+	int64_t org_id;
+	int64_t account_id;      /* 0 for agents and API keys */
+	int64_t agent_session_id;
+	int64_t expires_at;      /* unix seconds, 0 = never */
+	char **integrations;     /* agent sessions: what they may use */
+	size_t n_integrations;
+	uint8_t hash[32];        /* keyed token hash (database credentials) */
+	bool cached;             /* in the token table */
+	bool revoked;
+	struct ad_list conns;    /* WebSocket connections authenticated by it */
 };
 
 struct ad_cred *ad_cred_ref(struct ad_cred *c);
@@ -38,11 +56,63 @@ void ad_auth_free(void);
 
 /*
  * Looks up a bearer token (len bytes).  Returns a new reference, or NULL if
- * the token is unknown or malformed.
+ * the token is unknown, revoked, expired or malformed.  want_kind 0 accepts
+ * any kind; AD_CRED_SESSION is what a cookie may carry.
  */
-struct ad_cred *ad_auth_bearer(const char *token, size_t len);
+struct ad_cred *ad_auth_token(const char *token, size_t len,
+			      enum ad_cred_kind want_kind);
 
-/* BLAKE2b-256 of a token, as stored in configuration. */
+/* BLAKE2b-256 of a configured API key, as written in token_hash. */
 void ad_token_hash(const char *token, size_t len, uint8_t out[32]);
+
+/*
+ * Builds a database credential (one reference, not cached yet).  org is the
+ * slug; integrations may be NULL.
+ */
+struct ad_cred *ad_cred_new_db(enum ad_cred_kind kind, int64_t db_id,
+			       int64_t org_id, const char *org, int64_t account_id,
+			       enum ad_role role, int64_t agent_session_id,
+			       int64_t expires_at, const uint8_t hash[32]);
+int ad_cred_set_integrations(struct ad_cred *c, char *const *names, size_t n);
+
+/* Puts c in the token table (taking a reference); replaces a same-id one. */
+int ad_auth_cache_add(struct ad_cred *c);
+size_t ad_auth_cache_size(void);
+
+/*
+ * Loads every live database credential (blocking; before the loop runs).
+ * Returns the number loaded or -1.
+ */
+int ad_auth_load(const char *conninfo);
+
+/*
+ * The query that lists live credentials, and the builder of one from a row
+ * of it; a "WHERE c.id = $1"-style suffix may be appended with AND.
+ */
+extern const char *const ad_auth_load_sql;
+struct pg_result;
+struct ad_cred *ad_auth_cred_from_row(const struct pg_result *r, int row);
+
+/* What a revocation covers. */
+struct ad_revoke_scope {
+	int64_t cred_id;          /* one credential */
+	int64_t account_id;       /* every credential of an account... */
+	int64_t agent_session_id; /* ...or of an agent session */
+	int64_t org_id;           /* restricts all of the above; alone: the org */
+	enum ad_cred_kind kind;   /* 0: any kind */
+	int64_t except_cred_id;   /* spared (e.g. the caller's own session) */
+};
+
+/*
+ * Revokes every cached credential the scope matches: removes it from the
+ * cache and closes each WebSocket resting on it (a session_revoked
+ * notification, then close 4001).  t0_us is when the revocation happened,
+ * for the revoke-to-close histogram.  Returns the number of sockets closed.
+ */
+size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
+		      int64_t t0_us);
+
+/* Drops expired credentials from the cache, closing their sockets. */
+void ad_auth_expire(int64_t now_unix);
 
 #endif

@@ -52,6 +52,8 @@ void ad_config_init(struct ad_config *c)
 	c->pg_user = strdup("postgres");
 	c->db_pool = 4;
 	c->db_fsync = true;
+	c->session_ttl_ms = 12u * 3600 * 1000;
+	c->token_ttl_max_ms = UINT32_MAX;
 }
 
 void ad_config_free(struct ad_config *c)
@@ -63,6 +65,10 @@ void ad_config_free(struct ad_config *c)
 	free(c->data_dir);
 	free(c->pg_bin);
 	free(c->pg_user);
+	free(c->master_key_file);
+	for (size_t i = 0; i < c->n_origins; i++)
+		free(c->origins[i]);
+	free(c->origins);
 	for (size_t i = 0; i < c->n_api_keys; i++) {
 		free(c->api_keys[i].name);
 		free(c->api_keys[i].org);
@@ -156,6 +162,30 @@ static int parse_bool(const char *s, bool *ret)
 	return 0;
 }
 
+/* A comma-separated list of origins such as https://app.example.com. */
+static int parse_origins(struct ad_config *c, const char *v)
+{
+	char *copy = strdup(v), *save = NULL;
+
+	if (!copy)
+		return -1;
+	for (size_t i = 0; i < c->n_origins; i++)
+		free(c->origins[i]);
+	c->n_origins = 0;
+	for (char *t = strtok_r(copy, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+		char **o = realloc(c->origins, (c->n_origins + 1) * sizeof(*o));
+
+		if (!o || (strncmp(t, "http://", 7) && strncmp(t, "https://", 8))) {
+			free(copy);
+			return -1;
+		}
+		c->origins = o;
+		c->origins[c->n_origins++] = strdup(t);
+	}
+	free(copy);
+	return 0;
+}
+
 static int set_str(char **dst, const char *v)
 {
 	char *p = strdup(v);
@@ -235,6 +265,12 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = parse_u32(v, 1, 64, &c->db_pool);
 	else if (KEY("database", "fsync"))
 		r = parse_bool(v, &c->db_fsync);
+	else if (KEY("security", "master_key_file"))
+		r = set_str(&c->master_key_file, v);
+	else if (KEY("security", "allowed_origins"))
+		r = parse_origins(c, v);
+	else if (KEY("security", "session_ttl"))
+		r = ad_parse_duration_ms(v, &c->session_ttl_ms);
 	else if (KEY("database", "enabled")) {
 		bool on;
 
@@ -360,7 +396,7 @@ int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errl
 				key = &c->api_keys[c->n_api_keys - 1];
 				snprintf(section, sizeof(section), "api_key");
 			} else if (!strcmp(s, "server") || !strcmp(s, "limits") ||
-				   !strcmp(s, "database")) {
+				   !strcmp(s, "database") || !strcmp(s, "security")) {
 				snprintf(section, sizeof(section), "%s", s);
 			} else {
 				snprintf(why, sizeof(why), "unknown section [%s]", s);

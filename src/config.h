@@ -68,6 +68,13 @@ struct ad_config {
 	bool db_fsync;           /* embedded cluster only; off for tests */
 	bool db_disabled;        /* no database at all (core tests, benchmarks) */
 
+	/* [security] */
+	char *master_key_file;   /* 32-byte key, hex; or ACTIOND_MASTER_KEY */
+	char **origins;          /* allowed Origins for cookie sessions */
+	size_t n_origins;
+	uint32_t session_ttl_ms;
+	uint32_t token_ttl_max_ms; /* longest expiry an api token may ask for */
+
 	struct ad_api_key *api_keys;
 	size_t n_api_keys;
 };

@@ -293,7 +293,7 @@ static int on_http(struct ad_http *h, struct lws *wsi, const char *path)
 {
 	bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
 	bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
-	bool presented;
+	const char *why;
 
 	http_begin(h, wsi);
 	if (!strcmp(path, "/healthz"))
@@ -318,10 +318,14 @@ static int on_http(struct ad_http *h, struct lws *wsi, const char *path)
 	if (ad_srv.draining)
 		return respond_error(h, wsi, 503, "unavailable", "The server is shutting down");
 
-	h->req.cred = ad_ws_authenticate(wsi, &presented);
-	if (presented && !h->req.cred)
-		return respond_error(h, wsi, 401, "unauthenticated",
-				     "Unknown or malformed credential");
+	h->req.cred = ad_ws_authenticate(wsi, &why);
+	/* Nothing presented is fine here: some actions are anonymous. */
+	if (!h->req.cred && strcmp(why, "Credentials are required") != 0) {
+		bool origin = !strcmp(why, "Origin not allowed");
+
+		return respond_error(h, wsi, origin ? 403 : 401,
+				     origin ? "forbidden" : "unauthenticated", why);
+	}
 	if (get)
 		return serve_get_rpc(h, wsi);
 

@@ -5,11 +5,13 @@
 #include "auth.h"
 #include "config.h"
 #include "embedded.h"
+#include "keys.h"
 #include "log.h"
 #include "migrate.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "spec.h"
+#include "worker.h"
 
 #include <getopt.h>
 #include <sodium.h>
@@ -122,7 +124,7 @@ int main(int argc, char **argv)
 	const char *config_path = NULL;
 	char err[512];
 	bool check_only = false;
-	int opt, status;
+	int opt, status, n;
 
 	if (sodium_init() < 0) {
 		fprintf(stderr, "actiond: libsodium failed to initialise\n");
@@ -231,14 +233,28 @@ int main(int argc, char **argv)
 				goto out;
 			}
 		}
-		if (ad_migrate(ad_srv.db_conninfo) < 0) {
+		if (ad_keys_init(cfg, ad_srv.db_embedded) ||
+		    ad_migrate(ad_srv.db_conninfo) < 0) {
 			status = 1;
 			goto out;
 		}
+		n = ad_auth_load(ad_srv.db_conninfo);
+		if (n < 0) {
+			status = 1;
+			goto out;
+		}
+		ad_log_info("%d live credentials loaded", n);
+	}
+	if (ad_worker_init(2, 1024)) {
+		ad_log_error("cannot start worker threads");
+		status = 1;
+		goto out;
 	}
 	status = ad_server_init() ? 1 : ad_server_run();
 out:
 	ad_server_free();
+	ad_worker_shutdown();
+	ad_keys_free();
 	ad_openrpc_free();
 	ad_rate_free();
 	ad_auth_free();

@@ -8,6 +8,7 @@
 #include "http.h"
 #include "log.h"
 #include "pg.h"
+#include "worker.h"
 #include "ws.h"
 
 #include <arpa/inet.h>
@@ -174,6 +175,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 	case LWS_CALLBACK_ESTABLISHED:
 	case LWS_CALLBACK_RECEIVE:
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 	case LWS_CALLBACK_CLOSED:
 	case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
@@ -181,6 +183,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
 		return ad_srv.draining ? 1 : 0;
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		ad_worker_reap();
 		if (ad_srv.signalled && !ad_srv.draining)
 			ad_server_drain();
 		return 0;

@@ -30,6 +30,27 @@
 
 static unsigned char wbuf[LWS_PRE + WBUF_SIZE];
 
+const double ad_revoke_bucket_le[AD_REVOKE_BUCKETS] = {
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+	0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
+};
+struct ad_revoke_hist ad_revoke_hist;
+
+static void revoke_observe(int64_t t0_us)
+{
+	double s = (double)(lws_now_usecs() - t0_us) / 1e6;
+
+	if (s < 0)
+		s = 0;
+	ad_revoke_hist.count++;
+	ad_revoke_hist.sum += s;
+	for (int i = 0; i < AD_REVOKE_BUCKETS; i++)
+		if (s <= ad_revoke_bucket_le[i]) {
+			ad_revoke_hist.buckets[i]++;
+			break;
+		}
+}
+
 /* The credential accepted at CONFIRM_UPGRADE, picked up by the new wsi's
  * user data in FILTER_PROTOCOL_CONNECTION (lws reallocates user data between
  * the two; both happen within one service call). */
@@ -139,32 +160,77 @@ static const char *subprotocol_token(char *hdr, size_t *ret_len)
 	return NULL;
 }
 
-/* The credential an upgrade or HTTP request presents, or NULL. */
-struct ad_cred *ad_ws_authenticate(struct lws *wsi, bool *ret_presented)
+/* Finds name=value in a Cookie header; returns the value (NUL-terminated). */
+static char *cookie_value(char *hdr, const char *name)
 {
-	char hdr[AD_TOKEN_MAX + 64];
+	size_t nl = strlen(name);
+	char *save = NULL;
+
+	for (char *t = strtok_r(hdr, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
+		while (*t == ' ')
+			t++;
+		if (!strncmp(t, name, nl) && t[nl] == '=')
+			return t + nl + 1;
+	}
+	return NULL;
+}
+
+static bool origin_allowed(const char *origin)
+{
+	for (size_t i = 0; i < ad_srv.cfg.n_origins; i++)
+		if (!strcmp(origin, ad_srv.cfg.origins[i]))
+			return true;
+	return false;
+}
+
+struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why)
+{
+	char hdr[AD_TOKEN_MAX + 64], origin[256];
 	const char *tok = NULL;
+	struct ad_cred *cred;
 	size_t tlen = 0;
 	int n;
 
-	*ret_presented = false;
+	*ret_why = NULL;
 	n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
-	if (n != 0)
-		*ret_presented = true;
-	if (n > 7 && !strncasecmp(hdr, "Bearer ", 7)) {
+	if (n != 0) {
+		if (n < 0 || n <= 7 || strncasecmp(hdr, "Bearer ", 7)) {
+			*ret_why = "Malformed Authorization header (want: Bearer <token>)";
+			return NULL;
+		}
 		tok = hdr + 7;
 		while (*tok == ' ')
 			tok++;
 		tlen = strlen(tok);
 		while (tlen && tok[tlen - 1] == ' ')
 			tlen--;
-	} else if (n == 0 &&
-		   lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_PROTOCOL) > 0) {
-		tok = subprotocol_token(hdr, &tlen);
-		if (tok)
-			*ret_presented = true;
+	} else if (lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_PROTOCOL) > 0 &&
+		   (tok = subprotocol_token(hdr, &tlen))) {
+		/* tok points into hdr */
+	} else if (lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_COOKIE) > 0 &&
+		   (tok = cookie_value(hdr, AD_SESSION_COOKIE))) {
+		/* A cookie rides along on cross-site requests: only an allowed
+		 * Origin may use it. */
+		if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0) {
+			*ret_why = "A session cookie needs an Origin header";
+			return NULL;
+		}
+		if (!origin_allowed(origin)) {
+			*ret_why = "Origin not allowed";
+			return NULL;
+		}
+		cred = ad_auth_token(tok, strlen(tok), AD_CRED_SESSION);
+		if (!cred)
+			*ret_why = "Unknown, expired or revoked session";
+		return cred;
+	} else {
+		*ret_why = "Credentials are required";
+		return NULL;
 	}
-	return tok ? ad_auth_bearer(tok, tlen) : NULL;
+	cred = ad_auth_token(tok, tlen, 0);
+	if (!cred)
+		*ret_why = "Unknown, expired, revoked or malformed credential";
+	return cred;
 }
 
 int ad_ws_confirm_upgrade(struct lws *wsi)
@@ -172,8 +238,8 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 	char uri[64];
 	struct ad_cred *cred;
 	struct ip_slot *slot;
+	const char *why;
 	uint8_t ip[16];
-	bool presented;
 
 	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
 	    strcmp(uri, "/ws") != 0)
@@ -182,12 +248,13 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 	if (ad_srv.draining)
 		return ad_http_reply_error(wsi, 503, "unavailable",
 					   "The server is shutting down");
-	cred = ad_ws_authenticate(wsi, &presented);
+	cred = ad_ws_authenticate(wsi, &why);
 	if (!cred) {
 		ad_srv.ws_refused++;
-		return ad_http_reply_error(wsi, 401, "unauthenticated",
-					   presented ? "Unknown or malformed credential"
-						     : "Credentials are required");
+		return ad_http_reply_error(wsi, !strcmp(why, "Origin not allowed") ? 403 : 401,
+					   !strcmp(why, "Origin not allowed") ? "forbidden"
+									 : "unauthenticated",
+					   why);
 	}
 	ad_peer_ip(wsi, ip);
 	slot = ip_slot(ip, true);
@@ -230,10 +297,43 @@ void ad_ws_close(struct ad_conn *c, uint16_t code)
 	c->close_code = code;
 	ad_list_del(&c->node);
 	ad_outq_clear(&c->outq);
-	lws_rx_flow_control(c->wsi, 0);
+	/*
+	 * Keep reading (and discarding, see ws_receive) until the close
+	 * handshake ends: closing a socket with unread input makes the kernel
+	 * send RST, and the peer may then never see our close frame.
+	 */
+	if (c->rx_paused) {
+		c->rx_paused = false;
+		lws_rx_flow_control(c->wsi, 1);
+	}
 	lws_callback_on_writable(c->wsi);
 	/* A peer that never reads never makes us writable: bound the wait. */
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_GRACE_SECS);
+}
+
+void ad_ws_revoke(struct ad_conn *c, const char *reason, int64_t t0_us)
+{
+	struct ad_buf b = AD_BUF_INIT;
+	struct ad_msg *m;
+
+	ad_list_del(&c->cred_node);
+	if (c->close_code)
+		return;
+	ad_requester_detach(&c->req); /* nothing more is answered on it */
+	ad_ws_close(c, AD_CLOSE_REVOKED);
+	c->revoke_t0_us = t0_us ? t0_us : lws_now_usecs();
+	ad_buf_puts(&b, "{\"jsonrpc\":\"2.0\",\"method\":\"session_revoked\","
+			"\"params\":{\"credential\":");
+	ad_buf_json_str(&b, c->req.cred->id, strlen(c->req.cred->id));
+	ad_buf_puts(&b, ",\"reason\":");
+	ad_buf_json_str(&b, reason, strlen(reason));
+	ad_buf_puts(&b, "}}");
+	m = b.oom ? NULL : ad_msg_new(b.data, b.len);
+	ad_buf_free(&b);
+	/* The one message allowed out after the close was decided. */
+	if (m && ad_outq_push(&c->outq, m))
+		lws_callback_on_writable(c->wsi);
+	ad_msg_unref(m);
 }
 
 void ad_ws_send(struct ad_conn *c, struct ad_msg *m)
@@ -253,24 +353,47 @@ void ad_ws_send(struct ad_conn *c, struct ad_msg *m)
 	update_rx_flow(c);
 }
 
+static const char *close_reason(uint16_t code)
+{
+	switch (code) {
+	case AD_CLOSE_HEARTBEAT: return "heartbeat timeout";
+	case AD_CLOSE_SLOW: return "slow consumer";
+	case AD_CLOSE_REVOKED: return "credential revoked";
+	case AD_CLOSE_TOO_BIG: return "message too big";
+	default: return "server shutting down";
+	}
+}
+
 static int ws_writable(struct ad_conn *c)
 {
 	struct ad_msg *m;
 	size_t n = 0;
 
-	if (c->close_code) {
-		static const char *const why[] = { "server shutting down",
-						   "heartbeat timeout",
-						   "slow consumer",
-						   "credential revoked" };
-		const char *r = c->close_code == AD_CLOSE_HEARTBEAT ? why[1]
-				: c->close_code == AD_CLOSE_SLOW    ? why[2]
-				: c->close_code == AD_CLOSE_REVOKED ? why[3]
-								    : why[0];
+	if (c->close_code && !c->outq.count) {
+		const char *r = close_reason(c->close_code);
+		unsigned char frame[2 + 2 + 64];
+		size_t rl = strlen(r);
 
-		lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-				 (unsigned char *)r, strlen(r));
-		return -1;
+		if (c->close_sent)
+			return 0;
+		/*
+		 * The close frame goes out as raw bytes, and the socket stays
+		 * open, reading and discarding, until the peer answers with
+		 * its own close (see LWS_CALLBACK_WS_PEER_INITIATED_CLOSE) or
+		 * the close timeout passes.  Returning -1 here instead would
+		 * hang up at once, and with unread input queued the kernel
+		 * sends RST, which can overtake the close frame.
+		 */
+		frame[0] = 0x88; /* FIN | close */
+		frame[1] = (unsigned char)(2 + rl);
+		frame[2] = (unsigned char)(c->close_code >> 8);
+		frame[3] = (unsigned char)c->close_code;
+		memcpy(frame + 4, r, rl);
+		if (c->close_code == AD_CLOSE_REVOKED && c->revoke_t0_us)
+			revoke_observe(c->revoke_t0_us);
+		c->close_sent = true;
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_GRACE_SECS);
+		return lws_write(c->wsi, frame, 4 + rl, LWS_WRITE_HTTP) < 0 ? -1 : 0;
 	}
 	while ((m = ad_outq_peek(&c->outq))) {
 		if (n + m->frame_len > WBUF_SIZE) {
@@ -296,7 +419,7 @@ static int ws_writable(struct ad_conn *c)
 		return -1;
 	ad_srv.bytes_out += n;
 out:
-	if (c->outq.count)
+	if (c->outq.count || (c->close_code && !c->close_sent))
 		lws_callback_on_writable(c->wsi);
 	update_rx_flow(c);
 	if (ad_srv.draining && !c->req.inflight && !c->outq.count)
@@ -348,12 +471,15 @@ static int ws_receive(struct ad_conn *c, const char *in, size_t len)
 		return -1;
 	}
 	if (c->rx.len + len + remaining > max) {
-		static const char why[] = "message too big";
-
+		/*
+		 * Not "return -1" here: in the middle of a frame lws would hang
+		 * up without a close frame.  Stop reading, drop what we have,
+		 * and close from the writable callback.
+		 */
 		ad_srv.close_too_big++;
-		lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-				 (unsigned char *)why, sizeof(why) - 1);
-		return -1;
+		ad_buf_free(&c->rx);
+		ad_ws_close(c, AD_CLOSE_TOO_BIG);
+		return 0;
 	}
 	if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) && !c->rx.len) {
 		ad_dispatch_message(&c->req, in, len, 0);
@@ -432,6 +558,9 @@ int ad_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return 0;
 	case LWS_CALLBACK_RECEIVE:
 		return c->established ? ws_receive(c, in, len) : -1;
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		/* Our own close frame went first: hang up without echoing. */
+		return c->close_sent ? 1 : 0;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return c->established ? ws_writable(c) : -1;
 	case LWS_CALLBACK_CLOSED:

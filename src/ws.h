@@ -31,18 +31,24 @@ struct ad_conn {
 	int64_t last_rx_us;
 	struct ad_buf rx;         /* a message arriving in several pieces */
 	struct ad_outq outq;
-	uint16_t close_code;      /* set: close with it when next writable */
+	uint16_t close_code;      /* set: close with it once the queue is sent */
+	int64_t revoke_t0_us;     /* when the credential was revoked */
 	bool established;
+	bool close_sent;          /* our close frame is out; awaiting the peer's */
 	bool rx_paused;
 	bool ip_counted;
 };
 
+/* The name of the browser session cookie. */
+#define AD_SESSION_COOKIE "actiond_session"
+
 /*
- * The credential a request presents (Authorization: Bearer, or the
- * actiond.bearer.<token> subprotocol): a new reference, or NULL.
- * *ret_presented tells whether anything was presented at all.
+ * The credential a request presents: Authorization: Bearer, the
+ * actiond.bearer.<token> subprotocol, or the session cookie (only with an
+ * allowed Origin).  Returns a new reference, or NULL with *ret_why saying
+ * why ("Credentials are required" when nothing was presented).
  */
-struct ad_cred *ad_ws_authenticate(struct lws *wsi, bool *ret_presented);
+struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why);
 
 /* The LWS_CALLBACK_HTTP_CONFIRM_UPGRADE step: auth and limits, or 401/429. */
 int ad_ws_confirm_upgrade(struct lws *wsi);
@@ -59,6 +65,23 @@ void ad_ws_send(struct ad_conn *c, struct ad_msg *m);
 
 /* Asks for c to be closed with code from the next writable callback. */
 void ad_ws_close(struct ad_conn *c, uint16_t code);
+
+/*
+ * The credential under c was revoked: in-flight calls are cancelled, the
+ * queue is replaced by one session_revoked notification, then the socket is
+ * closed with 4001.  Unlinks c from its credential.
+ */
+void ad_ws_revoke(struct ad_conn *c, const char *reason, int64_t t0_us);
+
+/* Seconds from revocation to the close frame, as a Prometheus histogram. */
+#define AD_REVOKE_BUCKETS 14
+extern const double ad_revoke_bucket_le[AD_REVOKE_BUCKETS];
+struct ad_revoke_hist {
+	uint64_t buckets[AD_REVOKE_BUCKETS]; /* cumulative at export time */
+	uint64_t count;
+	double sum;
+};
+extern struct ad_revoke_hist ad_revoke_hist;
 
 /* Closes sockets silent past the heartbeat timeout; drives the drain. */
 void ad_ws_tick(int64_t now);

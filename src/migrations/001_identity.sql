@@ -23,6 +23,7 @@ CREATE TABLE memberships (
   account_id  bigint NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
   role        text NOT NULL CHECK (role IN ('member', 'admin', 'owner')),
   created_at  timestamptz NOT NULL DEFAULT now(),
+  disabled_at timestamptz,               -- admin.account_disable: org-scoped
   PRIMARY KEY (org_id, account_id)
 );
 
@@ -79,3 +80,11 @@ CREATE TABLE identity_events (
   detail      jsonb NOT NULL DEFAULT '{}'
 );
 CREATE INDEX identity_events_org ON identity_events (org_id, id);
+
+-- Every running actiond instance, so that a revocation can wait until all
+-- of them have closed the sockets it covers.
+CREATE TABLE instances (
+  id          text PRIMARY KEY,
+  started_at  timestamptz NOT NULL DEFAULT now(),
+  seen_at     timestamptz NOT NULL DEFAULT now()
+);
