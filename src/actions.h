@@ -9,6 +9,11 @@
 /* Protocol actions: heartbeat, cancel, rpc.discover. */
 extern const struct ad_handler_entry ad_builtin_actions[];
 
+/* Identity and admin actions (PRODUCT.md 4.1). */
+extern const struct ad_handler_entry ad_identity_actions[];
+/* Precomputes what identity needs (blocking, ~0.1 s). */
+int ad_identity_init(void);
+
 #ifdef AD_TEST_ACTIONS
 /* Actions that exist only in test builds (test.sleep, test.echo, ...). */
 extern const struct ad_handler_entry ad_test_actions[];

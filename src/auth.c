@@ -197,11 +197,12 @@ static void table_remove_at(size_t i)
 
 int ad_auth_cache_add(struct ad_cred *c)
 {
-	struct ad_cred **slot;
 	size_t i;
 
-	if ((slot = table_find(c->hash)))
-		table_remove_at((size_t)(slot - table));
+	/* Credentials do not change once issued: the cached one (with its
+	 * sockets) stays. */
+	if (table_find(c->hash))
+		return 0;
 	if ((table_used + 1) * 2 > table_cap && table_grow())
 		return -1;
 	for (i = slot_of(c->hash, table_cap); table[i]; i = (i + 1) & (table_cap - 1))
@@ -340,23 +341,52 @@ out:
 	return n;
 }
 
+int ad_auth_resolve_orgs(const char *conninfo)
+{
+	PGconn *pg;
+	int ret = 0;
+
+	if (!nkeys)
+		return 0;
+	pg = PQconnectdb(conninfo);
+	if (PQstatus(pg) != CONNECTION_OK) {
+		ad_log_error("database: %s", PQerrorMessage(pg));
+		PQfinish(pg);
+		return -1;
+	}
+	for (size_t i = 0; i < nkeys && !ret; i++) {
+		struct ad_cred *c = keys[i].cred;
+		const char *p[1] = { c->org };
+		PGresult *r = PQexecParams(
+			pg,
+			"INSERT INTO orgs (slug, name) VALUES ($1, $1) ON CONFLICT (slug) "
+			"DO UPDATE SET slug = excluded.slug RETURNING id",
+			1, NULL, p, NULL, NULL, 0);
+
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+			c->org_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		} else {
+			ad_log_error("api_key %s: org \"%s\": %s", c->id, c->org,
+				     PQerrorMessage(pg));
+			ret = -1;
+		}
+		PQclear(r);
+	}
+	PQfinish(pg);
+	return ret;
+}
+
 /* ---- revocation ----------------------------------------------------------- */
 
+/* Every field set in the scope must match (and the org always is set). */
 static bool scope_matches(const struct ad_revoke_scope *s, const struct ad_cred *c)
 {
-	if (!c->db_id || c->db_id == s->except_cred_id)
+	if (!c->db_id || c->db_id == s->except_cred_id || !s->org_id)
 		return false;
-	if (s->kind && c->kind != s->kind)
-		return false;
-	if (s->org_id && c->org_id != s->org_id)
-		return false;
-	if (s->cred_id)
-		return c->db_id == s->cred_id;
-	if (s->account_id)
-		return c->account_id == s->account_id;
-	if (s->agent_session_id)
-		return c->agent_session_id == s->agent_session_id;
-	return s->org_id != 0; /* the whole org (of that kind) */
+	return c->org_id == s->org_id && (!s->kind || c->kind == s->kind) &&
+	       (!s->cred_id || c->db_id == s->cred_id) &&
+	       (!s->account_id || c->account_id == s->account_id) &&
+	       (!s->agent_session_id || c->agent_session_id == s->agent_session_id);
 }
 
 /* Closes every socket on c and marks it revoked; returns how many. */
@@ -393,6 +423,36 @@ size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
 		ad_cred_unref(c);
 	}
 	return closed;
+}
+
+void ad_auth_resync(const PGresult *r)
+{
+	for (size_t i = 0; i < table_cap; i++)
+		if (table[i])
+			table[i]->seen = false;
+	for (int row = 0; row < PQntuples(r); row++) {
+		struct ad_cred *c = ad_auth_cred_from_row(r, row), **slot;
+
+		if (!c)
+			continue;
+		if ((slot = table_find(c->hash)))
+			(*slot)->seen = true;
+		else if (ad_auth_cache_add(c) == 0)
+			c->seen = true;
+		ad_cred_unref(c);
+	}
+	for (size_t i = 0; i < table_cap;) {
+		struct ad_cred *c = table[i];
+
+		if (!c || c->seen) {
+			i++;
+			continue;
+		}
+		ad_cred_ref(c);
+		table_remove_at(i);
+		cred_close_all(c, "revoked", 0);
+		ad_cred_unref(c);
+	}
 }
 
 void ad_auth_expire(int64_t now_unix)

@@ -43,6 +43,7 @@ struct ad_cred {
 	uint8_t hash[32];        /* keyed token hash (database credentials) */
 	bool cached;             /* in the token table */
 	bool revoked;
+	bool seen;               /* scratch for ad_auth_resync() */
 	struct ad_list conns;    /* WebSocket connections authenticated by it */
 };
 
@@ -86,6 +87,12 @@ size_t ad_auth_cache_size(void);
 int ad_auth_load(const char *conninfo);
 
 /*
+ * Gives each configured API key the id of its org, creating the org if it
+ * does not exist (blocking; before the loop runs).
+ */
+int ad_auth_resolve_orgs(const char *conninfo);
+
+/*
  * The query that lists live credentials, and the builder of one from a row
  * of it; a "WHERE c.id = $1"-style suffix may be appended with AND.
  */
@@ -93,13 +100,16 @@ extern const char *const ad_auth_load_sql;
 struct pg_result;
 struct ad_cred *ad_auth_cred_from_row(const struct pg_result *r, int row);
 
-/* What a revocation covers. */
+/*
+ * What a revocation covers: the credentials of org_id (required) that match
+ * every other field set (0 = any).
+ */
 struct ad_revoke_scope {
-	int64_t cred_id;          /* one credential */
-	int64_t account_id;       /* every credential of an account... */
-	int64_t agent_session_id; /* ...or of an agent session */
-	int64_t org_id;           /* restricts all of the above; alone: the org */
-	enum ad_cred_kind kind;   /* 0: any kind */
+	int64_t org_id;
+	int64_t cred_id;
+	int64_t account_id;
+	int64_t agent_session_id;
+	enum ad_cred_kind kind;
 	int64_t except_cred_id;   /* spared (e.g. the caller's own session) */
 };
 
@@ -111,6 +121,12 @@ struct ad_revoke_scope {
  */
 size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
 		      int64_t t0_us);
+
+/*
+ * Makes the cache match a full result of ad_auth_load_sql: adds what is new,
+ * revokes locally (closing sockets) what is no longer there.
+ */
+void ad_auth_resync(const struct pg_result *r);
 
 /* Drops expired credentials from the cache, closing their sockets. */
 void ad_auth_expire(int64_t now_unix);

@@ -48,6 +48,7 @@ struct ad_batch {
 	uint32_t pending;         /* calls (+1 while dispatching) unanswered */
 	uint32_t live;            /* calls (+1 while dispatching) not finished */
 	uint32_t nanswers;        /* responses written into out */
+	int success_status;       /* HTTP status of a single success, 0 = 200 */
 	size_t msg_len;           /* counted in req->inflight_bytes until answered */
 	bool is_array;
 	uint8_t ip[16];
@@ -109,6 +110,7 @@ static void batch_free(struct ad_batch *b)
 	}
 	ad_buf_free(&b->out);
 	ad_cred_unref(b->cred);
+	free(b->meta.set_cookie);
 	free(b);
 }
 
@@ -194,8 +196,11 @@ static void answer_result(struct ad_call *c, const json_t *result)
 {
 	struct ad_buf *out = answer_begin(c);
 
-	if (out)
+	if (out) {
 		ad_rpc_write_result(out, c->id, result);
+		if (c->batch->success_status)
+			c->batch->meta.http_status = c->batch->success_status;
+	}
 	batch_answered(c->batch);
 }
 
@@ -393,6 +398,28 @@ const char *ad_call_role(const struct ad_call *c)
 struct ad_requester *ad_call_requester(const struct ad_call *c)
 {
 	return c->batch->req;
+}
+
+const struct ad_cred *ad_call_cred(const struct ad_call *c)
+{
+	return c->batch->cred;
+}
+
+const uint8_t *ad_call_ip(const struct ad_call *c)
+{
+	return c->batch->ip;
+}
+
+void ad_call_set_cookie(struct ad_call *c, const char *value)
+{
+	free(c->batch->meta.set_cookie);
+	c->batch->meta.set_cookie = strdup(value);
+}
+
+void ad_call_set_http_status(struct ad_call *c, int status)
+{
+	if (!c->batch->is_array)
+		c->batch->success_status = status;
 }
 
 /* ---- the pipeline ------------------------------------------------------- */

@@ -32,6 +32,7 @@ struct ad_requester;
 struct ad_answer_meta {
 	int http_status;         /* of a single answer; 200 for a batch */
 	uint32_t retry_after_ms; /* for 429 */
+	char *set_cookie;        /* a Set-Cookie value for HTTP, or NULL */
 };
 
 struct ad_requester_ops {
@@ -80,6 +81,15 @@ bool ad_dispatch_cancel(struct ad_requester *r, const json_t *id);
 
 /* Cancels every call in flight with the given reason (shutdown deadline). */
 void ad_dispatch_cancel_all(enum ad_reason reason);
+
+/* The credential the call came with (NULL when anonymous). */
+const struct ad_cred *ad_call_cred(const struct ad_call *call);
+/* The peer address of the call (16 bytes, IPv4 mapped). */
+const uint8_t *ad_call_ip(const struct ad_call *call);
+/* Asks HTTP to send Set-Cookie: value with the answer (copied). */
+void ad_call_set_cookie(struct ad_call *call, const char *value);
+/* Overrides the HTTP status of a single successful answer (e.g. 202). */
+void ad_call_set_http_status(struct ad_call *call, int status);
 
 /* The requester of a call, NULL once it went away. */
 struct ad_requester *ad_call_requester(const struct ad_call *call);

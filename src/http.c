@@ -27,15 +27,16 @@
 static unsigned char *build_response(struct lws *wsi, int status,
 				     const char *ctype, const char *body,
 				     size_t blen, uint32_t retry_after_ms,
-				     size_t *ret_len)
+				     const char *set_cookie, size_t *ret_len)
 {
-	unsigned char *buf = malloc(LWS_PRE + HDR_ROOM + blen);
+	size_t room = HDR_ROOM + (set_cookie ? strlen(set_cookie) + 32 : 0);
+	unsigned char *buf = malloc(LWS_PRE + room + blen);
 	unsigned char *start, *p, *end;
 
 	if (!buf)
 		return NULL;
 	start = p = buf + LWS_PRE;
-	end = buf + LWS_PRE + HDR_ROOM - 1;
+	end = buf + LWS_PRE + room - 1;
 	if (lws_add_http_common_headers(wsi, (unsigned)status, ctype, blen, &p, end))
 		goto fail;
 	if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
@@ -55,6 +56,11 @@ static unsigned char *build_response(struct lws *wsi, int status,
 						(unsigned char *)v, n, &p, end))
 			goto fail;
 	}
+	if (set_cookie &&
+	    lws_add_http_header_by_name(wsi, (const unsigned char *)"set-cookie:",
+					(const unsigned char *)set_cookie,
+					(int)strlen(set_cookie), &p, end))
+		goto fail;
 	if (lws_finalize_http_header(wsi, &p, end))
 		goto fail;
 	if (blen)
@@ -76,7 +82,7 @@ static int respond_now(struct ad_http *h, struct lws *wsi, int status, const cha
 		       const char *body, size_t blen)
 {
 	size_t n;
-	unsigned char *buf = build_response(wsi, status, ctype, body, blen, 0, &n);
+	unsigned char *buf = build_response(wsi, status, ctype, body, blen, 0, NULL, &n);
 	int r;
 
 	if (!buf)
@@ -106,7 +112,7 @@ int ad_http_reply_error(struct lws *wsi, int status, const char *reason,
 	size_t n;
 
 	error_body(&b, reason, message);
-	buf = build_response(wsi, status, "application/json", b.data, b.len, 0, &n);
+	buf = build_response(wsi, status, "application/json", b.data, b.len, 0, NULL, &n);
 	ad_buf_free(&b);
 	if (!buf)
 		return -1;
@@ -197,7 +203,7 @@ static void http_deliver(struct ad_requester *r, const char *json, size_t len,
 
 	h->resp = build_response(h->wsi, meta->http_status,
 				 len ? "application/json" : NULL, json, len,
-				 meta->retry_after_ms, &h->resp_len);
+				 meta->retry_after_ms, meta->set_cookie, &h->resp_len);
 	if (!h->resp)
 		lws_set_timeout(h->wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
 	else

@@ -115,6 +115,7 @@ int main(int argc, char **argv)
 	};
 	static const struct ad_handler_entry *const tables[] = {
 		ad_builtin_actions,
+		ad_identity_actions,
 #ifdef AD_TEST_ACTIONS
 		ad_test_actions,
 #endif
@@ -239,13 +240,13 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		n = ad_auth_load(ad_srv.db_conninfo);
-		if (n < 0) {
+		if (n < 0 || ad_auth_resolve_orgs(ad_srv.db_conninfo)) {
 			status = 1;
 			goto out;
 		}
 		ad_log_info("%d live credentials loaded", n);
 	}
-	if (ad_worker_init(2, 1024)) {
+	if (ad_identity_init() || ad_worker_init(2, 1024)) {
 		ad_log_error("cannot start worker threads");
 		status = 1;
 		goto out;

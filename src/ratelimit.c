@@ -42,7 +42,13 @@ static uint64_t bucket_key(const struct ad_spec *s, const struct ad_cred *cred,
 		msg[n++] = 'i';
 		memcpy(msg + n, ip, 16);
 		n += 16;
+	} else if (s->rate_scope == AD_RATE_ACCOUNT && cred->account_id) {
+		msg[n++] = 'a';
+		memcpy(msg + n, &cred->account_id, sizeof(cred->account_id));
+		n += sizeof(cred->account_id);
 	} else {
+		/* An account-scoped limit falls back to the credential for
+		 * callers without an account (agents, API keys). */
 		const char *v = s->rate_scope == AD_RATE_ORG ? cred->org : cred->id;
 		size_t vl = strlen(v);
 

@@ -2,8 +2,8 @@
  * ratelimit.h - token buckets for the per-action rate limits of the specs.
  *
  * Each spec may declare {"limit": N, "window_ms": W, "per": "credential" |
- * "ip" | "org"}: at most N calls per W milliseconds for each credential (or
- * peer address, or org), refilled continuously.  Anonymous callers are keyed
+ * "account" | "ip" | "org"}: at most N calls per W milliseconds for each
+ * credential (or account, peer address, org), refilled continuously.  Anonymous callers are keyed
  * by address whatever the scope.  Every member of a batch takes a token.
  */
 #ifndef AD_RATELIMIT_H

@@ -3,6 +3,8 @@
  * http.c and ws.c, the periodic tick, signals and the graceful drain.
  */
 #include "server.h"
+#include "auth.h"
+#include "cluster.h"
 #include "dispatch.h"
 #include "embedded.h"
 #include "http.h"
@@ -109,6 +111,8 @@ static void tick(lws_sorted_usec_list_t *sul)
 	ad_ws_tick(now);
 	if (ad_srv.db_embedded)
 		ad_embedded_check();
+	if (ad_srv.db_conninfo[0] && ++ad_srv.ticks % 4 == 0)
+		ad_auth_expire((int64_t)time(NULL));
 	if (ad_srv.draining) {
 		close_all_ws();
 		ad_http_close_idle();
@@ -276,7 +280,7 @@ int ad_server_init(void)
 			.max_pending = 10000,
 		};
 
-		if (ad_pg_init(&po, "actiond", NULL))
+		if (ad_pg_init(&po, "actiond", ad_cluster_notify) || ad_cluster_init())
 			return -1;
 	}
 	ad_log(AD_LOG_INFO, "listening on %s://%s:%d", ad_srv.tls ? "https" : "http",
@@ -302,6 +306,8 @@ void ad_server_free(void)
 {
 	if (ad_srv.lws) {
 		lws_sul_cancel(&ad_srv.tick);
+		if (ad_srv.db_conninfo[0])
+			ad_cluster_shutdown(ad_srv.db_conninfo);
 		ad_pg_shutdown();
 		ad_dispatch_shutdown();
 		lws_context_destroy(ad_srv.lws); /* closes what is still open */

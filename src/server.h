@@ -35,6 +35,7 @@ struct ad_server {
 	volatile sig_atomic_t signalled;
 
 	lws_sorted_usec_list_t tick; /* idle sweep and drain progress */
+	uint64_t ticks;
 
 	/* Counters for /metrics. */
 	uint64_t ws_accepted;

@@ -65,7 +65,7 @@ static json_t *load_file(const struct ad_embedded_file *f, char *err, size_t err
 static int spec_read(struct ad_spec *s, const char *file, char *err, size_t errlen)
 {
 	static const char *const risks[] = { "read", "write", "danger" };
-	static const char *const scopes[] = { "credential", "ip", "org" };
+	static const char *const scopes[] = { "credential", "account", "ip", "org" };
 	json_t *doc = s->doc, *auth, *rl, *v;
 	size_t i;
 
@@ -100,7 +100,7 @@ static int spec_read(struct ad_spec *s, const char *file, char *err, size_t errl
 		s->rate_window_ms =
 			(uint32_t)json_integer_value(json_object_get(rl, "window_ms"));
 		s->rate_scope = (enum ad_rate_scope)name_index(
-			json_string_value(json_object_get(rl, "per")), scopes, 3);
+			json_string_value(json_object_get(rl, "per")), scopes, 4);
 	}
 	if (!s->cred_mask) {
 		snprintf(err, errlen, "%s: auth.credentials is empty", file);

@@ -20,7 +20,7 @@
 
 enum ad_risk { AD_RISK_READ = 0, AD_RISK_WRITE, AD_RISK_DANGER };
 enum ad_kind { AD_KIND_REQUEST = 0, AD_KIND_NOTIFICATION };
-enum ad_rate_scope { AD_RATE_CREDENTIAL = 0, AD_RATE_IP, AD_RATE_ORG };
+enum ad_rate_scope { AD_RATE_CREDENTIAL = 0, AD_RATE_ACCOUNT, AD_RATE_IP, AD_RATE_ORG };
 
 /* Bit for a caller without credentials in ad_spec.cred_mask. */
 #define AD_CRED_ANONYMOUS_BIT 1u

@@ -3,6 +3,10 @@
 -- Tokens are never stored: token_hash is a keyed BLAKE2b-256 of the token
 -- (key derived from the master key, which never enters the database).
 
+-- Timestamps leave the database as ISO 8601 UTC text, the wire format.
+CREATE FUNCTION iso(t timestamptz) RETURNS text LANGUAGE sql STABLE AS
+$$ SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') $$;
+
 CREATE TABLE orgs (
   id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   slug        text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),

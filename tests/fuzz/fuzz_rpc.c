@@ -71,6 +71,7 @@ static void init(void)
 {
 	static const struct ad_handler_entry *const tables[] = {
 		ad_builtin_actions,
+		ad_identity_actions,
 #ifdef AD_TEST_ACTIONS
 		ad_test_actions,
 #endif

@@ -1,0 +1,426 @@
+/*
+ * cluster.c - instances, cross-instance credential changes and revocations.
+ */
+#include "cluster.h"
+#include "db.h"
+#include "log.h"
+#include "server.h"
+
+#include <libwebsockets.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HEARTBEAT_MS 5000
+
+uint64_t ad_cluster_revocations, ad_cluster_ack_timeouts;
+
+static char instance_id[33];
+static struct ad_timer heartbeat_timer;
+static bool running;
+static uint64_t revoke_seq;
+
+/* A revocation waiting for the other instances to acknowledge. */
+struct revwait {
+	struct ad_list node;
+	struct ad_call *call;
+	struct ad_timer timer;
+	char req[64];
+	char **pending;        /* instance ids yet to acknowledge */
+	size_t npending, ninstances;
+	long long revoked;
+	size_t closed;
+	bool none_is_error;
+	bool in_revoke;        /* inside ad_auth_revoke(): defer a cancel */
+	bool cancelled;
+};
+
+static struct ad_list waits = { &waits, &waits };
+
+const char *ad_cluster_instance(void)
+{
+	return instance_id;
+}
+
+static int64_t wall_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- instance registration ---------------------------------------------- */
+
+static void heartbeat_done(void *arg, enum ad_pg_status st, PGresult *const *r,
+			   int n, int failed)
+{
+	(void)arg;
+	(void)r;
+	(void)n;
+	(void)failed;
+	if (st != AD_PG_OK && st != AD_PG_UNAVAILABLE)
+		ad_log_warn("instance heartbeat failed");
+}
+
+static void heartbeat(struct ad_timer *t)
+{
+	const char *p[1] = { instance_id };
+	struct ad_pg_stmt s = {
+		"INSERT INTO instances (id) VALUES ($1) "
+		"ON CONFLICT (id) DO UPDATE SET seen_at = now()",
+		1, p
+	};
+
+	if (!running)
+		return;
+	if (ad_pg_ready())
+		ad_pg_submit(&s, 1, 0, NULL, heartbeat_done, NULL);
+	ad_timer_start(t, HEARTBEAT_MS, heartbeat);
+}
+
+int ad_cluster_init(void)
+{
+	unsigned char raw[16];
+
+	randombytes_buf(raw, sizeof(raw));
+	sodium_bin2hex(instance_id, sizeof(instance_id), raw, sizeof(raw));
+	running = true;
+	ad_timer_start(&heartbeat_timer, 200, heartbeat);
+	return 0;
+}
+
+void ad_cluster_shutdown(const char *conninfo)
+{
+	const char *p[1] = { instance_id };
+	PGconn *c;
+
+	if (!running)
+		return;
+	running = false;
+	ad_timer_stop(&heartbeat_timer);
+	while (!ad_list_empty(&waits)) {
+		struct revwait *w = ad_container_of(ad_list_first(&waits), struct revwait,
+						    node);
+
+		ad_list_del(&w->node);
+		ad_timer_stop(&w->timer);
+		ad_call_fail(w->call, AD_REASON_UNAVAILABLE, "shutting down", NULL);
+		for (size_t i = 0; i < w->npending; i++)
+			free(w->pending[i]);
+		free(w->pending);
+		free(w);
+	}
+	c = PQconnectdb(conninfo);
+	if (PQstatus(c) == CONNECTION_OK)
+		PQclear(PQexecParams(c, "DELETE FROM instances WHERE id = $1", 1, NULL, p,
+				     NULL, NULL, 0));
+	PQfinish(c);
+}
+
+/* ---- revocation ------------------------------------------------------------ */
+
+static void revwait_free(struct revwait *w)
+{
+	ad_list_del(&w->node);
+	ad_timer_stop(&w->timer);
+	for (size_t i = 0; i < w->npending; i++)
+		free(w->pending[i]);
+	free(w->pending);
+	free(w);
+}
+
+static void revwait_answer(struct revwait *w)
+{
+	struct ad_call *call = w->call;
+	json_t *missing = json_array();
+
+	for (size_t i = 0; i < w->npending; i++)
+		if (w->pending[i])
+			json_array_append_new(missing, json_string(w->pending[i]));
+	if (w->revoked == 0 && w->none_is_error) {
+		json_decref(missing);
+		revwait_free(w);
+		ad_call_fail(call, AD_REASON_NOT_FOUND, "Nothing to revoke", NULL);
+		return;
+	}
+	ad_call_on_cancel(call, NULL, NULL);
+	ad_call_reply(call, json_pack("{s:I,s:I,s:I,s:I,s:o}", "revoked",
+				      (json_int_t)w->revoked, "sockets_closed",
+				      (json_int_t)w->closed, "instances",
+				      (json_int_t)w->ninstances, "instances_acked",
+				      (json_int_t)(w->ninstances - json_array_size(missing)),
+				      "instances_missing", missing));
+	revwait_free(w);
+}
+
+static size_t pending_left(const struct revwait *w)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < w->npending; i++)
+		n += w->pending[i] != NULL;
+	return n;
+}
+
+static void revwait_timeout(struct ad_timer *t)
+{
+	struct revwait *w = ad_container_of(t, struct revwait, timer);
+
+	ad_cluster_ack_timeouts++;
+	ad_log_warn("revocation %s: %zu instances did not acknowledge", w->req,
+		    pending_left(w));
+	revwait_answer(w);
+}
+
+static void revwait_cancel(struct ad_call *call, void *arg)
+{
+	struct revwait *w = arg;
+
+	if (w->in_revoke) { /* the caller's own socket was among those closed */
+		w->cancelled = true;
+		return;
+	}
+	revwait_free(w);
+	ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
+}
+
+static json_t *scope_json(const struct ad_revoke_scope *s)
+{
+	return json_pack("{s:I,s:I,s:I,s:I,s:i,s:I}", "cred", (json_int_t)s->cred_id,
+			 "account", (json_int_t)s->account_id, "agent",
+			 (json_int_t)s->agent_session_id, "org", (json_int_t)s->org_id,
+			 "kind", (int)s->kind, "except", (json_int_t)s->except_cred_id);
+}
+
+struct revstate {
+	struct ad_revoke_scope scope;
+	char reason[64];
+	char req[64];
+	int nstmts;
+	bool none_is_error;
+};
+
+static void revoke_committed(struct ad_call *call, void *arg, PGresult *const *r, int n)
+{
+	struct revstate *st = arg;
+	const PGresult *inst = r[n - 1];
+	struct revwait *w = calloc(1, sizeof(*w));
+	int ninst = PQntuples(inst);
+
+	if (!w) {
+		free(st);
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	ad_cluster_revocations++;
+	w->call = call;
+	w->none_is_error = st->none_is_error;
+	w->revoked = PQntuples(r[0]);
+	memcpy(w->req, st->req, sizeof(w->req));
+	w->pending = calloc((size_t)ninst + 1, sizeof(char *));
+	for (int i = 0; w->pending && i < ninst; i++)
+		w->pending[w->npending++] = strdup(PQgetvalue(inst, i, 0));
+	w->ninstances = w->npending;
+	ad_list_add_tail(&waits, &w->node);
+	ad_call_on_cancel(call, revwait_cancel, w);
+	/* Close this instance's sockets now, before anything answers. */
+	w->in_revoke = true;
+	w->closed = ad_auth_revoke(&st->scope, st->reason, lws_now_usecs());
+	w->in_revoke = false;
+	free(st);
+	if (w->cancelled) {
+		revwait_free(w);
+		ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
+		return;
+	}
+	if (!pending_left(w)) {
+		revwait_answer(w);
+		return;
+	}
+	ad_timer_start(&w->timer, AD_REVOKE_ACK_TIMEOUT_MS, revwait_timeout);
+}
+
+void ad_cluster_revoke(struct ad_call *call, const struct ad_pg_stmt *stmts, int n,
+		       const struct ad_revoke_scope *scope, const char *reason,
+		       bool none_is_error)
+{
+	struct ad_pg_stmt all[8];
+	struct revstate *st = calloc(1, sizeof(*st));
+	json_t *msg;
+	char *payload;
+	const char *np[1], *ip[1] = { instance_id };
+
+	if (!st || n > 6) {
+		free(st);
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	st->scope = *scope;
+	st->none_is_error = none_is_error;
+	snprintf(st->reason, sizeof(st->reason), "%s", reason);
+	snprintf(st->req, sizeof(st->req), "%s/%llu", instance_id,
+		 (unsigned long long)++revoke_seq);
+	msg = json_pack("{s:s,s:s,s:s,s:I,s:s,s:o}", "op", "revoke", "from",
+			instance_id, "req", st->req, "t", (json_int_t)wall_us(),
+			"reason", reason, "scope", scope_json(scope));
+	payload = json_dumps(msg, JSON_COMPACT);
+	json_decref(msg);
+	np[0] = payload;
+	memcpy(all, stmts, (size_t)n * sizeof(*stmts));
+	all[n] = (struct ad_pg_stmt){ "SELECT pg_notify('actiond', $1)", 1, np };
+	all[n + 1] = (struct ad_pg_stmt){
+		"SELECT id FROM instances WHERE id <> $1 "
+		"AND seen_at > now() - interval '15 seconds'",
+		1, ip
+	};
+	st->nstmts = n + 2;
+	ad_db_run(call, all, n + 2, NULL, revoke_committed, st, free);
+	free(payload); /* ad_pg_submit copied it */
+}
+
+/* ---- notifications from the other instances -------------------------------- */
+
+static void ack_done(void *arg, enum ad_pg_status st, PGresult *const *r, int n,
+		     int failed)
+{
+	(void)arg;
+	(void)st;
+	(void)r;
+	(void)n;
+	(void)failed;
+}
+
+static void on_revoke(json_t *m)
+{
+	json_t *sc = json_object_get(m, "scope");
+	struct ad_revoke_scope s = {
+		.cred_id = json_integer_value(json_object_get(sc, "cred")),
+		.account_id = json_integer_value(json_object_get(sc, "account")),
+		.agent_session_id = json_integer_value(json_object_get(sc, "agent")),
+		.org_id = json_integer_value(json_object_get(sc, "org")),
+		.kind = (enum ad_cred_kind)json_integer_value(json_object_get(sc, "kind")),
+		.except_cred_id = json_integer_value(json_object_get(sc, "except")),
+	};
+	const char *reason = json_string_value(json_object_get(m, "reason"));
+	int64_t sent = json_integer_value(json_object_get(m, "t"));
+	/* Wall-clock send time mapped onto the monotonic clock, for the
+	 * histogram (instances on other hosts add their clock skew). */
+	int64_t t0 = lws_now_usecs() - (wall_us() - sent);
+	json_t *ack;
+	char *payload;
+	const char *p[1];
+	struct ad_pg_stmt stmt = { "SELECT pg_notify('actiond', $1)", 1, p };
+
+	ad_auth_revoke(&s, reason ? reason : "revoked", t0);
+	ack = json_pack("{s:s,s:O,s:s}", "op", "ack", "req", json_object_get(m, "req"),
+			"from", instance_id);
+	payload = json_dumps(ack, JSON_COMPACT);
+	json_decref(ack);
+	p[0] = payload;
+	if (payload)
+		ad_pg_submit(&stmt, 1, 0, NULL, ack_done, NULL);
+	free(payload);
+}
+
+static void on_ack(json_t *m)
+{
+	const char *req = json_string_value(json_object_get(m, "req"));
+	const char *from = json_string_value(json_object_get(m, "from"));
+	struct ad_list *pos, *tmp;
+
+	if (!req || !from)
+		return;
+	ad_list_foreach_safe(pos, tmp, &waits) {
+		struct revwait *w = ad_container_of(pos, struct revwait, node);
+
+		if (strcmp(w->req, req))
+			continue;
+		for (size_t i = 0; i < w->npending; i++)
+			if (w->pending[i] && !strcmp(w->pending[i], from)) {
+				free(w->pending[i]);
+				w->pending[i] = NULL;
+			}
+		if (!pending_left(w))
+			revwait_answer(w);
+		return;
+	}
+}
+
+static void cred_loaded(void *arg, enum ad_pg_status st, PGresult *const *r, int n,
+			int failed)
+{
+	(void)arg;
+	(void)failed;
+	if (st != AD_PG_OK || n < 1)
+		return;
+	for (int i = 0; i < PQntuples(r[0]); i++) {
+		struct ad_cred *c = ad_auth_cred_from_row(r[0], i);
+
+		if (c)
+			ad_auth_cache_add(c);
+		ad_cred_unref(c);
+	}
+}
+
+static char *load_one_sql;
+
+static void on_cred(json_t *m)
+{
+	char id[32];
+	const char *p[1] = { id };
+	struct ad_pg_stmt s;
+
+	if (!load_one_sql &&
+	    asprintf(&load_one_sql, "%s AND c.id = $1", ad_auth_load_sql) < 0) {
+		load_one_sql = NULL;
+		return;
+	}
+	snprintf(id, sizeof(id), "%lld",
+		 (long long)json_integer_value(json_object_get(m, "id")));
+	s = (struct ad_pg_stmt){ load_one_sql, 1, p };
+	ad_pg_submit(&s, 1, 0, NULL, cred_loaded, NULL);
+}
+
+/*
+ * After the listener lost its session, notifications may have been missed:
+ * load every live credential again, add what is new, and revoke locally what
+ * is gone.
+ */
+static void resync_loaded(void *arg, enum ad_pg_status st, PGresult *const *r,
+			  int n, int failed)
+{
+	(void)arg;
+	(void)failed;
+	if (st != AD_PG_OK || n < 1)
+		return;
+	ad_auth_resync(r[0]);
+}
+
+void ad_cluster_notify(const char *payload)
+{
+	json_t *m;
+	const char *op, *from;
+
+	if (!payload) {
+		struct ad_pg_stmt s = { ad_auth_load_sql, 0, NULL };
+
+		if (running)
+			ad_pg_submit(&s, 1, 0, NULL, resync_loaded, NULL);
+		return;
+	}
+	m = json_loads(payload, 0, NULL);
+	op = json_string_value(json_object_get(m, "op"));
+	from = json_string_value(json_object_get(m, "from"));
+	if (op && from && strcmp(from, instance_id) != 0) {
+		if (!strcmp(op, "revoke"))
+			on_revoke(m);
+		else if (!strcmp(op, "cred"))
+			on_cred(m);
+	}
+	if (op && !strcmp(op, "ack"))
+		on_ack(m);
+	json_decref(m);
+}

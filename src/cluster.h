@@ -1,0 +1,51 @@
+/*
+ * cluster.h - what crosses actiond instances that share one database:
+ * instance registration, credential changes and revocations, all through
+ * PostgreSQL LISTEN/NOTIFY on the channel "actiond".
+ *
+ * A revocation commits, with its NOTIFY in the same transaction; every
+ * instance closes the sockets it covers and acknowledges with a NOTIFY of its
+ * own; the revoking call answers once every live instance has acknowledged
+ * (or after AD_REVOKE_ACK_TIMEOUT_MS, saying which did not).
+ */
+#ifndef AD_CLUSTER_H
+#define AD_CLUSTER_H
+
+#include "actiond/action.h"
+#include "auth.h"
+#include "pg.h"
+
+#define AD_REVOKE_ACK_TIMEOUT_MS 3000
+
+/* Starts the instance heartbeat; needs the pool. */
+int ad_cluster_init(void);
+/* Unregisters this instance (blocking; after the loop ended). */
+void ad_cluster_shutdown(const char *conninfo);
+const char *ad_cluster_instance(void);
+
+/* LISTEN callback (NULL payload: the listener reconnected). */
+void ad_cluster_notify(const char *payload);
+
+/*
+ * A statement that announces a new credential to the other instances; add
+ * it to the job that inserts the credential (id_param is its text id).
+ */
+#define AD_CLUSTER_CRED_SQL                                                    \
+	"SELECT pg_notify('actiond', json_build_object('op', 'cred', 'id', $1::bigint, " \
+	"'from', $2::text)::text)"
+
+/*
+ * Runs a revocation for call.  stmts mark the rows revoked (results[0] must
+ * list the revoked ids, e.g. UPDATE ... RETURNING id); the notification and
+ * the instance list are added here.  Then the scope's sockets are closed on
+ * every instance and the call answers {revoked, sockets_closed, instances,
+ * instances_acked}, plus "not_found" if nothing was revoked and none_is_error.
+ */
+void ad_cluster_revoke(struct ad_call *call, const struct ad_pg_stmt *stmts, int n,
+		       const struct ad_revoke_scope *scope, const char *reason,
+		       bool none_is_error);
+
+/* Counters for /metrics. */
+extern uint64_t ad_cluster_revocations, ad_cluster_ack_timeouts;
+
+#endif
