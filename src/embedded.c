@@ -219,6 +219,14 @@ int ad_embedded_start(const struct ad_config *cfg, char *conninfo, size_t len)
 		ad_log_error("%s: %s", cfg->data_dir, strerror(errno));
 		return -1;
 	}
+	/* The server's user must be able to pass through (whatever the umask). */
+	if (switch_user) {
+		struct stat st;
+
+		if (stat(base, &st) == 0 && (st.st_mode & 0011) != 0011 &&
+		    chmod(base, st.st_mode | 0011))
+			ad_log_warn("cannot open %s to the server's user", base);
+	}
 	/* The socket path (run/.s.PGSQL.5432) must fit in sun_path. */
 	if (strlen(base) > 80) {
 		ad_log_error("database.data_dir %s is too long a path for a Unix socket",

@@ -3,6 +3,7 @@
  */
 #include "actions.h"
 #include "auth.h"
+#include "bootstrap.h"
 #include "config.h"
 #include "embedded.h"
 #include "keys.h"
@@ -26,6 +27,9 @@ static void usage(FILE *f)
 		"Usage: actiond [OPTIONS]\n"
 		"       actiond hash-token     < TOKEN   print the token_hash of a token\n"
 		"       actiond gen-token                print a new random token and its hash\n"
+		"       actiond [-c FILE] bootstrap --org SLUG --email EMAIL [--password-stdin]\n"
+		"                                        create the first org, its owner, an API\n"
+		"                                        token and an agent token, and print them\n"
 		"\n"
 		"A JSON-RPC 2.0 action gateway over WebSocket (GET /ws) and HTTP (/rpc).\n"
 		"\n"
@@ -125,6 +129,9 @@ int main(int argc, char **argv)
 	const char *config_path = NULL;
 	char err[512];
 	bool check_only = false;
+	struct ad_bootstrap_opts boot = { 0 };
+	bool bootstrap = false;
+	char pwline[300];
 	int opt, status, n;
 
 	if (sodium_init() < 0) {
@@ -136,6 +143,35 @@ int main(int argc, char **argv)
 	if (argc > 1 && !strcmp(argv[1], "gen-token"))
 		return cmd_gen_token();
 
+	/* "bootstrap" and its own options may follow the usual options. */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "bootstrap") != 0)
+			continue;
+		bootstrap = true;
+		for (int k = i + 1; k < argc; k++) {
+			if (!strcmp(argv[k], "--org") && k + 1 < argc)
+				boot.org = argv[++k];
+			else if (!strcmp(argv[k], "--org-name") && k + 1 < argc)
+				boot.org_name = argv[++k];
+			else if (!strcmp(argv[k], "--email") && k + 1 < argc)
+				boot.email = argv[++k];
+			else if (!strcmp(argv[k], "--password-stdin")) {
+				if (!fgets(pwline, sizeof(pwline), stdin))
+					pwline[0] = '\0';
+				pwline[strcspn(pwline, "\r\n")] = '\0';
+				boot.password = pwline;
+			} else {
+				fprintf(stderr, "actiond bootstrap: unexpected \"%s\"\n", argv[k]);
+				return 2;
+			}
+		}
+		argc = i; /* getopt sees only what came before */
+		break;
+	}
+	if (bootstrap && (!boot.org || !boot.email)) {
+		fprintf(stderr, "actiond bootstrap: --org and --email are required\n");
+		return 2;
+	}
 	ad_config_init(cfg);
 	/* The file is read first so that flags override it, whatever order. */
 	for (int i = 1; i < argc - 1; i++)
@@ -220,8 +256,8 @@ int main(int argc, char **argv)
 		status = 0;
 		goto out;
 	}
-	if (!cfg->n_api_keys)
-		ad_log_warn("no [api_key] configured: every call will be refused");
+	if (!cfg->n_api_keys && cfg->db_disabled)
+		ad_log_warn("no [api_key] and no database: every call will be refused");
 	if (!cfg->db_disabled) {
 		if (cfg->db_url) {
 			snprintf(ad_srv.db_conninfo, sizeof(ad_srv.db_conninfo), "%s",
@@ -245,6 +281,14 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		ad_log_info("%d live credentials loaded", n);
+	} else if (bootstrap) {
+		fprintf(stderr, "actiond bootstrap: the database is disabled\n");
+		status = 2;
+		goto out;
+	}
+	if (bootstrap) {
+		status = ad_bootstrap(ad_srv.db_conninfo, &boot);
+		goto out;
 	}
 	if (ad_identity_init() || ad_worker_init(2, 1024)) {
 		ad_log_error("cannot start worker threads");

@@ -1,0 +1,159 @@
+/*
+ * bootstrap.c - `actiond bootstrap`: the first org and its owner, without a
+ * running admin.
+ *
+ * Creates (in one transaction) the org, an owner account with the given or a
+ * generated password, an API token for that owner and an agent session with
+ * its token, and prints them: enough to try every action at once.  A server
+ * already running on the same database learns the new credentials through
+ * the same NOTIFY a server-side creation sends.
+ */
+#include "bootstrap.h"
+#include "embedded.h"
+#include "keys.h"
+#include "log.h"
+#include "migrate.h"
+
+#include <libpq-fe.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool exec_ok(PGconn *c, PGresult *r, const char *what)
+{
+	ExecStatusType st = PQresultStatus(r);
+
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		return true;
+	fprintf(stderr, "actiond bootstrap: %s: %s", what, PQerrorMessage(c));
+	return false;
+}
+
+/* Inserts a credential; returns its id in idbuf or false. */
+static bool add_credential(PGconn *c, const char *kind, const char *org_id,
+			   const char *account_id, const char *agent_id,
+			   const char *name, const char *token, char idbuf[32])
+{
+	uint8_t h[32];
+	char hex[65];
+	const char *p[6] = { kind, org_id, account_id, agent_id, hex, name };
+	PGresult *r;
+	bool ok;
+
+	ad_keys_token_hash(token, strlen(token), h);
+	sodium_bin2hex(hex, sizeof(hex), h, 32);
+	r = PQexecParams(c,
+			 "WITH ins AS (INSERT INTO credentials (kind, org_id, account_id, "
+			 "agent_session_id, token_hash, name) VALUES ($1, $2, "
+			 "nullif($3, '')::bigint, nullif($4, '')::bigint, decode($5, 'hex'), $6) "
+			 "RETURNING id) SELECT id, pg_notify('actiond', json_build_object("
+			 "'op', 'cred', 'id', id, 'from', 'bootstrap')::text) FROM ins",
+			 6, NULL, p, NULL, NULL, 0);
+	ok = exec_ok(c, r, kind);
+	if (ok)
+		snprintf(idbuf, 32, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return ok;
+}
+
+int ad_bootstrap(const char *conninfo, const struct ad_bootstrap_opts *o)
+{
+	char password[64], pwhash[crypto_pwhash_STRBYTES];
+	char api_token[AD_TOKEN_TEXT_MAX], agent_token[AD_TOKEN_TEXT_MAX];
+	char org_id[32], account_id[32], agent_id[32], cred_id[32];
+	const char *pw = o->password;
+	PGconn *c;
+	PGresult *r;
+	int ret = 1;
+
+	if (!pw) {
+		unsigned char raw[12];
+
+		randombytes_buf(raw, sizeof(raw));
+		sodium_bin2base64(password, sizeof(password), raw, sizeof(raw),
+				  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+		pw = password;
+	}
+	if (strlen(pw) < 8) {
+		fprintf(stderr, "actiond bootstrap: the password needs 8 characters or more\n");
+		return 2;
+	}
+	if (crypto_pwhash_str(pwhash, pw, strlen(pw), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+			      crypto_pwhash_MEMLIMIT_INTERACTIVE)) {
+		fprintf(stderr, "actiond bootstrap: out of memory hashing the password\n");
+		return 1;
+	}
+	ad_keys_new_token("adt_", api_token);
+	ad_keys_new_token("ada_", agent_token);
+
+	c = PQconnectdb(conninfo);
+	if (PQstatus(c) != CONNECTION_OK) {
+		fprintf(stderr, "actiond bootstrap: %s", PQerrorMessage(c));
+		goto out;
+	}
+	PQclear(PQexec(c, "BEGIN"));
+	{
+		const char *p[2] = { o->org, o->org_name ? o->org_name : o->org };
+
+		r = PQexecParams(c, "INSERT INTO orgs (slug, name) VALUES ($1, $2) RETURNING id",
+				 2, NULL, p, NULL, NULL, 0);
+		if (!exec_ok(c, r, "org (does it exist already?)")) {
+			PQclear(r);
+			goto out;
+		}
+		snprintf(org_id, sizeof(org_id), "%s", PQgetvalue(r, 0, 0));
+		PQclear(r);
+	}
+	{
+		const char *p[3] = { o->email, pwhash, org_id };
+
+		r = PQexecParams(c,
+				 "WITH a AS (INSERT INTO accounts (email, password_hash) "
+				 "VALUES (lower($1), $2) RETURNING id), "
+				 "m AS (INSERT INTO memberships (org_id, account_id, role) "
+				 "SELECT $3, id, 'owner' FROM a) SELECT id FROM a",
+				 3, NULL, p, NULL, NULL, 0);
+		if (!exec_ok(c, r, "owner account (does the email exist already?)")) {
+			PQclear(r);
+			goto out;
+		}
+		snprintf(account_id, sizeof(account_id), "%s", PQgetvalue(r, 0, 0));
+		PQclear(r);
+	}
+	{
+		const char *p[2] = { org_id, account_id };
+
+		r = PQexecParams(c,
+				 "INSERT INTO agent_sessions (org_id, name, integrations, created_by) "
+				 "VALUES ($1, 'demo agent', '{sentry,linear}', $2) RETURNING id",
+				 2, NULL, p, NULL, NULL, 0);
+		if (!exec_ok(c, r, "agent session")) {
+			PQclear(r);
+			goto out;
+		}
+		snprintf(agent_id, sizeof(agent_id), "%s", PQgetvalue(r, 0, 0));
+		PQclear(r);
+	}
+	if (!add_credential(c, "api_token", org_id, account_id, "", "bootstrap", api_token,
+			    cred_id) ||
+	    !add_credential(c, "agent_token", org_id, "", agent_id, "demo agent",
+			    agent_token, cred_id))
+		goto out;
+	r = PQexec(c, "COMMIT");
+	if (!exec_ok(c, r, "commit")) {
+		PQclear(r);
+		goto out;
+	}
+	PQclear(r);
+	printf("org=%s\nemail=%s\npassword=%s\napi_token=%s\nagent_token=%s\n"
+	       "agent_session_id=%s\n",
+	       o->org, o->email, pw, api_token, agent_token, agent_id);
+	ret = 0;
+out:
+	sodium_memzero(password, sizeof(password));
+	sodium_memzero(api_token, sizeof(api_token));
+	sodium_memzero(agent_token, sizeof(agent_token));
+	PQfinish(c);
+	return ret;
+}
