@@ -81,14 +81,32 @@ static void heartbeat(struct ad_timer *t)
 	ad_timer_start(t, HEARTBEAT_MS, heartbeat);
 }
 
-int ad_cluster_init(void)
+int ad_cluster_register(const char *conninfo)
 {
 	unsigned char raw[16];
+	const char *p[1] = { instance_id };
+	PGconn *c = PQconnectdb(conninfo);
+	PGresult *r;
+	int ret = -1;
 
 	randombytes_buf(raw, sizeof(raw));
 	sodium_bin2hex(instance_id, sizeof(instance_id), raw, sizeof(raw));
+	if (PQstatus(c) == CONNECTION_OK) {
+		r = PQexecParams(c, "INSERT INTO instances (id) VALUES ($1)", 1, NULL, p,
+				 NULL, NULL, 0);
+		ret = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : -1;
+		PQclear(r);
+	}
+	if (ret)
+		ad_log_error("cannot register this instance: %s", PQerrorMessage(c));
+	PQfinish(c);
+	return ret;
+}
+
+int ad_cluster_init(void)
+{
 	running = true;
-	ad_timer_start(&heartbeat_timer, 200, heartbeat);
+	ad_timer_start(&heartbeat_timer, HEARTBEAT_MS, heartbeat);
 	return 0;
 }
 

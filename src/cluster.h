@@ -17,6 +17,11 @@
 
 #define AD_REVOKE_ACK_TIMEOUT_MS 3000
 
+/*
+ * Registers this instance (blocking; before the server accepts anything, so
+ * no revocation can miss it).
+ */
+int ad_cluster_register(const char *conninfo);
 /* Starts the instance heartbeat; needs the pool. */
 int ad_cluster_init(void);
 /* Unregisters this instance (blocking; after the loop ended). */

@@ -4,6 +4,7 @@
 #include "actions.h"
 #include "auth.h"
 #include "bootstrap.h"
+#include "cluster.h"
 #include "config.h"
 #include "embedded.h"
 #include "keys.h"
@@ -288,6 +289,10 @@ int main(int argc, char **argv)
 	}
 	if (bootstrap) {
 		status = ad_bootstrap(ad_srv.db_conninfo, &boot);
+		goto out;
+	}
+	if (!cfg->db_disabled && ad_cluster_register(ad_srv.db_conninfo)) {
+		status = 1;
 		goto out;
 	}
 	if (ad_identity_init() || ad_worker_init(2, 1024)) {

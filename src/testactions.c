@@ -5,11 +5,13 @@
  * tests/protocol/.
  */
 #include "actions.h"
+#include "db.h"
 #include "dispatch.h"
 #include "outq.h"
 #include "server.h"
 #include "ws.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,6 +124,28 @@ static void test_ok(struct ad_call *call)
 	ad_call_reply(call, json_pack("{s:b}", "ok", 1));
 }
 
+/* test.db_sleep {ms}: a slow statement on the pool. */
+static void db_slept(struct ad_call *call, void *arg, PGresult *const *r, int n)
+{
+	(void)arg;
+	(void)r;
+	(void)n;
+	ad_call_reply(call, json_pack("{s:I}", "slept_ms",
+				      json_integer_value(json_object_get(ad_call_params(call),
+									 "ms"))));
+}
+
+static void test_db_sleep(struct ad_call *call)
+{
+	char secs[32];
+	const char *p[1] = { secs };
+	struct ad_pg_stmt s = { "SELECT pg_sleep($1::float8)", 1, p };
+
+	snprintf(secs, sizeof(secs), "%.3f",
+		 (double)json_integer_value(json_object_get(ad_call_params(call), "ms")) / 1000);
+	ad_db_run(call, &s, 1, NULL, db_slept, NULL, NULL);
+}
+
 /* The methods of the JSON-RPC 2.0 specification's examples. */
 static json_t *number(double d)
 {
@@ -167,6 +191,7 @@ const struct ad_handler_entry ad_test_actions[] = {
 	{ "notify_sum", spec_null },
 	{ "notify_hello", spec_null },
 	{ "test.sleep", test_sleep },
+	{ "test.db_sleep", test_db_sleep },
 	{ "test.echo", test_echo },
 	{ "test.blob", test_blob },
 	{ "test.broadcast", test_broadcast },

@@ -5,6 +5,11 @@ import { mkdtempSync, writeFileSync, readFileSync, rmSync, chmodSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
+import { randomBytes } from 'node:crypto';
+
+// One master key for every server of a test process, so instances that
+// share a database agree on token hashes.
+export const TEST_MASTER_KEY = randomBytes(32).toString('hex');
 
 export const ACTIOND = process.env.ACTIOND || new URL('../../build/src/actiond', import.meta.url).pathname;
 
@@ -29,7 +34,11 @@ export async function startServer(opts = {}) {
   if (opts.tls) ini += `tls_cert = ${opts.tls.cert}\ntls_key = ${opts.tls.key}\n`;
   // The core tests run without a database unless they ask for one.
   ini += '[database]\n';
-  if (opts.db) {
+  if (typeof opts.db === 'string') {
+    // An external database (a conninfo); instances sharing it share the key.
+    ini += `url = ${opts.db}\n`;
+    for (const [k, v] of Object.entries(opts.database || {})) ini += `${k} = ${v}\n`;
+  } else if (opts.db) {
     const dataDir = join(dir, 'data');
     chmodSync(dir, 0o755); // the embedded server runs as another user
     ini += `data_dir = ${dataDir}\nfsync = off\n`;
@@ -37,6 +46,8 @@ export async function startServer(opts = {}) {
   } else {
     ini += 'enabled = off\n';
   }
+  ini += '[security]\n';
+  for (const [k, v] of Object.entries(opts.security || {})) ini += `${k} = ${v}\n`;
   ini += '[limits]\n';
   for (const [k, v] of Object.entries(opts.limits || {})) ini += `${k} = ${v}\n`;
   for (const [name, k] of Object.entries(keys)) {
@@ -46,7 +57,8 @@ export async function startServer(opts = {}) {
   }
   const conf = join(dir, 'actiond.conf');
   writeFileSync(conf, ini);
-  const proc = spawn(ACTIOND, ['-c', conf, ...(opts.args || [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = { ...process.env, ACTIOND_MASTER_KEY: opts.masterKey || TEST_MASTER_KEY };
+  const proc = spawn(ACTIOND, ['-c', conf, ...(opts.args || [])], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let log = '';
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('actiond did not start:\n' + log)), 10000);
@@ -187,3 +199,46 @@ export function rssKiB(pid) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A throwaway PostgreSQL 15 cluster (fsync off, Unix socket in a private
+// directory, no TCP), for tests that stop and restart the database under a
+// running actiond or share it between two actiond processes.  As root, the
+// server runs as the "postgres" user, as PostgreSQL demands.
+const PGBIN = process.env.PGBIN || '/usr/lib/postgresql/15/bin';
+export async function startPostgres() {
+  const { execFileSync: run } = await import('node:child_process');
+  const { mkdirSync, chownSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), 'actiond-pg-'));
+  chmodSync(dir, 0o755);
+  const data = join(dir, 'pg');
+  const sock = join(dir, 'run');
+  mkdirSync(sock, { mode: 0o700 });
+  const asRoot = process.getuid() === 0;
+  let uid = process.getuid(), gid = process.getgid();
+  if (asRoot) {
+    uid = Number(run('id', ['-u', 'postgres']).toString());
+    gid = Number(run('id', ['-g', 'postgres']).toString());
+    chownSync(sock, uid, gid);
+    chownSync(dir, uid, gid);
+  }
+  const as = (cmd, args) => asRoot ? run('runuser', ['-u', 'postgres', '--', cmd, ...args], { stdio: 'pipe' })
+                                  : run(cmd, args, { stdio: 'pipe' });
+  as(join(PGBIN, 'initdb'), ['-D', data, '-U', 'actiond', '--auth=trust', '--no-sync', '-E', 'UTF8', '--no-locale']);
+  const opts = `-c listen_addresses='' -c unix_socket_directories=${sock} -c fsync=off -c max_connections=50`;
+  const pg = {
+    dir, sock,
+    conninfo: `host=${sock} dbname=postgres user=actiond`,
+    start() { as(join(PGBIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', 'start']); },
+    stop(mode = 'fast') { as(join(PGBIN, 'pg_ctl'), ['-D', data, '-m', mode, '-w', 'stop']); },
+    psql(sql) {
+      return as(join(PGBIN, 'psql'), ['-h', sock, '-U', 'actiond', '-d', 'postgres', '-Atc', sql])
+        .toString().trim();
+    },
+    destroy() {
+      try { this.stop('immediate'); } catch { /* already stopped */ }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  pg.start();
+  return pg;
+}
