@@ -9,6 +9,8 @@
  */
 #include "http.h"
 #include "auth.h"
+#include "cluster.h"
+#include "pg.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "server.h"
@@ -189,6 +191,44 @@ static int serve_metrics(struct ad_http *h, struct lws *wsi)
 	       "Rate-limit buckets being tracked.", ad_rate_buckets());
 	metric(&b, "actiond_draining", "gauge", "1 while shutting down.",
 	       ad_srv.draining);
+	metric(&b, "actiond_db_ready_connections", "gauge",
+	       "Pooled database connections ready.", ad_pg_stats.ready_conns);
+	metric(&b, "actiond_db_jobs_total", "counter", "Database jobs submitted.",
+	       ad_pg_stats.jobs);
+	metric(&b, "actiond_db_errors_total", "counter",
+	       "Database jobs whose statement failed.", ad_pg_stats.errors);
+	metric(&b, "actiond_db_unavailable_total", "counter",
+	       "Database jobs failed for want of a connection.", ad_pg_stats.unavailable);
+	metric(&b, "actiond_db_connects_total", "counter",
+	       "Database connection attempts.", ad_pg_stats.reconnects);
+	metric(&b, "actiond_db_pending", "gauge", "Database jobs waiting for a connection.",
+	       ad_pg_stats.pending);
+	metric(&b, "actiond_db_notifications_total", "counter",
+	       "NOTIFY messages received from the database.", ad_pg_stats.notifications);
+	metric(&b, "actiond_credentials_cached", "gauge",
+	       "Live database credentials held in memory.", ad_auth_cache_size());
+	metric(&b, "actiond_revocations_total", "counter",
+	       "Revocations committed by this instance.", ad_cluster_revocations);
+	metric(&b, "actiond_revoke_ack_timeouts_total", "counter",
+	       "Revocations answered without every instance's acknowledgement.",
+	       ad_cluster_ack_timeouts);
+	{
+		uint64_t cum = 0;
+
+		ad_buf_puts(&b, "# HELP actiond_revoke_close_seconds From a credential's "
+				"revocation to the close frame of a socket resting on it.\n"
+				"# TYPE actiond_revoke_close_seconds histogram\n");
+		for (int i = 0; i < AD_REVOKE_BUCKETS; i++) {
+			cum += ad_revoke_hist.buckets[i];
+			ad_buf_printf(&b, "actiond_revoke_close_seconds_bucket{le=\"%g\"} %llu\n",
+				      ad_revoke_bucket_le[i], (unsigned long long)cum);
+		}
+		ad_buf_printf(&b, "actiond_revoke_close_seconds_bucket{le=\"+Inf\"} %llu\n"
+				  "actiond_revoke_close_seconds_sum %.6f\n"
+				  "actiond_revoke_close_seconds_count %llu\n",
+			      (unsigned long long)ad_revoke_hist.count, ad_revoke_hist.sum,
+			      (unsigned long long)ad_revoke_hist.count);
+	}
 	r = b.oom ? -1 : respond_now(h, wsi, 200, "text/plain; version=0.0.4", b.data, b.len);
 	ad_buf_free(&b);
 	return r;
@@ -309,6 +349,9 @@ static int on_http(struct ad_http *h, struct lws *wsi, const char *path)
 	if (!strcmp(path, "/readyz")) {
 		if (ad_srv.draining)
 			return respond_error(h, wsi, 503, "unavailable", "Draining");
+		if (ad_srv.db_conninfo[0] && !ad_pg_ready())
+			return respond_error(h, wsi, 503, "unavailable",
+					     "No database connection");
 		return respond_now(h, wsi, 200, "application/json",
 				   "{\"status\":\"ready\"}", 18);
 	}
