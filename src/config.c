@@ -66,6 +66,9 @@ void ad_config_free(struct ad_config *c)
 	free(c->pg_bin);
 	free(c->pg_user);
 	free(c->master_key_file);
+	for (size_t i = 0; i < c->n_rate_overrides; i++)
+		free(c->rate_overrides[i].method);
+	free(c->rate_overrides);
 	for (size_t i = 0; i < c->n_origins; i++)
 		free(c->origins[i]);
 	free(c->origins);
@@ -186,6 +189,30 @@ static int parse_origins(struct ad_config *c, const char *v)
 	return 0;
 }
 
+/* "N/DURATION" (e.g. 100/1m) or "off". */
+static int add_rate_override(struct ad_config *c, const char *method, const char *v)
+{
+	struct ad_rate_override o = { 0 }, *arr;
+	const char *slash = strchr(v, '/');
+	char num[16];
+
+	if (strcmp(v, "off") != 0) {
+		if (!slash || (size_t)(slash - v) >= sizeof(num))
+			return -1;
+		memcpy(num, v, (size_t)(slash - v));
+		num[slash - v] = '\0';
+		if (parse_u32(num, 1, 1000000, &o.limit) ||
+		    ad_parse_duration_ms(slash + 1, &o.window_ms) || !o.window_ms)
+			return -1;
+	}
+	arr = realloc(c->rate_overrides, (c->n_rate_overrides + 1) * sizeof(*arr));
+	if (!arr || !(o.method = strdup(method)))
+		return -1;
+	c->rate_overrides = arr;
+	arr[c->n_rate_overrides++] = o;
+	return 0;
+}
+
 static int set_str(char **dst, const char *v)
 {
 	char *p = strdup(v);
@@ -271,6 +298,8 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = parse_origins(c, v);
 	else if (KEY("security", "session_ttl"))
 		r = ad_parse_duration_ms(v, &c->session_ttl_ms);
+	else if (!strcmp(section, "rate_limits"))
+		r = add_rate_override(c, key, v);
 	else if (KEY("database", "enabled")) {
 		bool on;
 
@@ -396,7 +425,8 @@ int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errl
 				key = &c->api_keys[c->n_api_keys - 1];
 				snprintf(section, sizeof(section), "api_key");
 			} else if (!strcmp(s, "server") || !strcmp(s, "limits") ||
-				   !strcmp(s, "database") || !strcmp(s, "security")) {
+				   !strcmp(s, "database") || !strcmp(s, "security") ||
+				   !strcmp(s, "rate_limits")) {
 				snprintf(section, sizeof(section), "%s", s);
 			} else {
 				snprintf(why, sizeof(why), "unknown section [%s]", s);

@@ -75,6 +75,14 @@ struct ad_config {
 	uint32_t session_ttl_ms;
 	uint32_t token_ttl_max_ms; /* longest expiry an api token may ask for */
 
+	/* [rate_limits]: per-method overrides of the specs' limits */
+	struct ad_rate_override {
+		char *method;
+		uint32_t limit;     /* 0: no limit */
+		uint32_t window_ms;
+	} *rate_overrides;
+	size_t n_rate_overrides;
+
 	struct ad_api_key *api_keys;
 	size_t n_api_keys;
 };

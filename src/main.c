@@ -247,6 +247,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "actiond: protocol: %s\n", err);
 		return 2;
 	}
+	if (ad_specs_override_rates(cfg, err, sizeof(err))) {
+		fprintf(stderr, "actiond: %s\n", err);
+		ad_specs_free();
+		return 2;
+	}
 	if (ad_auth_init(cfg)) {
 		fprintf(stderr, "actiond: out of memory\n");
 		return 1;

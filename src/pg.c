@@ -30,6 +30,17 @@
 #define BACKOFF_MAX_MS 2000
 #define CONNECT_TIMEOUT_US (5 * 1000 * 1000)
 #define MAX_CONNS 64
+#define MAX_PREPARED 256
+
+/*
+ * What each item sent for a job serves: a statement index (>= 0), -1 for
+ * setting app.org, and PREPARE_ITEM(i) for the Prepare of statement i (or of
+ * the app.org statement, i = -1).
+ */
+#define PREPARE_ITEM(i) ((int16_t)(-(i) - 3))
+#define PREPARED_STMT(item) (-(item) - 3)
+
+static const char set_org_sql[] = "SELECT set_config('app.org', $1, true)";
 
 enum conn_state { C_DOWN = 0, C_CONNECTING, C_READY };
 
@@ -45,6 +56,12 @@ struct pgconn {
 	bool listening;        /* LISTEN sent on this session */
 	struct ad_list inflight; /* jobs sent, oldest first */
 	uint32_t ninflight;
+	/*
+	 * Statements prepared on this session, by SQL text pointer: every
+	 * statement actiond runs is a string constant, so the pointer names it.
+	 */
+	const char *prepared[MAX_PREPARED];
+	int nprepared;
 };
 
 struct ad_pg_job {
@@ -52,10 +69,11 @@ struct ad_pg_job {
 	ad_pg_done_fn fn;
 	void *arg;
 	bool abandoned;
-	bool sent;
+	bool queued;           /* on a connection's pipeline */
 	int n;                 /* caller's statements */
-	int skip;              /* hidden statements sent before them (app.org) */
-	int cursor;            /* statement whose results are being read */
+	int cursor;            /* sent item whose results are being read */
+	int nsent;
+	int16_t *sent;         /* per sent item, see PREPARE_ITEM() */
 	int failed;
 	enum ad_pg_status status;
 	char *org;
@@ -110,7 +128,7 @@ static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 				 const char *org, ad_pg_done_fn fn, void *arg)
 {
 	size_t size = sizeof(struct ad_pg_job) + (size_t)n * sizeof(struct ad_pg_stmt) +
-		      (size_t)n * sizeof(PGresult *);
+		      (size_t)n * sizeof(PGresult *) + (size_t)(2 * n + 2) * sizeof(int16_t);
 	struct ad_pg_job *j;
 	char *p;
 
@@ -128,7 +146,8 @@ static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 	j->failed = -1;
 	j->stmts = (struct ad_pg_stmt *)(j + 1);
 	j->results = (PGresult **)(j->stmts + n);
-	p = (char *)(j->results + n);
+	j->sent = (int16_t *)(void *)(j->results + n);
+	p = (char *)(j->sent + 2 * n + 2);
 	for (int i = 0; i < n; i++) {
 		const char **params = (const char **)(void *)p;
 
@@ -152,27 +171,67 @@ static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 		free(j);
 		return NULL;
 	}
-	j->skip = org ? 1 : 0;
 	return j;
 }
 
-/* Queues the job's statements and a Sync on c's pipeline. */
+/* The name of sql's prepared statement on c, preparing it if it is new. */
+static const char *stmt_name(struct pgconn *c, struct ad_pg_job *j, const char *sql,
+			     int nparams, int idx, char name[16])
+{
+	int k;
+
+	for (k = 0; k < c->nprepared; k++)
+		if (c->prepared[k] == sql)
+			break;
+	if (k == c->nprepared) {
+		if (k == MAX_PREPARED)
+			return NULL; /* full: run it unnamed */
+		snprintf(name, 16, "a%d", k);
+		if (!PQsendPrepare(c->pg, name, sql, nparams, NULL))
+			return "";
+		c->prepared[c->nprepared++] = sql;
+		j->sent[j->nsent++] = PREPARE_ITEM(idx);
+	}
+	snprintf(name, 16, "a%d", k);
+	return name;
+}
+
+/* Sends one statement, as a prepared one when possible. */
+static int stmt_send(struct pgconn *c, struct ad_pg_job *j, const char *sql, int nparams,
+		     const char *const *params, int idx)
+{
+	char name[16];
+	const char *n = stmt_name(c, j, sql, nparams, idx, name);
+
+	if (n && !*n)
+		return -1;
+	j->sent[j->nsent++] = (int16_t)idx;
+	if (n)
+		return PQsendQueryPrepared(c->pg, n, nparams, params, NULL, NULL, 0) ? 0 : -1;
+	return PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0) ? 0 : -1;
+}
+
+/*
+ * Queues the job's statements and a Sync on c's pipeline.  Statements are
+ * prepared once per session (the Prepare travels in the same pipeline), so
+ * PostgreSQL parses and plans each only once per connection.
+ */
 static int job_send(struct pgconn *c, struct ad_pg_job *j)
 {
+	j->nsent = 0;
 	if (j->org) {
 		const char *p[1] = { j->org };
 
-		if (!PQsendQueryParams(c->pg, "SELECT set_config('app.org', $1, true)",
-				       1, NULL, p, NULL, NULL, 0))
+		if (stmt_send(c, j, set_org_sql, 1, p, -1))
 			return -1;
 	}
 	for (int i = 0; i < j->n; i++)
-		if (!PQsendQueryParams(c->pg, j->stmts[i].sql, j->stmts[i].nparams,
-				       NULL, j->stmts[i].params, NULL, NULL, 0))
+		if (stmt_send(c, j, j->stmts[i].sql, j->stmts[i].nparams,
+			      j->stmts[i].params, i))
 			return -1;
 	if (!PQpipelineSync(c->pg))
 		return -1;
-	j->sent = true;
+	j->queued = true;
 	ad_list_add_tail(&c->inflight, &j->node);
 	c->ninflight++;
 	return 0;
@@ -250,7 +309,7 @@ void ad_pg_abandon(struct ad_pg_job *j)
 {
 	if (!j)
 		return;
-	if (j->sent) {
+	if (j->queued) {
 		j->abandoned = true; /* its results still have to be read */
 		return;
 	}
@@ -290,38 +349,47 @@ static void conn_read_results(struct pgconn *c)
 		struct ad_pg_job *j = ad_container_of(ad_list_first(&c->inflight),
 						      struct ad_pg_job, node);
 		PGresult *res = PQgetResult(c->pg);
-		int idx;
+		int item;
 
 		if (!res) {
-			j->cursor++; /* the end of one statement's results */
+			j->cursor++; /* the end of one item's results */
 			continue;
 		}
-		switch (PQresultStatus(res)) {
-		case PGRES_PIPELINE_SYNC:
+		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
 			PQclear(res);
 			ad_list_del(&j->node);
 			c->ninflight--;
 			job_finish(j, AD_PG_OK);
 			continue;
-		case PGRES_FATAL_ERROR:
-			if (j->status == AD_PG_OK) {
-				j->status = AD_PG_ERROR;
-				j->failed = j->cursor - j->skip;
-			}
-			break;
-		case PGRES_PIPELINE_ABORTED:
+		}
+		if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
 			PQclear(res);
 			continue;
-		default:
-			break;
 		}
-		idx = j->cursor - j->skip;
-		if (idx >= 0 && idx < j->n) {
-			PQclear(j->results[idx]);
-			j->results[idx] = res;
+		item = j->cursor < j->nsent ? j->sent[j->cursor] : -1;
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR && item < -1) {
+			/* A Prepare failed: forget it, and blame its statement. */
+			int st = PREPARED_STMT(item);
+			const char *sql = st >= 0 ? j->stmts[st].sql : set_org_sql;
+
+			for (int k = 0; k < c->nprepared; k++)
+				if (c->prepared[k] == sql)
+					c->prepared[k] = NULL;
+			item = st;
+		}
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR && j->status == AD_PG_OK) {
+			j->status = AD_PG_ERROR;
+			/* A failure setting app.org counts for the first statement. */
+			j->failed = item >= 0 ? item : 0;
+			if (item < 0 && j->n > 0 && !j->results[0]) {
+				j->results[0] = res; /* keep the error */
+				continue;
+			}
+		}
+		if (item >= 0 && item < j->n) {
+			PQclear(j->results[item]);
+			j->results[item] = res;
 		} else {
-			if (PQresultStatus(res) == PGRES_FATAL_ERROR && j->failed < 0)
-				j->failed = 0; /* setting app.org failed */
 			PQclear(res);
 		}
 	}
@@ -400,6 +468,7 @@ static void conn_down(struct pgconn *c)
 		ad_pg_stats.ready_conns--;
 	c->state = C_DOWN;
 	c->listening = false;
+	c->nprepared = 0; /* a new session knows none of them */
 	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
 	if (c->backoff_ms > BACKOFF_MAX_MS)
 		c->backoff_ms = BACKOFF_MAX_MS;

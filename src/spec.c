@@ -248,3 +248,19 @@ struct ad_spec *ad_spec_find(const char *method, size_t n)
 	}
 	return NULL;
 }
+
+int ad_specs_override_rates(const struct ad_config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->n_rate_overrides; i++) {
+		const struct ad_rate_override *o = &cfg->rate_overrides[i];
+		struct ad_spec *s = ad_spec_find(o->method, strlen(o->method));
+
+		if (!s) {
+			snprintf(err, errlen, "[rate_limits] %s: no such method", o->method);
+			return -1;
+		}
+		s->rate_limit = o->limit;
+		s->rate_window_ms = o->window_ms;
+	}
+	return 0;
+}

@@ -68,6 +68,10 @@ int ad_specs_load(const struct ad_handler_entry *const *tables, char *err,
 		  size_t errlen);
 void ad_specs_free(void);
 
+/* Applies the [rate_limits] overrides of the configuration. */
+struct ad_config;
+int ad_specs_override_rates(const struct ad_config *cfg, char *err, size_t errlen);
+
 /* Finds a spec by method name (n bytes, not NUL-terminated); NULL if none. */
 struct ad_spec *ad_spec_find(const char *method, size_t n);
 
