@@ -1,6 +1,8 @@
 // Test harness: starts the real actiond binary with a throwaway config and
 // gives tests WebSocket and HTTP clients that speak to it.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, execFileSync, execFile } from 'node:child_process';
+import nodeHttp from 'node:http';
+import nodeHttps from 'node:https';
 import { mkdtempSync, writeFileSync, readFileSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -169,15 +171,79 @@ export function wrap(ws) {
 }
 
 // HTTP helper: fetch with the bearer token; returns {status, headers, body, json}.
-export async function http(server, path, { method = 'GET', body, token = server.token, headers = {} } = {}) {
+// opts.localAddress: the source address to connect from (any 127.x.y.z on
+// Linux), so that per-IP limits see distinct callers.
+export async function http(server, path, { method = 'GET', body, token = server.token, headers = {}, localAddress } = {}) {
   const h = { ...headers };
   if (token) h.Authorization = 'Bearer ' + token;
   if (body !== undefined && !h['Content-Type']) h['Content-Type'] = 'application/json';
+  if (localAddress) return httpFrom(server, path, method, h, body, localAddress);
   const res = await fetch(server.url + path, { method, headers: h, body: typeof body === 'string' || body === undefined ? body : JSON.stringify(body) });
   const text = await res.text();
   let json;
   try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
   return { status: res.status, headers: res.headers, body: text, json };
+}
+
+// http() over node:http, from a chosen source address.
+function httpFrom(server, path, method, headers, body, localAddress) {
+  const u = new URL(server.url + path);
+  const payload = typeof body === 'string' || body === undefined ? body : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = (u.protocol === 'https:' ? nodeHttps : nodeHttp).request(u, {
+      method, headers, localAddress, agent: false, rejectUnauthorized: false,
+    }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        const h = new Headers();
+        for (let i = 0; i < res.rawHeaders.length; i += 2) h.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
+        let json;
+        try { json = text ? JSON.parse(text) : undefined; } catch { json = undefined; }
+        resolve({ status: res.statusCode, headers: h, body: text, json });
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+// One JSON-RPC request over POST /rpc; opts as for http() plus id.
+export function rpc(server, method, params, { id = 1, ...opts } = {}) {
+  const body = { jsonrpc: '2.0', id, method };
+  if (params !== undefined) body.params = params;
+  return http(server, '/rpc', { ...opts, method: 'POST', body });
+}
+
+// The "actiond_session=..." pair of a response's Set-Cookie, or null.
+export function sessionCookie(res) {
+  for (const c of res.headers.getSetCookie()) {
+    const m = /^(actiond_session=[^;]*)/.exec(c);
+    if (m) return m[1];
+  }
+  return null;
+}
+
+// The HTTP status a WebSocket upgrade gets with connect() opts (101 when
+// accepted; the socket is closed again).
+export async function upgradeStatus(server, opts) {
+  try {
+    const c = await connect(server, opts);
+    await c.close();
+    return 101;
+  } catch (e) {
+    if (e.status === undefined) throw e;
+    return e.status;
+  }
+}
+
+// Resolves with p, or rejects after ms: every wait ends by itself.
+export function within(p, ms, what = 'operation') {
+  let t;
+  const timeout = new Promise((_, reject) => { t = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms); });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
 }
 
 // GET /metrics parsed: {contentType, text, values: {'name{labels}': number}}.
@@ -225,11 +291,22 @@ export async function startPostgres() {
                                   : run(cmd, args, { stdio: 'pipe' });
   as(join(PGBIN, 'initdb'), ['-D', data, '-U', 'actiond', '--auth=trust', '--no-sync', '-E', 'UTF8', '--no-locale']);
   const opts = `-c listen_addresses='' -c unix_socket_directories=${sock} -c fsync=off -c max_connections=50`;
+  // The same without blocking the event loop (clients keep talking meanwhile).
+  const asAsync = (cmd, args) => new Promise((resolve, reject) => {
+    const [c, a] = asRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
+    execFile(c, a, { maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => (err ? reject(Object.assign(err, { stderr })) : resolve(stdout)));
+  });
   const pg = {
     dir, sock,
     conninfo: `host=${sock} dbname=postgres user=actiond`,
     start() { as(join(PGBIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', 'start']); },
     stop(mode = 'fast') { as(join(PGBIN, 'pg_ctl'), ['-D', data, '-m', mode, '-w', 'stop']); },
+    async startAsync() { await asAsync(join(PGBIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', 'start']); },
+    async stopAsync(mode = 'fast') { await asAsync(join(PGBIN, 'pg_ctl'), ['-D', data, '-m', mode, '-w', 'stop']); },
+    // The whole database as pg_dump's plain SQL text.
+    dump() {
+      return as(join(PGBIN, 'pg_dump'), ['-h', sock, '-U', 'actiond', '-d', 'postgres']).toString();
+    },
     psql(sql) {
       return as(join(PGBIN, 'psql'), ['-h', sock, '-U', 'actiond', '-d', 'postgres', '-Atc', sql])
         .toString().trim();
