@@ -80,26 +80,37 @@ void ad_config_free(struct ad_config *c)
 	memset(c, 0, sizeof(*c));
 }
 
-int ad_parse_size(const char *s, size_t *ret)
+/* Reads a decimal number; *unit gets what follows it, spaces skipped. */
+static int number_and_unit(const char *s, unsigned long long *v, const char **unit)
 {
 	char *end;
-	unsigned long long v, mul = 1;
 
 	errno = 0;
 	if (!isdigit((unsigned char)*s))
 		return -1;
-	v = strtoull(s, &end, 10);
+	*v = strtoull(s, &end, 10);
 	if (errno)
 		return -1;
 	while (*end == ' ')
 		end++;
-	if (!*end || !strcasecmp(end, "B"))
+	*unit = end;
+	return 0;
+}
+
+int ad_parse_size(const char *s, size_t *ret)
+{
+	unsigned long long v, mul;
+	const char *u;
+
+	if (number_and_unit(s, &v, &u))
+		return -1;
+	if (!*u || !strcasecmp(u, "B"))
 		mul = 1;
-	else if (!strcasecmp(end, "KiB") || !strcasecmp(end, "K"))
+	else if (!strcasecmp(u, "KiB") || !strcasecmp(u, "K"))
 		mul = 1ull << 10;
-	else if (!strcasecmp(end, "MiB") || !strcasecmp(end, "M"))
+	else if (!strcasecmp(u, "MiB") || !strcasecmp(u, "M"))
 		mul = 1ull << 20;
-	else if (!strcasecmp(end, "GiB") || !strcasecmp(end, "G"))
+	else if (!strcasecmp(u, "GiB") || !strcasecmp(u, "G"))
 		mul = 1ull << 30;
 	else
 		return -1;
@@ -111,24 +122,18 @@ int ad_parse_size(const char *s, size_t *ret)
 
 int ad_parse_duration_ms(const char *s, uint32_t *ret)
 {
-	char *end;
 	unsigned long long v, mul;
+	const char *u;
 
-	errno = 0;
-	if (!isdigit((unsigned char)*s))
+	if (number_and_unit(s, &v, &u))
 		return -1;
-	v = strtoull(s, &end, 10);
-	if (errno)
-		return -1;
-	while (*end == ' ')
-		end++;
-	if (!strcmp(end, "ms"))
+	if (!strcmp(u, "ms"))
 		mul = 1;
-	else if (!strcmp(end, "s"))
+	else if (!strcmp(u, "s"))
 		mul = 1000;
-	else if (!strcmp(end, "m") || !strcmp(end, "min"))
+	else if (!strcmp(u, "m") || !strcmp(u, "min"))
 		mul = 60000;
-	else if (!strcmp(end, "h"))
+	else if (!strcmp(u, "h"))
 		mul = 3600000;
 	else
 		return -1; /* a bare number is ambiguous: demand a unit */
