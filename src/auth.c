@@ -390,7 +390,8 @@ static bool scope_matches(const struct ad_revoke_scope *s, const struct ad_cred 
 }
 
 /* Closes every socket on c and marks it revoked; returns how many. */
-static size_t cred_close_all(struct ad_cred *c, const char *reason, int64_t t0_us)
+static size_t cred_close_all(struct ad_cred *c, const char *reason, int64_t t0_us,
+			     struct ad_flush_wait *w)
 {
 	size_t n = 0;
 
@@ -399,14 +400,14 @@ static size_t cred_close_all(struct ad_cred *c, const char *reason, int64_t t0_u
 		struct ad_conn *conn = ad_container_of(ad_list_first(&c->conns),
 						       struct ad_conn, cred_node);
 
-		ad_ws_revoke(conn, reason, t0_us); /* unlinks it from c->conns */
+		ad_ws_revoke(conn, reason, t0_us, w); /* unlinks it from c->conns */
 		n++;
 	}
 	return n;
 }
 
 size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
-		      int64_t t0_us)
+		      int64_t t0_us, struct ad_flush_wait *w)
 {
 	size_t closed = 0;
 
@@ -419,7 +420,7 @@ size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
 		}
 		ad_cred_ref(c);
 		table_remove_at(i); /* may move a later entry into slot i */
-		closed += cred_close_all(c, reason, t0_us);
+		closed += cred_close_all(c, reason, t0_us, w);
 		ad_cred_unref(c);
 	}
 	return closed;
@@ -450,7 +451,7 @@ void ad_auth_resync(const PGresult *r)
 		}
 		ad_cred_ref(c);
 		table_remove_at(i);
-		cred_close_all(c, "revoked", 0);
+		cred_close_all(c, "revoked", 0, NULL);
 		ad_cred_unref(c);
 	}
 }
@@ -466,7 +467,7 @@ void ad_auth_expire(int64_t now_unix)
 		}
 		ad_cred_ref(c);
 		table_remove_at(i);
-		cred_close_all(c, "expired", 0);
+		cred_close_all(c, "expired", 0, NULL);
 		ad_cred_unref(c);
 	}
 }

@@ -117,10 +117,12 @@ struct ad_revoke_scope {
  * Revokes every cached credential the scope matches: removes it from the
  * cache and closes each WebSocket resting on it (a session_revoked
  * notification, then close 4001).  t0_us is when the revocation happened,
- * for the revoke-to-close histogram.  Returns the number of sockets closed.
+ * for the revoke-to-close histogram; w (may be NULL) counts the sockets until
+ * their close frames are written.  Returns the number of sockets closed.
  */
+struct ad_flush_wait;
 size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
-		      int64_t t0_us);
+		      int64_t t0_us, struct ad_flush_wait *w);
 
 /*
  * Makes the cache match a full result of ad_auth_load_sql: adds what is new,

@@ -5,6 +5,7 @@
 #include "db.h"
 #include "log.h"
 #include "server.h"
+#include "ws.h"
 
 #include <libwebsockets.h>
 #include <sodium.h>
@@ -35,9 +36,35 @@ struct revwait {
 	bool none_is_error;
 	bool in_revoke;        /* inside ad_auth_revoke(): defer a cancel */
 	bool cancelled;
+	struct ad_flush_wait *flush; /* this instance's close frames */
+	bool flushed;
+	bool arming;
 };
 
 static struct ad_list waits = { &waits, &waits };
+
+/*
+ * Acknowledgements that arrived before their revocation's own transaction
+ * result did (the listener and the pool are different connections).  Kept
+ * briefly, bounded, and consumed when the wait is registered.
+ */
+#define EARLY_ACKS 256
+#define EARLY_ACK_TTL_US (10 * 1000 * 1000)
+static struct early_ack {
+	char req[64];
+	char from[33];
+	int64_t at;
+} early[EARLY_ACKS];
+static unsigned early_next;
+
+static void early_ack_keep(const char *req, const char *from)
+{
+	struct early_ack *e = &early[early_next++ % EARLY_ACKS];
+
+	snprintf(e->req, sizeof(e->req), "%s", req);
+	snprintf(e->from, sizeof(e->from), "%s", from);
+	e->at = lws_now_usecs();
+}
 
 const char *ad_cluster_instance(void)
 {
@@ -142,6 +169,7 @@ void ad_cluster_shutdown(const char *conninfo)
 
 static void revwait_free(struct revwait *w)
 {
+	ad_flush_wait_orphan(w->flush);
 	ad_list_del(&w->node);
 	ad_timer_stop(&w->timer);
 	for (size_t i = 0; i < w->npending; i++)
@@ -174,6 +202,28 @@ static void revwait_answer(struct revwait *w)
 	revwait_free(w);
 }
 
+static void ack_from(struct revwait *w, const char *from)
+{
+	for (size_t i = 0; i < w->npending; i++)
+		if (w->pending[i] && !strcmp(w->pending[i], from)) {
+			free(w->pending[i]);
+			w->pending[i] = NULL;
+		}
+}
+
+/* Applies acknowledgements that came before the wait existed. */
+static void early_acks_apply(struct revwait *w)
+{
+	int64_t now = lws_now_usecs();
+
+	for (size_t i = 0; i < EARLY_ACKS; i++)
+		if (early[i].req[0] && now - early[i].at < EARLY_ACK_TTL_US &&
+		    !strcmp(early[i].req, w->req)) {
+			ack_from(w, early[i].from);
+			early[i].req[0] = '\0';
+		}
+}
+
 static size_t pending_left(const struct revwait *w)
 {
 	size_t n = 0;
@@ -181,6 +231,24 @@ static size_t pending_left(const struct revwait *w)
 	for (size_t i = 0; i < w->npending; i++)
 		n += w->pending[i] != NULL;
 	return n;
+}
+
+/* Answers once the local close frames are out and every instance acked. */
+static void revwait_maybe_answer(struct revwait *w)
+{
+	if (w->flushed && !pending_left(w))
+		revwait_answer(w);
+}
+
+static void revwait_flushed(struct ad_flush_wait *f)
+{
+	struct revwait *w = f->arg;
+
+	free(f);
+	w->flush = NULL;
+	w->flushed = true;
+	if (!w->arming)
+		revwait_maybe_answer(w);
 }
 
 static void revwait_timeout(struct ad_timer *t)
@@ -242,11 +310,15 @@ static void revoke_committed(struct ad_call *call, void *arg, PGresult *const *r
 	for (int i = 0; w->pending && i < ninst; i++)
 		w->pending[w->npending++] = strdup(PQgetvalue(inst, i, 0));
 	w->ninstances = w->npending;
+	early_acks_apply(w);
 	ad_list_add_tail(&waits, &w->node);
 	ad_call_on_cancel(call, revwait_cancel, w);
+	w->flush = ad_flush_wait_new(revwait_flushed, w);
+	if (!w->flush)
+		w->flushed = true;
 	/* Close this instance's sockets now, before anything answers. */
 	w->in_revoke = true;
-	w->closed = ad_auth_revoke(&st->scope, st->reason, lws_now_usecs());
+	w->closed = ad_auth_revoke(&st->scope, st->reason, lws_now_usecs(), w->flush);
 	w->in_revoke = false;
 	free(st);
 	if (w->cancelled) {
@@ -254,7 +326,12 @@ static void revoke_committed(struct ad_call *call, void *arg, PGresult *const *r
 		ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
 		return;
 	}
-	if (!pending_left(w)) {
+	if (w->flush) {
+		w->arming = true;
+		ad_flush_wait_arm(w->flush);
+		w->arming = false;
+	}
+	if (w->flushed && !pending_left(w)) {
 		revwait_answer(w);
 		return;
 	}
@@ -311,6 +388,18 @@ static void ack_done(void *arg, enum ad_pg_status st, PGresult *const *r, int n,
 	(void)failed;
 }
 
+/* The revoked sockets here have their close frames out: acknowledge. */
+static void ack_flushed(struct ad_flush_wait *f)
+{
+	const char *p[1] = { f->arg };
+	struct ad_pg_stmt stmt = { "SELECT pg_notify('actiond', $1)", 1, p };
+
+	if (running)
+		ad_pg_submit(&stmt, 1, 0, NULL, ack_done, NULL);
+	free(f->arg);
+	free(f);
+}
+
 static void on_revoke(json_t *m)
 {
 	json_t *sc = json_object_get(m, "scope");
@@ -327,20 +416,17 @@ static void on_revoke(json_t *m)
 	/* Wall-clock send time mapped onto the monotonic clock, for the
 	 * histogram (instances on other hosts add their clock skew). */
 	int64_t t0 = lws_now_usecs() - (wall_us() - sent);
-	json_t *ack;
-	char *payload;
-	const char *p[1];
-	struct ad_pg_stmt stmt = { "SELECT pg_notify('actiond', $1)", 1, p };
+	json_t *ack = json_pack("{s:s,s:O,s:s}", "op", "ack", "req",
+				json_object_get(m, "req"), "from", instance_id);
+	char *payload = json_dumps(ack, JSON_COMPACT);
+	struct ad_flush_wait *f = payload ? ad_flush_wait_new(ack_flushed, payload) : NULL;
 
-	ad_auth_revoke(&s, reason ? reason : "revoked", t0);
-	ack = json_pack("{s:s,s:O,s:s}", "op", "ack", "req", json_object_get(m, "req"),
-			"from", instance_id);
-	payload = json_dumps(ack, JSON_COMPACT);
 	json_decref(ack);
-	p[0] = payload;
-	if (payload)
-		ad_pg_submit(&stmt, 1, 0, NULL, ack_done, NULL);
-	free(payload);
+	ad_auth_revoke(&s, reason ? reason : "revoked", t0, f);
+	if (f)
+		ad_flush_wait_arm(f); /* acknowledges once the close frames are out */
+	else
+		free(payload);
 }
 
 static void on_ack(json_t *m)
@@ -356,15 +442,13 @@ static void on_ack(json_t *m)
 
 		if (strcmp(w->req, req))
 			continue;
-		for (size_t i = 0; i < w->npending; i++)
-			if (w->pending[i] && !strcmp(w->pending[i], from)) {
-				free(w->pending[i]);
-				w->pending[i] = NULL;
-			}
-		if (!pending_left(w))
-			revwait_answer(w);
+		ack_from(w, from);
+		revwait_maybe_answer(w);
 		return;
 	}
+	/* Ours, but our transaction's result has not come back yet. */
+	if (!strncmp(req, instance_id, strlen(instance_id)))
+		early_ack_keep(req, from);
 }
 
 static void cred_loaded(void *arg, enum ad_pg_status st, PGresult *const *r, int n,

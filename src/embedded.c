@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -78,6 +79,8 @@ static pid_t spawn(char *const argv[])
 			dup2(devnull, 0);
 	}
 	setsid(); /* a Ctrl-C meant for actiond must not hit the server first */
+	/* If actiond dies without stopping it, the server quits too. */
+	prctl(PR_SET_PDEATHSIG, SIGQUIT);
 	execv(argv[0], argv);
 	_exit(127);
 }

@@ -773,8 +773,9 @@ static void credential_set(struct ad_call *call)
 	uint8_t *sealed = text ? malloc(len + AD_SEAL_OVERHEAD) : NULL;
 	char *nonce_hex = malloc(2 * 24 + 1), *box_hex = malloc(2 * (len + 16) + 1);
 	struct idbuf org = num(c->org_id), acct = num(c->account_id);
-	const char *p[6] = { org.v, param_str(call, "integration"), nonce_hex, box_hex,
-			     acct.v, actor(call) };
+	const char *p[5] = { org.v, param_str(call, "integration"), nonce_hex, box_hex,
+			     acct.v };
+	const char *ev[3] = { org.v, actor(call), param_str(call, "integration") };
 	struct ad_pg_stmt s[2] = {
 		{ "INSERT INTO integration_secrets (org_id, integration, nonce, sealed, updated_by) "
 		  "VALUES ($1, $2, decode($3, 'hex'), decode($4, 'hex'), nullif($5, '0')::bigint) "
@@ -783,8 +784,8 @@ static void credential_set(struct ad_call *call)
 		  "RETURNING iso(updated_at)",
 		  5, p },
 		{ "INSERT INTO identity_events (org_id, actor, action, target) "
-		  "VALUES ($1, $6, 'credential_set', 'integration:' || $2)",
-		  6, p },
+		  "VALUES ($1, $2, 'credential_set', 'integration:' || $3)",
+		  3, ev },
 	};
 
 	if (!sealed || !nonce_hex || !box_hex) {

@@ -122,22 +122,27 @@ static void job_finish(struct ad_pg_job *j, enum ad_pg_status status)
 
 /*
  * Copies statements and parameters into one allocation with the job, so the
- * caller's buffers may go away as soon as ad_pg_submit() returns.
+ * caller's buffers may go away as soon as ad_pg_submit() returns.  Layout,
+ * most aligned first: the job, statements, result pointers, parameter
+ * pointers, the int16 item map, then the parameter strings.
  */
 static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 				 const char *org, ad_pg_done_fn fn, void *arg)
 {
-	size_t size = sizeof(struct ad_pg_job) + (size_t)n * sizeof(struct ad_pg_stmt) +
-		      (size_t)n * sizeof(PGresult *) + (size_t)(2 * n + 2) * sizeof(int16_t);
+	size_t nptrs = 0, strings = 0, size;
+	const char **pp;
 	struct ad_pg_job *j;
 	char *p;
 
 	for (int i = 0; i < n; i++) {
-		size += (size_t)stmts[i].nparams * sizeof(char *);
+		nptrs += (size_t)stmts[i].nparams;
 		for (int k = 0; k < stmts[i].nparams; k++)
 			if (stmts[i].params[k])
-				size += strlen(stmts[i].params[k]) + 1;
+				strings += strlen(stmts[i].params[k]) + 1;
 	}
+	size = sizeof(struct ad_pg_job) + (size_t)n * sizeof(struct ad_pg_stmt) +
+	       (size_t)n * sizeof(PGresult *) + nptrs * sizeof(char *) +
+	       (size_t)(2 * n + 2) * sizeof(int16_t) + strings;
 	if (!(j = calloc(1, size)))
 		return NULL;
 	j->fn = fn;
@@ -146,12 +151,13 @@ static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 	j->failed = -1;
 	j->stmts = (struct ad_pg_stmt *)(j + 1);
 	j->results = (PGresult **)(j->stmts + n);
-	j->sent = (int16_t *)(void *)(j->results + n);
+	pp = (const char **)(j->results + n);
+	j->sent = (int16_t *)(void *)(pp + nptrs);
 	p = (char *)(j->sent + 2 * n + 2);
 	for (int i = 0; i < n; i++) {
-		const char **params = (const char **)(void *)p;
+		const char **params = pp;
 
-		p += (size_t)stmts[i].nparams * sizeof(char *);
+		pp += stmts[i].nparams;
 		j->stmts[i].sql = stmts[i].sql;
 		j->stmts[i].nparams = stmts[i].nparams;
 		j->stmts[i].params = params;

@@ -311,7 +311,56 @@ void ad_ws_close(struct ad_conn *c, uint16_t code)
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_GRACE_SECS);
 }
 
-void ad_ws_revoke(struct ad_conn *c, const char *reason, int64_t t0_us)
+struct ad_flush_wait *ad_flush_wait_new(void (*done)(struct ad_flush_wait *w), void *arg)
+{
+	struct ad_flush_wait *w = calloc(1, sizeof(*w));
+
+	if (w) {
+		w->done = done;
+		w->arg = arg;
+	}
+	return w;
+}
+
+static void flush_wait_check(struct ad_flush_wait *w)
+{
+	if (w->pending || !w->armed)
+		return;
+	if (w->orphan)
+		free(w);
+	else if (w->done)
+		w->done(w); /* the owner frees it */
+}
+
+void ad_flush_wait_arm(struct ad_flush_wait *w)
+{
+	w->armed = true;
+	flush_wait_check(w);
+}
+
+void ad_flush_wait_orphan(struct ad_flush_wait *w)
+{
+	if (!w)
+		return;
+	w->orphan = true;
+	w->armed = true;
+	flush_wait_check(w);
+}
+
+/* c's close frame is out (or c is gone): let its waiter know. */
+static void flush_wait_release(struct ad_conn *c)
+{
+	struct ad_flush_wait *w = c->flush_wait;
+
+	if (!w)
+		return;
+	c->flush_wait = NULL;
+	w->pending--;
+	flush_wait_check(w);
+}
+
+void ad_ws_revoke(struct ad_conn *c, const char *reason, int64_t t0_us,
+		  struct ad_flush_wait *w)
 {
 	struct ad_buf b = AD_BUF_INIT;
 	struct ad_msg *m;
@@ -319,6 +368,10 @@ void ad_ws_revoke(struct ad_conn *c, const char *reason, int64_t t0_us)
 	ad_list_del(&c->cred_node);
 	if (c->close_code)
 		return;
+	if (w && !c->flush_wait) {
+		w->pending++;
+		c->flush_wait = w;
+	}
 	ad_requester_detach(&c->req); /* nothing more is answered on it */
 	ad_ws_close(c, AD_CLOSE_REVOKED);
 	c->revoke_t0_us = t0_us ? t0_us : lws_now_usecs();
@@ -393,7 +446,10 @@ static int ws_writable(struct ad_conn *c)
 			revoke_observe(c->revoke_t0_us);
 		c->close_sent = true;
 		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_GRACE_SECS);
-		return lws_write(c->wsi, frame, 4 + rl, LWS_WRITE_HTTP) < 0 ? -1 : 0;
+		if (lws_write(c->wsi, frame, 4 + rl, LWS_WRITE_HTTP) < 0)
+			return -1;
+		flush_wait_release(c);
+		return 0;
 	}
 	while ((m = ad_outq_peek(&c->outq))) {
 		if (n + m->frame_len > WBUF_SIZE) {
@@ -528,6 +584,7 @@ static void conn_closed(struct ad_conn *c)
 	if (!c->established)
 		return;
 	c->established = false;
+	flush_wait_release(c);
 	ad_requester_detach(&c->req);
 	ad_outq_clear(&c->outq);
 	ad_buf_free(&c->rx);

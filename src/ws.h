@@ -33,6 +33,7 @@ struct ad_conn {
 	struct ad_outq outq;
 	uint16_t close_code;      /* set: close with it once the queue is sent */
 	int64_t revoke_t0_us;     /* when the credential was revoked */
+	struct ad_flush_wait *flush_wait; /* told when the close frame is out */
 	bool established;
 	bool close_sent;          /* our close frame is out; awaiting the peer's */
 	bool rx_paused;
@@ -67,11 +68,32 @@ void ad_ws_send(struct ad_conn *c, struct ad_msg *m);
 void ad_ws_close(struct ad_conn *c, uint16_t code);
 
 /*
+ * Counts revoked sockets whose close frame has not been written yet, so that
+ * a revocation answers (or acknowledges) only once they all have.  done runs
+ * when the count reaches zero; a waiter whose owner went away is orphaned
+ * and freed at zero instead.
+ */
+struct ad_flush_wait {
+	uint32_t pending;
+	bool armed;                 /* done may run (all sockets counted) */
+	bool orphan;
+	void (*done)(struct ad_flush_wait *w);
+	void *arg;
+};
+struct ad_flush_wait *ad_flush_wait_new(void (*done)(struct ad_flush_wait *w), void *arg);
+/* Everything is counted: runs done now if nothing is pending. */
+void ad_flush_wait_arm(struct ad_flush_wait *w);
+/* The owner no longer cares; w is freed once nothing points at it. */
+void ad_flush_wait_orphan(struct ad_flush_wait *w);
+
+/*
  * The credential under c was revoked: in-flight calls are cancelled, the
  * queue is replaced by one session_revoked notification, then the socket is
- * closed with 4001.  Unlinks c from its credential.
+ * closed with 4001.  Unlinks c from its credential.  w (may be NULL) counts
+ * c until its close frame is written or it is gone.
  */
-void ad_ws_revoke(struct ad_conn *c, const char *reason, int64_t t0_us);
+void ad_ws_revoke(struct ad_conn *c, const char *reason, int64_t t0_us,
+		  struct ad_flush_wait *w);
 
 /* Seconds from revocation to the close frame, as a Prometheus histogram. */
 #define AD_REVOKE_BUCKETS 14

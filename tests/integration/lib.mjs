@@ -307,8 +307,8 @@ export async function startPostgres() {
     dump() {
       return as(join(PGBIN, 'pg_dump'), ['-h', sock, '-U', 'actiond', '-d', 'postgres']).toString();
     },
-    psql(sql) {
-      return as(join(PGBIN, 'psql'), ['-h', sock, '-U', 'actiond', '-d', 'postgres', '-Atc', sql])
+    psql(sql, dbname = 'postgres') {
+      return as(join(PGBIN, 'psql'), ['-h', sock, '-U', 'actiond', '-d', dbname, '-Atc', sql])
         .toString().trim();
     },
     destroy() {
