@@ -527,7 +527,7 @@ static void run_call(struct ad_call *c, json_t *req, unsigned flags)
 	}
 
 	/* rate limit */
-	if (s->rate_limit && !ad_rate_take(s, cred, b->ip, &retry_ms)) {
+	if (s->nrates && !ad_rate_take(s, cred, b->ip, &retry_ms)) {
 		answer_reason(c, AD_REASON_RATE_LIMITED, "Rate limit exceeded",
 			      json_pack("{s:I}", "retry_after_ms", (json_int_t)retry_ms));
 		if (!b->is_array)

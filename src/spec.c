@@ -94,13 +94,22 @@ static int spec_read(struct ad_spec *s, const char *file, char *err, size_t errl
 		if (r > 0)
 			s->role_mask |= AD_ROLE_BIT(r);
 	}
+	/* One rule or an array of them; every rule must allow a call. */
 	rl = json_object_get(doc, "rate_limit");
-	if (json_is_object(rl)) {
-		s->rate_limit = (uint32_t)json_integer_value(json_object_get(rl, "limit"));
-		s->rate_window_ms =
-			(uint32_t)json_integer_value(json_object_get(rl, "window_ms"));
-		s->rate_scope = (enum ad_rate_scope)name_index(
-			json_string_value(json_object_get(rl, "per")), scopes, 4);
+	if (json_is_object(rl) || json_is_array(rl)) {
+		json_t *arr = json_is_array(rl) ? rl : NULL;
+		size_t nr = arr ? json_array_size(arr) : 1;
+
+		for (i = 0; i < nr && i < AD_MAX_RATE_RULES; i++) {
+			json_t *r = arr ? json_array_get(arr, i) : rl;
+			struct ad_rate_rule *rule = &s->rates[s->nrates++];
+
+			rule->limit = (uint32_t)json_integer_value(json_object_get(r, "limit"));
+			rule->window_ms =
+				(uint32_t)json_integer_value(json_object_get(r, "window_ms"));
+			rule->scope = (enum ad_rate_scope)name_index(
+				json_string_value(json_object_get(r, "per")), scopes, 4);
+		}
 	}
 	if (!s->cred_mask) {
 		snprintf(err, errlen, "%s: auth.credentials is empty", file);
@@ -259,8 +268,11 @@ int ad_specs_override_rates(const struct ad_config *cfg, char *err, size_t errle
 			snprintf(err, errlen, "[rate_limits] %s: no such method", o->method);
 			return -1;
 		}
-		s->rate_limit = o->limit;
-		s->rate_window_ms = o->window_ms;
+		/* The override replaces the spec's rules with one of its own
+		 * window, keeping the first rule's scope. */
+		s->nrates = o->limit ? 1 : 0;
+		s->rates[0].limit = o->limit;
+		s->rates[0].window_ms = o->window_ms;
 	}
 	return 0;
 }

@@ -22,6 +22,9 @@ enum ad_risk { AD_RISK_READ = 0, AD_RISK_WRITE, AD_RISK_DANGER };
 enum ad_kind { AD_KIND_REQUEST = 0, AD_KIND_NOTIFICATION };
 enum ad_rate_scope { AD_RATE_CREDENTIAL = 0, AD_RATE_ACCOUNT, AD_RATE_IP, AD_RATE_ORG };
 
+/* Rate limits an action may combine (e.g. per IP and per account). */
+#define AD_MAX_RATE_RULES 4
+
 /* Bit for a caller without credentials in ad_spec.cred_mask. */
 #define AD_CRED_ANONYMOUS_BIT 1u
 #define AD_CRED_BIT(kind) (1u << (kind))
@@ -34,9 +37,12 @@ struct ad_spec {
 	uint32_t cred_mask;      /* AD_CRED_BIT()s that may call it */
 	uint32_t role_mask;      /* AD_ROLE_BIT()s for role-bearing credentials */
 	bool side_effects;
-	uint32_t rate_limit;     /* calls per rate_window_ms, 0 = unlimited */
-	uint32_t rate_window_ms;
-	enum ad_rate_scope rate_scope;
+	struct ad_rate_rule {
+		uint32_t limit;      /* calls per window_ms */
+		uint32_t window_ms;
+		enum ad_rate_scope scope;
+	} rates[AD_MAX_RATE_RULES]; /* all must allow a call */
+	uint8_t nrates;
 	uint32_t timeout_ms;
 	uint32_t index;          /* position in the registry, for rate tables */
 	struct ad_schema *params_schema;

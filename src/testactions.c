@@ -198,5 +198,6 @@ const struct ad_handler_entry ad_test_actions[] = {
 	{ "test.bad_output", test_bad_output },
 	{ "test.admin_only", test_ok },
 	{ "test.limited", test_ok },
+	{ "test.limited_both", test_ok },
 	{ NULL, NULL },
 };
