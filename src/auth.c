@@ -227,7 +227,8 @@ struct ad_cred *ad_auth_token(const char *token, size_t len,
 	if (len == 0 || len > AD_TOKEN_MAX)
 		return NULL;
 	/* Issued tokens carry a prefix (ads_, adt_, ada_); keys do not. */
-	if (len > 4 && token[0] == 'a' && token[1] == 'd' && token[3] == '_') {
+	if (len > 4 && (!memcmp(token, "ads_", 4) || !memcmp(token, "adt_", 4) ||
+			!memcmp(token, "ada_", 4))) {
 		ad_keys_token_hash(token, len, h);
 		slot = table_find(h);
 		if (!slot)
