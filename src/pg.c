@@ -20,7 +20,10 @@
 #include "log.h"
 #include "server.h"
 
+#include <arpa/inet.h>
 #include <libwebsockets.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -62,6 +65,8 @@ struct pgconn {
 	 */
 	const char *prepared[MAX_PREPARED];
 	int nprepared;
+	bool in_writable;        /* inside its LWS_CALLBACK_RAW_WRITEABLE_FILE */
+	lws_sorted_usec_list_t rearm; /* asks for POLLOUT after that callback */
 };
 
 struct ad_pg_job {
@@ -243,14 +248,37 @@ static int job_send(struct pgconn *c, struct ad_pg_job *j)
 	return 0;
 }
 
+static void rearm_fire(lws_sorted_usec_list_t *sul)
+{
+	struct pgconn *c = ad_container_of(sul, struct pgconn, rearm);
+
+	if (c->wsi)
+		lws_callback_on_writable(c->wsi);
+}
+
+/*
+ * Asks to hear when c's socket is writable.  lws's raw-file role clears
+ * POLLOUT after the writable callback returns, so a request made inside that
+ * callback would be lost: it is deferred to a timer due at once.
+ */
+static void conn_want_write(struct pgconn *c)
+{
+	if (!c->wsi)
+		return;
+	if (c->in_writable)
+		lws_sul_schedule(ad_srv.lws, 0, &c->rearm, rearm_fire, 1);
+	else
+		lws_callback_on_writable(c->wsi);
+}
+
 static void conn_flush(struct pgconn *c)
 {
 	int r = PQflush(c->pg);
 
 	if (r < 0)
 		conn_fail(c, PQerrorMessage(c->pg));
-	else if (r > 0 && c->wsi)
-		lws_callback_on_writable(c->wsi);
+	else if (r > 0)
+		conn_want_write(c);
 }
 
 static struct pgconn *pick_conn(void)
@@ -421,6 +449,7 @@ static void drain_listener(struct pgconn *c)
 
 static void conn_detach_wsi(struct pgconn *c)
 {
+	lws_sul_cancel(&c->rearm);
 	if (!c->wsi)
 		return;
 	lws_set_opaque_user_data(c->wsi, NULL);
@@ -563,7 +592,7 @@ static void conn_connect_step(struct pgconn *c)
 	if (c->want == PGRES_POLLING_OK)
 		conn_ready(c);
 	else if (c->want == PGRES_POLLING_WRITING)
-		lws_callback_on_writable(c->wsi);
+		conn_want_write(c);
 }
 
 static void conn_start(struct pgconn *c)
@@ -640,12 +669,14 @@ int ad_pg_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
 	case LWS_CALLBACK_RAW_WRITEABLE_FILE:
 		if (!c || c->wsi != wsi)
 			return 0;
+		c->in_writable = true;
 		if (c->state == C_CONNECTING) {
 			if (c->want == PGRES_POLLING_WRITING)
 				conn_connect_step(c);
-			return 0;
+		} else {
+			conn_flush(c);
 		}
-		conn_flush(c);
+		c->in_writable = false;
 		return 0;
 	case LWS_CALLBACK_RAW_CLOSE_FILE:
 		/* lws gave up the descriptor (hang-up seen): libpq will notice. */
@@ -661,6 +692,58 @@ int ad_pg_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
 	}
 }
 
+/*
+ * PQconnectStart() resolves host names with the blocking getaddrinfo(), and
+ * it runs on the loop at every reconnect.  So a host name is resolved here,
+ * once, before the loop starts, and handed to libpq as hostaddr (host stays
+ * for TLS and messages).  Paths (Unix sockets) and numeric addresses need
+ * nothing.  Returns a new string, or NULL on failure (logged).
+ */
+static char *resolve_conninfo(const char *ci)
+{
+	PQconninfoOption *parsed = PQconninfoParse(ci, NULL), *o;
+	const char *host = NULL, *hostaddr = NULL;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+	char ip[INET6_ADDRSTRLEN] = "", *out = NULL;
+	int rc;
+
+	if (!parsed) {
+		ad_log_error("database.url is not a valid connection string");
+		return NULL;
+	}
+	for (o = parsed; o->keyword; o++) {
+		if (!strcmp(o->keyword, "host") && o->val && *o->val)
+			host = o->val;
+		if (!strcmp(o->keyword, "hostaddr") && o->val && *o->val)
+			hostaddr = o->val;
+	}
+	if (!host || hostaddr || host[0] == '/' || strchr(host, ',')) {
+		out = strdup(ci);
+		goto done;
+	}
+	rc = getaddrinfo(host, NULL, &hints, &res);
+	if (rc) {
+		ad_log_error("database host %s: %s", host, gai_strerror(rc));
+		goto done;
+	}
+	if (res->ai_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip,
+			  sizeof(ip));
+	else
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip,
+			  sizeof(ip));
+	freeaddrinfo(res);
+	/* A URI ("postgresql://...") takes it as a query parameter. */
+	if (asprintf(&out, strstr(ci, "://") ? (strchr(ci, '?') ? "%s&hostaddr=%s"
+								  : "%s?hostaddr=%s")
+					     : "%s hostaddr=%s",
+		     ci, ip) < 0)
+		out = NULL;
+done:
+	PQconninfoFree(parsed);
+	return out;
+}
+
 int ad_pg_init(const struct ad_pg_options *opt, const char *channel,
 	       void (*notify_fn)(const char *payload))
 {
@@ -671,7 +754,7 @@ int ad_pg_init(const struct ad_pg_options *opt, const char *channel,
 		opts.pool_size = MAX_CONNS;
 	if (opts.max_pending < 1)
 		opts.max_pending = 1000;
-	conninfo = strdup(opt->conninfo);
+	conninfo = resolve_conninfo(opt->conninfo);
 	listen_channel = channel ? strdup(channel) : NULL;
 	if (!conninfo || (channel && !listen_channel))
 		return -1;

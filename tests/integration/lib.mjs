@@ -271,7 +271,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // running actiond or share it between two actiond processes.  As root, the
 // server runs as the "postgres" user, as PostgreSQL demands.
 const PGBIN = process.env.PGBIN || '/usr/lib/postgresql/15/bin';
-export async function startPostgres() {
+export async function startPostgres({ tcpPort } = {}) {
   const { execFileSync: run } = await import('node:child_process');
   const { mkdirSync, chownSync } = await import('node:fs');
   const dir = mkdtempSync(join(tmpdir(), 'actiond-pg-'));
@@ -290,7 +290,8 @@ export async function startPostgres() {
   const as = (cmd, args) => asRoot ? run('runuser', ['-u', 'postgres', '--', cmd, ...args], { stdio: 'pipe' })
                                   : run(cmd, args, { stdio: 'pipe' });
   as(join(PGBIN, 'initdb'), ['-D', data, '-U', 'actiond', '--auth=trust', '--no-sync', '-E', 'UTF8', '--no-locale']);
-  const opts = `-c listen_addresses='' -c unix_socket_directories=${sock} -c fsync=off -c max_connections=50`;
+  const listen = tcpPort ? `-c listen_addresses=127.0.0.1 -p ${tcpPort}` : "-c listen_addresses=''";
+  const opts = `${listen} -c unix_socket_directories=${sock} -c fsync=off -c max_connections=50`;
   // The same without blocking the event loop (clients keep talking meanwhile).
   const asAsync = (cmd, args) => new Promise((resolve, reject) => {
     const [c, a] = asRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
@@ -298,7 +299,8 @@ export async function startPostgres() {
   });
   const pg = {
     dir, sock,
-    conninfo: `host=${sock} dbname=postgres user=actiond`,
+    conninfo: tcpPort ? `host=localhost port=${tcpPort} dbname=postgres user=actiond`
+                      : `host=${sock} dbname=postgres user=actiond`,
     start() { as(join(PGBIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', 'start']); },
     stop(mode = 'fast') { as(join(PGBIN, 'pg_ctl'), ['-D', data, '-m', mode, '-w', 'stop']); },
     async startAsync() { await asAsync(join(PGBIN, 'pg_ctl'), ['-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', 'start']); },
