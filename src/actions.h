@@ -19,6 +19,9 @@ int ad_identity_init(void);
 extern const struct ad_handler_entry ad_test_actions[];
 #endif
 
+/* Every handler table of this build, NULL-terminated (for ad_specs_load). */
+extern const struct ad_handler_entry *const ad_action_tables[];
+
 /* The OpenRPC 1.2 document for every loaded spec (built once, cached). */
 json_t *ad_openrpc_document(void);
 void ad_openrpc_free(void);

@@ -30,7 +30,20 @@ static bool exec_ok(PGconn *c, PGresult *r, const char *what)
 	return false;
 }
 
-/* Inserts a credential; returns its id in idbuf or false. */
+/* Runs a statement that returns one id; copies it into idbuf. */
+static bool insert_id(PGconn *c, const char *sql, int n, const char *const *params,
+		      const char *what, char idbuf[32])
+{
+	PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+	bool ok = exec_ok(c, r, what) && PQntuples(r) == 1;
+
+	if (ok)
+		snprintf(idbuf, 32, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return ok;
+}
+
+/* Inserts a credential (announced to running servers); its id in idbuf. */
 static bool add_credential(PGconn *c, const char *kind, const char *org_id,
 			   const char *account_id, const char *agent_id,
 			   const char *name, const char *token, char idbuf[32])
@@ -38,23 +51,16 @@ static bool add_credential(PGconn *c, const char *kind, const char *org_id,
 	uint8_t h[32];
 	char hex[65];
 	const char *p[6] = { kind, org_id, account_id, agent_id, hex, name };
-	PGresult *r;
-	bool ok;
 
 	ad_keys_token_hash(token, strlen(token), h);
 	sodium_bin2hex(hex, sizeof(hex), h, 32);
-	r = PQexecParams(c,
+	return insert_id(c,
 			 "WITH ins AS (INSERT INTO credentials (kind, org_id, account_id, "
 			 "agent_session_id, token_hash, name) VALUES ($1, $2, "
 			 "nullif($3, '')::bigint, nullif($4, '')::bigint, decode($5, 'hex'), $6) "
 			 "RETURNING id) SELECT id, pg_notify('actiond', json_build_object("
 			 "'op', 'cred', 'id', id, 'from', 'bootstrap')::text) FROM ins",
-			 6, NULL, p, NULL, NULL, 0);
-	ok = exec_ok(c, r, kind);
-	if (ok)
-		snprintf(idbuf, 32, "%s", PQgetvalue(r, 0, 0));
-	PQclear(r);
-	return ok;
+			 6, p, kind, idbuf);
 }
 
 int ad_bootstrap(const char *conninfo, const struct ad_bootstrap_opts *o)
@@ -94,46 +100,24 @@ int ad_bootstrap(const char *conninfo, const struct ad_bootstrap_opts *o)
 	}
 	PQclear(PQexec(c, "BEGIN"));
 	{
-		const char *p[2] = { o->org, o->org_name ? o->org_name : o->org };
+		const char *org_p[2] = { o->org, o->org_name ? o->org_name : o->org };
+		const char *acct_p[3] = { o->email, pwhash, org_id };
+		const char *agent_p[2] = { org_id, account_id };
 
-		r = PQexecParams(c, "INSERT INTO orgs (slug, name) VALUES ($1, $2) RETURNING id",
-				 2, NULL, p, NULL, NULL, 0);
-		if (!exec_ok(c, r, "org (does it exist already?)")) {
-			PQclear(r);
+		if (!insert_id(c, "INSERT INTO orgs (slug, name) VALUES ($1, $2) RETURNING id",
+			       2, org_p, "org (does it exist already?)", org_id) ||
+		    !insert_id(c,
+			       "WITH a AS (INSERT INTO accounts (email, password_hash) "
+			       "VALUES (lower($1), $2) RETURNING id), "
+			       "m AS (INSERT INTO memberships (org_id, account_id, role) "
+			       "SELECT $3, id, 'owner' FROM a) SELECT id FROM a",
+			       3, acct_p, "owner account (does the email exist already?)",
+			       account_id) ||
+		    !insert_id(c,
+			       "INSERT INTO agent_sessions (org_id, name, integrations, created_by) "
+			       "VALUES ($1, 'demo agent', '{sentry,linear}', $2) RETURNING id",
+			       2, agent_p, "agent session", agent_id))
 			goto out;
-		}
-		snprintf(org_id, sizeof(org_id), "%s", PQgetvalue(r, 0, 0));
-		PQclear(r);
-	}
-	{
-		const char *p[3] = { o->email, pwhash, org_id };
-
-		r = PQexecParams(c,
-				 "WITH a AS (INSERT INTO accounts (email, password_hash) "
-				 "VALUES (lower($1), $2) RETURNING id), "
-				 "m AS (INSERT INTO memberships (org_id, account_id, role) "
-				 "SELECT $3, id, 'owner' FROM a) SELECT id FROM a",
-				 3, NULL, p, NULL, NULL, 0);
-		if (!exec_ok(c, r, "owner account (does the email exist already?)")) {
-			PQclear(r);
-			goto out;
-		}
-		snprintf(account_id, sizeof(account_id), "%s", PQgetvalue(r, 0, 0));
-		PQclear(r);
-	}
-	{
-		const char *p[2] = { org_id, account_id };
-
-		r = PQexecParams(c,
-				 "INSERT INTO agent_sessions (org_id, name, integrations, created_by) "
-				 "VALUES ($1, 'demo agent', '{sentry,linear}', $2) RETURNING id",
-				 2, NULL, p, NULL, NULL, 0);
-		if (!exec_ok(c, r, "agent session")) {
-			PQclear(r);
-			goto out;
-		}
-		snprintf(agent_id, sizeof(agent_id), "%s", PQgetvalue(r, 0, 0));
-		PQclear(r);
 	}
 	if (!add_credential(c, "api_token", org_id, account_id, "", "bootstrap", api_token,
 			    cred_id) ||

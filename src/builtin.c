@@ -68,3 +68,12 @@ const struct ad_handler_entry ad_builtin_actions[] = {
 	{ "rpc.discover", discover },
 	{ NULL, NULL },
 };
+
+const struct ad_handler_entry *const ad_action_tables[] = {
+	ad_builtin_actions,
+	ad_identity_actions,
+#ifdef AD_TEST_ACTIONS
+	ad_test_actions,
+#endif
+	NULL,
+};

@@ -118,14 +118,6 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	static const struct ad_handler_entry *const tables[] = {
-		ad_builtin_actions,
-		ad_identity_actions,
-#ifdef AD_TEST_ACTIONS
-		ad_test_actions,
-#endif
-		NULL,
-	};
 	struct ad_config *cfg = &ad_srv.cfg;
 	const char *config_path = NULL;
 	char err[512];
@@ -243,7 +235,7 @@ int main(int argc, char **argv)
 	}
 	ad_log_level = (enum ad_log_level)cfg->log_level;
 
-	if (ad_specs_load(tables, err, sizeof(err))) {
+	if (ad_specs_load(ad_action_tables, err, sizeof(err))) {
 		fprintf(stderr, "actiond: protocol: %s\n", err);
 		return 2;
 	}

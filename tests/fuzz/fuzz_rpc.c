@@ -69,14 +69,6 @@ static const struct ad_requester_ops ops = { .deliver = deliver };
 
 static void init(void)
 {
-	static const struct ad_handler_entry *const tables[] = {
-		ad_builtin_actions,
-		ad_identity_actions,
-#ifdef AD_TEST_ACTIONS
-		ad_test_actions,
-#endif
-		NULL,
-	};
 	struct lws_context_creation_info info;
 	char err[256];
 
@@ -88,7 +80,7 @@ static void init(void)
 	ad_list_init(&ad_srv.http);
 	ad_list_init(&cred.conns);
 	ad_srv.lws = lws_create_context(&info); /* for timers; never serviced */
-	if (!ad_srv.lws || ad_specs_load(tables, err, sizeof(err))) {
+	if (!ad_srv.lws || ad_specs_load(ad_action_tables, err, sizeof(err))) {
 		fprintf(stderr, "fuzz init failed: %s\n", err);
 		exit(1);
 	}
