@@ -33,6 +33,7 @@ struct ad_call {
 	void *data;
 	struct ad_list timeout_node; /* on spec->inflight while running async */
 	int64_t deadline_us;
+	int64_t start_us;          /* when the pipeline started, for latency */
 	bool answered;
 	bool handler_done;
 	bool cancelled;
@@ -155,6 +156,24 @@ static void batch_answered(struct ad_batch *b)
 }
 
 /* Starts one response inside the batch's output; returns the buffer. */
+/* Counts an answer of c's method, its latency and whether it failed. */
+static void method_stats(struct ad_call *c, bool error)
+{
+	struct ad_spec *s = (struct ad_spec *)c->spec;
+	double secs;
+	int i;
+
+	if (!s)
+		return;
+	secs = (double)(lws_now_usecs() - c->start_us) / 1e6;
+	s->stat_calls++;
+	s->stat_errors += error;
+	s->stat_latency_sum += secs;
+	for (i = 0; i < AD_LATENCY_BUCKETS && secs > ad_latency_le[i]; i++)
+		;
+	s->stat_latency[i]++;
+}
+
 static struct ad_buf *answer_begin(struct ad_call *c)
 {
 	struct ad_batch *b = c->batch;
@@ -177,6 +196,7 @@ static void answer_error(struct ad_call *c, int code, const char *message,
 	struct ad_buf *out = answer_begin(c);
 
 	ad_dispatch_stats.errors++;
+	method_stats(c, true);
 	if (out) {
 		ad_rpc_write_error(out, c->id, code, message, data);
 		if (!c->batch->is_array)
@@ -196,6 +216,7 @@ static void answer_result(struct ad_call *c, const json_t *result)
 {
 	struct ad_buf *out = answer_begin(c);
 
+	method_stats(c, false);
 	if (out) {
 		ad_rpc_write_result(out, c->id, result);
 		if (c->batch->success_status)
@@ -329,6 +350,7 @@ void ad_call_reply_raw(struct ad_call *c, const char *json, size_t len)
 	}
 #endif
 	out = answer_begin(c);
+	method_stats(c, false);
 	if (out)
 		ad_rpc_write_raw_result(out, c->id, json, len);
 	batch_answered(c->batch);
@@ -469,6 +491,7 @@ static void run_call(struct ad_call *c, json_t *req, unsigned flags)
 	int64_t start;
 
 	ad_dispatch_stats.calls++;
+	c->start_us = start = lws_now_usecs();
 	s = ad_spec_find(method, mlen);
 	if (!s) {
 		json_t *d = json_object();
@@ -541,7 +564,6 @@ static void run_call(struct ad_call *c, json_t *req, unsigned flags)
 	}
 
 	/* run */
-	start = lws_now_usecs();
 	s->handler(c);
 	if (!c->handler_done && !c->answered) {
 		c->deadline_us = start + (int64_t)s->timeout_ms * 1000;

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "server.h"
+#include "spec.h"
 #include "ws.h"
 
 #include <stdio.h>
@@ -212,6 +213,37 @@ static int serve_metrics(struct ad_http *h, struct lws *wsi)
 	metric(&b, "actiond_revoke_ack_timeouts_total", "counter",
 	       "Revocations answered without every instance's acknowledgement.",
 	       ad_cluster_ack_timeouts);
+	ad_buf_puts(&b, "# HELP actiond_method_calls_total Answers per method "
+			"(unknown methods are not counted here).\n"
+			"# TYPE actiond_method_calls_total counter\n");
+	for (size_t i = 0; i < ad_nspecs; i++)
+		ad_buf_printf(&b, "actiond_method_calls_total{method=\"%s\"} %llu\n",
+			      ad_specs[i].method, (unsigned long long)ad_specs[i].stat_calls);
+	ad_buf_puts(&b, "# HELP actiond_method_errors_total Error answers per method.\n"
+			"# TYPE actiond_method_errors_total counter\n");
+	for (size_t i = 0; i < ad_nspecs; i++)
+		ad_buf_printf(&b, "actiond_method_errors_total{method=\"%s\"} %llu\n",
+			      ad_specs[i].method, (unsigned long long)ad_specs[i].stat_errors);
+	ad_buf_puts(&b, "# HELP actiond_method_seconds From a call entering the dispatch "
+			"core to its answer.\n# TYPE actiond_method_seconds histogram\n");
+	for (size_t i = 0; i < ad_nspecs; i++) {
+		const struct ad_spec *sp = &ad_specs[i];
+		uint64_t cum = 0;
+
+		if (!sp->stat_calls)
+			continue; /* keep the page short: only methods in use */
+		for (int k = 0; k < AD_LATENCY_BUCKETS; k++) {
+			cum += sp->stat_latency[k];
+			ad_buf_printf(&b, "actiond_method_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n",
+				      sp->method, ad_latency_le[k], (unsigned long long)cum);
+		}
+		ad_buf_printf(&b, "actiond_method_seconds_bucket{method=\"%s\",le=\"+Inf\"} %llu\n"
+				  "actiond_method_seconds_sum{method=\"%s\"} %.6f\n"
+				  "actiond_method_seconds_count{method=\"%s\"} %llu\n",
+			      sp->method, (unsigned long long)sp->stat_calls, sp->method,
+			      sp->stat_latency_sum, sp->method,
+			      (unsigned long long)sp->stat_calls);
+	}
 	{
 		uint64_t cum = 0;
 

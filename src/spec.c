@@ -16,6 +16,10 @@ extern const size_t ad_protocol_files_count;
 struct ad_spec *ad_specs;
 size_t ad_nspecs;
 
+const double ad_latency_le[AD_LATENCY_BUCKETS] = {
+	0.0001, 0.00025, 0.001, 0.0025, 0.01, 0.025, 0.1, 0.25, 1, 2.5, 10,
+};
+
 static const char *const cred_names[] = {
 	[AD_CRED_API_KEY] = "api_key",
 	[AD_CRED_SESSION] = "session",

@@ -22,6 +22,10 @@ enum ad_risk { AD_RISK_READ = 0, AD_RISK_WRITE, AD_RISK_DANGER };
 enum ad_kind { AD_KIND_REQUEST = 0, AD_KIND_NOTIFICATION };
 enum ad_rate_scope { AD_RATE_CREDENTIAL = 0, AD_RATE_ACCOUNT, AD_RATE_IP, AD_RATE_ORG };
 
+/* Upper bounds (seconds) of the per-method latency histogram. */
+#define AD_LATENCY_BUCKETS 11
+extern const double ad_latency_le[AD_LATENCY_BUCKETS];
+
 /* Rate limits an action may combine (e.g. per IP and per account). */
 #define AD_MAX_RATE_RULES 4
 
@@ -51,6 +55,13 @@ struct ad_spec {
 	json_t *positional;      /* names for by-position params, or NULL */
 	ad_handler_fn handler;
 	struct ad_list inflight; /* asynchronous calls, oldest deadline first */
+
+	/* Per-method counters for /metrics: answers, errors, and a latency
+	 * histogram (AD_LATENCY_BUCKETS, counts per bucket, not cumulative). */
+	uint64_t stat_calls;
+	uint64_t stat_errors;
+	uint64_t stat_latency[AD_LATENCY_BUCKETS + 1];
+	double stat_latency_sum;
 };
 
 struct ad_handler_entry {

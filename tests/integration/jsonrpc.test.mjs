@@ -261,3 +261,25 @@ test('unauthenticated HTTP calls get 401', async () => {
   assert.equal(r.status, 401);
   assert.equal(r.headers.get('www-authenticate'), 'Bearer');
 });
+
+test('per-method metrics count answers, errors and latency', async () => {
+  const read = async () => {
+    const text = (await http(server, '/metrics')).body;
+    const get = (re) => Number((re.exec(text) || [0, 'NaN'])[1]);
+    return {
+      calls: get(/^actiond_method_calls_total\{method="test\.echo"\} (\d+)$/m),
+      errors: get(/^actiond_method_errors_total\{method="test\.echo"\} (\d+)$/m),
+      count: get(/^actiond_method_seconds_count\{method="test\.echo"\} (\d+)$/m),
+      inf: get(/^actiond_method_seconds_bucket\{method="test\.echo",le="\+Inf"\} (\d+)$/m),
+    };
+  };
+  const before = await read();
+  await ws.call('test.echo', { value: 1 });
+  await ws.call('test.echo', { value: 2 });
+  await ws.call('test.echo', {}); // invalid params: an error answer
+  const after = await read();
+  assert.equal(after.calls - (before.calls || 0), 3);
+  assert.equal(after.errors - (before.errors || 0), 1);
+  assert.equal(after.count, after.calls);
+  assert.equal(after.inf, after.calls);
+});
