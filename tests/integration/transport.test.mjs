@@ -8,22 +8,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, connect, http, metrics, sleep } from './lib.mjs';
+import { startServer, connect, http, metrics, sleep, upgradeStatus } from './lib.mjs';
 
 const MAX_MESSAGE = 64 * 1024;
 const MAX_PREAUTH = 16 * 1024;
-
-// Resolves to the HTTP status a WebSocket upgrade gets (101 when accepted).
-async function upgradeStatus(server, opts) {
-  try {
-    const c = await connect(server, opts);
-    await c.close();
-    return 101;
-  } catch (e) {
-    if (e.status === undefined) throw e;
-    return e.status;
-  }
-}
 
 // Waits for a close, or fails after ms.
 async function closedWithin(client, ms) {
