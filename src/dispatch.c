@@ -654,16 +654,12 @@ static void answer_message_error(struct ad_requester *r, int code,
 	batch_release(b);
 }
 
-/* The size of the message being dispatched, for inflight_bytes. */
-static size_t current_msg_len;
-
-void ad_dispatch_object(struct ad_requester *r, json_t *doc, unsigned flags)
+/* Runs a parsed message; msg_len (its text size) counts in inflight_bytes. */
+static void dispatch_doc(struct ad_requester *r, json_t *doc, unsigned flags,
+			 size_t msg_len)
 {
-	size_t msg_len = current_msg_len;
 	struct ad_batch *b;
 	size_t n = 1;
-
-	current_msg_len = 0;
 
 	if (json_is_array(doc)) {
 		n = json_array_size(doc);
@@ -723,8 +719,12 @@ void ad_dispatch_message(struct ad_requester *r, const char *data, size_t len,
 					       jerr.column));
 		return;
 	}
-	current_msg_len = len;
-	ad_dispatch_object(r, doc, flags);
+	dispatch_doc(r, doc, flags, len);
+}
+
+void ad_dispatch_object(struct ad_requester *r, json_t *doc, unsigned flags)
+{
+	dispatch_doc(r, doc, flags, 0);
 }
 
 /* ---- requesters and cancellation ---------------------------------------- */
