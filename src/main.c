@@ -220,7 +220,12 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		case 'V':
+#ifdef NDEBUG
 			printf("actiond %s\n", ACTIOND_VERSION);
+#else
+			printf("actiond %s (debug build: results checked against their schemas)\n",
+			       ACTIOND_VERSION);
+#endif
 			return 0;
 		default:
 			usage(stderr);

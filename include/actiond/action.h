@@ -14,13 +14,23 @@
  * handler (reason "timeout" or "cancelled") and invokes the cancel hook the
  * handler registered, if any.  The handler must still finish with
  * ad_call_reply() or ad_call_fail() (whose answer is then discarded); only
- * after that is the call freed.  Everything runs on the event-loop thread.
+ * after that is the call freed.
+ *
+ * Threads: every function of this API runs on the event-loop thread only,
+ * except ad_log() (any thread) and what actiond/offload.h says runs on a
+ * worker.  Nothing here blocks.
+ *
+ * Ownership: strings and JSON values the call hands out (params, org, ids)
+ * belong to the call and stay valid until the handler finishes it.
  */
 #ifndef ACTIOND_ACTION_H
 #define ACTIOND_ACTION_H
 
+#include "actiond/log.h"
+
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -59,10 +69,23 @@ typedef void (*ad_cancel_fn)(struct ad_call *call, void *arg);
 /* The validated params (always an object; {} when the request had none). */
 const json_t *ad_call_params(const struct ad_call *call);
 const char *ad_call_method(const struct ad_call *call);
-/* The caller's org, credential id and kind, and role name ("member", ...). */
+
+/*
+ * Who is calling.  The org (slug and internal id) and the credential are
+ * those the call authenticated with; for an anonymous call (only actions
+ * whose spec allows it) the org is NULL and every id 0.  The account is 0
+ * for agents and configured API keys; the agent session is 0 for anything
+ * but an agent token.  Internal ids are for SQL parameters: never hand them
+ * to clients (ids on the wire are opaque).
+ */
 const char *ad_call_org(const struct ad_call *call);
+int64_t ad_call_org_id(const struct ad_call *call);
+int64_t ad_call_account_id(const struct ad_call *call);
+int64_t ad_call_agent_session_id(const struct ad_call *call);
+/* A stable name of the credential, safe to log: "api_token:12". */
 const char *ad_call_credential_id(const struct ad_call *call);
 enum ad_cred_kind ad_call_credential_kind(const struct ad_call *call);
+/* "owner", "admin", "member", or "none" (agents, anonymous). */
 const char *ad_call_role(const struct ad_call *call);
 /* The request id as sent (NULL for a notification). */
 const json_t *ad_call_request_id(const struct ad_call *call);
@@ -71,10 +94,47 @@ bool ad_call_is_cancelled(const struct ad_call *call);
 
 /*
  * Registers fn to be called (once) if the call is cancelled or times out
- * before the handler finishes.  fn must release what the handler holds and
+ * before the handler finishes; NULL removes it.  There is one hook per
+ * call: the services of actiond/sql.h, http_client.h and offload.h hold it
+ * while an operation of theirs runs (and then report the cancellation to
+ * their own callback instead).  fn must release what the handler holds and
  * then call ad_call_fail() or ad_call_reply(), now or later.
  */
 void ad_call_on_cancel(struct ad_call *call, ad_cancel_fn fn, void *arg);
+
+/*
+ * Logs one line tagged with the method and the request id.  Never pass a
+ * secret (token, password, cookie): log credential ids instead.
+ */
+void ad_call_log(const struct ad_call *call, enum ad_log_level level,
+		 const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/*
+ * Sends the caller a "progress" notification {request_id, ...params} while
+ * the call runs (WebSocket callers; over HTTP there is nobody to tell and
+ * it is dropped).  Takes ownership of params (an object, or NULL).
+ */
+void ad_call_progress(struct ad_call *call, json_t *params);
+
+/*
+ * Sets the HTTP status of a single successful answer, e.g. 202 for a call
+ * accepted and pending.  Batches and WebSocket answers ignore it.
+ */
+void ad_call_set_http_status(struct ad_call *call, int status);
+
+/*
+ * Reading validated params.  JSON Schema's "integer" accepts 5.0, and JSON
+ * strings may hold U+0000: read numbers and strings only through these.
+ *
+ * ad_json_int: true if v is an integer, or a real with an integral value in
+ * the int64 range; *ret is then set, else left alone.
+ * ad_param_int: the same for params[key]; false when absent.
+ * ad_param_str: params[key] as a string and its length in bytes (may hold
+ * NUL bytes: compare with the length); NULL when absent or not a string.
+ */
+bool ad_json_int(const json_t *v, int64_t *ret);
+bool ad_param_int(const struct ad_call *call, const char *key, int64_t *ret);
+const char *ad_param_str(const struct ad_call *call, const char *key, size_t *ret_len);
 
 /* Handler-private pointer, NULL until set. */
 void ad_call_set_data(struct ad_call *call, void *data);

@@ -36,16 +36,22 @@ static void log_line(const char *tag, const char *msg, size_t len)
 
 void ad_log(enum ad_log_level level, const char *fmt, ...)
 {
+	va_list ap;
+
+	va_start(ap, fmt);
+	ad_logv(level, fmt, ap);
+	va_end(ap);
+}
+
+void ad_logv(enum ad_log_level level, const char *fmt, va_list ap)
+{
 	static const char *const tags[] = { "ERROR", "WARN", "INFO", "DEBUG" };
 	char msg[1024];
-	va_list ap;
 	int n;
 
-	if (level > ad_log_level)
+	if (level > ad_log_level || level < AD_LOG_ERROR)
 		return;
-	va_start(ap, fmt);
 	n = vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	if (n < 0)
 		return;
 	if ((size_t)n >= sizeof(msg))

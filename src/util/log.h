@@ -8,22 +8,15 @@
 #ifndef AD_LOG_H
 #define AD_LOG_H
 
+#include "actiond/log.h"
+
 #include <stdarg.h>
-
-enum ad_log_level {
-	AD_LOG_ERROR = 0,
-	AD_LOG_WARN,
-	AD_LOG_INFO,
-	AD_LOG_DEBUG,
-};
-
-extern enum ad_log_level ad_log_level;
 
 /* Parses "error", "warn", "info" or "debug"; returns -1 for anything else. */
 int ad_log_level_parse(const char *s);
 
-void ad_log(enum ad_log_level level, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+/* Like ad_log(), with a va_list. */
+void ad_logv(enum ad_log_level level, const char *fmt, va_list ap);
 
 #define ad_log_error(...) ad_log(AD_LOG_ERROR, __VA_ARGS__)
 #define ad_log_warn(...)                                                       \

@@ -142,17 +142,23 @@ void ad_buf_json_str(struct ad_buf *b, const char *s, size_t n)
 
 int ad_fmt_real(char *out, double d)
 {
+	/* Formatted in a local buffer: with -O3 and UBSan, gcc 12 sees a NULL
+	 * path through snprintf(out, ...) that cannot happen. */
+	char tmp[32];
 	int n = 0;
 
-	if (!isfinite(d))
-		return snprintf(out, 32, "null");
+	if (!isfinite(d)) {
+		memcpy(out, "null", 5);
+		return 4;
+	}
 	for (int prec = 15; prec <= 17; prec++) {
-		n = snprintf(out, 32, "%.*g", prec, d);
-		if (strtod(out, NULL) == d)
+		n = snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+		if (strtod(tmp, NULL) == d)
 			break;
 	}
-	if (!strpbrk(out, ".eEn"))
-		n += snprintf(out + n, (size_t)(32 - n), ".0");
+	if (!strpbrk(tmp, ".eEn"))
+		n += snprintf(tmp + n, sizeof(tmp) - (size_t)n, ".0");
+	memcpy(out, tmp, (size_t)n + 1);
 	return n;
 }
 

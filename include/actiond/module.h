@@ -1,0 +1,106 @@
+/*
+ * actiond/module.h - how an action family plugs into actiond.
+ *
+ * Every action family is a module: the protocol actions, identity, the test
+ * actions, and any plugin.  A module is described by one constant,
+ * struct ad_module_info, which names it, states the API version it was built
+ * against, and points at its init function.  Built-in modules are linked in;
+ * a plugin is a shared object that exports the constant under the name
+ * "actiond_module" (AD_MODULE_EXPORT does that) and is loaded at start from
+ * the directory in modules.dir.
+ *
+ * Loading a module is all or nothing.  The loader checks the API version
+ * before running any of the module's code, then calls init() with a
+ * registration handle.  init() adds action specs (JSON, checked against
+ * protocol/spec.schema.json exactly like the built-in ones), binds a
+ * handler to each, and may add versioned SQL migrations.  If anything is
+ * wrong - a version this actiond cannot serve, a missing symbol, an invalid
+ * spec, a method that exists already, a spec without a handler, init()
+ * returning non-zero - the module is refused with one log line naming the
+ * file and the reason, nothing it registered is kept, and actiond starts
+ * without it.
+ *
+ * Threads: everything in this header runs on the main thread, before the
+ * event loop starts (init) or after it ended (fini).
+ */
+#ifndef ACTIOND_MODULE_H
+#define ACTIOND_MODULE_H
+
+#include "actiond/action.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * The version of this API.  It changes when a function's contract or a
+ * structure a module sees changes; actiond serves exactly this version.
+ */
+#define AD_MODULE_API_VERSION 1
+
+/* The registration handle; valid only during init(). */
+struct ad_module;
+
+struct ad_module_info {
+	uint32_t api_version;  /* AD_MODULE_API_VERSION, as built */
+	const char *name;      /* [a-z][a-z0-9_]{0,31}, unique among modules */
+	const char *version;   /* the module's own version, for logs */
+	/* Registers the module's actions and migrations; 0 or -1. */
+	int (*init)(struct ad_module *m);
+	/* Optional: called once at shutdown, after the event loop ended. */
+	void (*fini)(void);
+};
+
+/* The symbol the plugin loader looks for. */
+#define AD_MODULE_SYMBOL "actiond_module"
+
+/* Declares a plugin's module constant under the name the loader wants. */
+#define AD_MODULE_EXPORT(name_, version_, init_, fini_)                        \
+	__attribute__((visibility("default"))) const struct ad_module_info     \
+		actiond_module = { AD_MODULE_API_VERSION, (name_), (version_), \
+				   (init_), (fini_) }
+
+/*
+ * Adds one action spec (len bytes of JSON text, copied).  The spec is
+ * checked against the spec meta-schema and its schemas compiled now; its
+ * method must not exist in any module.  Returns 0, or -1 with the reason
+ * recorded (the module is then refused).
+ */
+int ad_module_add_spec(struct ad_module *m, const char *json, size_t len);
+
+/*
+ * Binds the handler of a method whose spec this module added (before or
+ * after this call).  Every spec needs exactly one handler.  Returns 0 or -1.
+ */
+int ad_module_handle(struct ad_module *m, const char *method, ad_handler_fn fn);
+
+/* ad_module_add_spec() and ad_module_handle() for the spec's own method. */
+int ad_module_add_action(struct ad_module *m, const char *json, size_t len,
+			 ad_handler_fn fn);
+
+/*
+ * Adds a migration: SQL run once, in its own transaction, as the database
+ * owner, before actiond serves.  Versions are the module's own (1, 2, ...),
+ * applied in increasing order and recorded per module, so a second start
+ * applies nothing.  A failing migration stops actiond (a module whose
+ * tables are half made must not serve).  Tenant tables should call
+ * actiond_tenant_table('name') (see docs/modules.md) to get forced
+ * row-level security keyed on the caller's org.  sql is copied.
+ */
+int ad_module_add_migration(struct ad_module *m, uint32_t version, const char *name,
+			    const char *sql);
+
+/* Records why the module cannot load (shown in the refusal); returns -1. */
+int ad_module_refuse(struct ad_module *m, const char *reason);
+
+/* The module's name, as declared. */
+const char *ad_module_name(const struct ad_module *m);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
