@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* test.sleep {ms}: answers {"slept_ms": ms} after ms, unless cancelled. */
 struct sleeper {
@@ -185,6 +186,54 @@ static void test_tenant_rows(struct ad_call *call)
 	ad_sql_run(q, tenant_rows_done, NULL, NULL);
 }
 
+/* test.progress {steps}: progress notifications, then an accepted (202) answer. */
+static void test_progress(struct ad_call *call)
+{
+	int64_t steps = 0;
+
+	(void)ad_param_int(call, "steps", &steps);
+	for (int64_t i = 1; i <= steps; i++)
+		ad_call_progress(call, json_pack("{s:I,s:I}", "step", (json_int_t)i, "of",
+						 (json_int_t)steps));
+	ad_call_set_http_status(call, 202);
+	ad_call_reply(call, json_pack("{s:I}", "steps", (json_int_t)steps));
+}
+
+/* test.offload {ms}: a blocking sleep on a worker thread. */
+static void offload_sleep(void *arg)
+{
+	struct timespec ts = { 0, 0 };
+	int64_t ms = *(int64_t *)arg;
+
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000;
+	nanosleep(&ts, NULL);
+}
+
+static void offload_done(struct ad_call *call, void *arg, bool ran)
+{
+	free(arg);
+	if (ad_call_is_cancelled(call))
+		ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
+	else
+		ad_call_reply(call, json_pack("{s:b}", "ran", ran));
+}
+
+static void test_offload(struct ad_call *call)
+{
+	int64_t *ms = calloc(1, sizeof(*ms));
+
+	if (!ms) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	(void)ad_param_int(call, "ms", ms);
+	if (ad_call_offload(call, offload_sleep, offload_done, ms)) {
+		free(ms);
+		ad_call_fail(call, AD_REASON_RATE_LIMITED, "The workers are busy", NULL);
+	}
+}
+
 /* The methods of the JSON-RPC 2.0 specification's examples. */
 static json_t *number(double d)
 {
@@ -238,6 +287,8 @@ static int test_init(struct ad_module *m)
 		{ "test.db_sleep", test_db_sleep },
 		{ "test.db_sleep_timeout", test_db_sleep },
 		{ "test.tenant_rows", test_tenant_rows },
+		{ "test.progress", test_progress },
+		{ "test.offload", test_offload },
 		{ "test.echo", test_echo },
 		{ "test.blob", test_blob },
 		{ "test.broadcast", test_broadcast },
