@@ -139,6 +139,8 @@ int ad_cluster_init(void)
 	return 0;
 }
 
+static void revwait_free(struct revwait *w);
+
 void ad_cluster_shutdown(const char *conninfo)
 {
 	const char *p[1] = { instance_id };
@@ -151,14 +153,13 @@ void ad_cluster_shutdown(const char *conninfo)
 	while (!ad_list_empty(&waits)) {
 		struct revwait *w = ad_container_of(ad_list_first(&waits), struct revwait,
 						    node);
+		struct ad_call *call = w->call;
 
-		ad_list_del(&w->node);
-		ad_timer_stop(&w->timer);
-		ad_call_fail(w->call, AD_REASON_UNAVAILABLE, "shutting down", NULL);
-		for (size_t i = 0; i < w->npending; i++)
-			free(w->pending[i]);
-		free(w->pending);
-		free(w);
+		/* Its flush wait may still be counted by sockets that close
+		 * later (lws_context_destroy): orphan it, never free it here. */
+		ad_call_on_cancel(call, NULL, NULL);
+		revwait_free(w);
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "shutting down", NULL);
 	}
 	c = PQconnectdb(conninfo);
 	if (PQstatus(c) == CONNECTION_OK)

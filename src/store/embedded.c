@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -190,6 +191,42 @@ out:
 	return ret;
 }
 
+/*
+ * Two actiond processes on one data directory would each supervise "their"
+ * PostgreSQL and fight over it: the directory is locked (flock, released by
+ * the kernel when this process ends, however it ends) and a second process
+ * is refused with the first one's pid.
+ */
+static int lock_fd = -1;
+
+static int lock_data_dir(const char *base)
+{
+	char path[PATH_MAX + 16], pid[32] = "";
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/actiond.lock", base);
+	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (lock_fd < 0) {
+		ad_log_error("cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(lock_fd, LOCK_EX | LOCK_NB)) {
+		n = pread(lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		ad_log_error("database.data_dir %s is in use by another actiond (pid %s); "
+			     "stop it, or give this one its own data_dir",
+			     base, *pid ? pid : "unknown");
+		close(lock_fd);
+		lock_fd = -1;
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(lock_fd, 0) || pwrite(lock_fd, pid, (size_t)n, 0) != n)
+		ad_log_warn("cannot write %s", path);
+	return 0;
+}
+
 int ad_embedded_start(const struct ad_config *cfg, char *conninfo, size_t len)
 {
 	char base[PATH_MAX], version[PATH_MAX + 32];
@@ -222,6 +259,8 @@ int ad_embedded_start(const struct ad_config *cfg, char *conninfo, size_t len)
 		ad_log_error("%s: %s", cfg->data_dir, strerror(errno));
 		return -1;
 	}
+	if (lock_data_dir(base))
+		return -1;
 	/* The server's user must be able to pass through (whatever the umask). */
 	if (switch_user) {
 		struct stat st;
