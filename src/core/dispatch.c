@@ -588,6 +588,44 @@ static json_t *params_by_position(const struct ad_spec *s, const json_t *arr,
 	return obj;
 }
 
+/*
+ * Answers "forbidden" saying who may call the method and what the caller
+ * is, in the message and in error.data (allowed_credentials, allowed_roles).
+ */
+static void forbidden(struct ad_call *c, const struct ad_spec *s, const struct ad_cred *cred)
+{
+	json_t *kinds = json_array(), *roles = json_array();
+	char msg[256];
+	size_t n = 0;
+	bool by_kind = !(s->cred_mask & AD_CRED_BIT(cred->kind));
+
+	for (int k = AD_CRED_API_KEY; k <= AD_CRED_AGENT; k++)
+		if (s->cred_mask & AD_CRED_BIT(k))
+			json_array_append_new(kinds, json_string(ad_cred_kind_name(k)));
+	for (int r = AD_ROLE_MEMBER; r <= AD_ROLE_OWNER; r++)
+		if (s->role_mask & AD_ROLE_BIT(r))
+			json_array_append_new(roles, json_string(ad_role_name(r)));
+	n = (size_t)snprintf(msg, sizeof(msg), "%s is for ", s->method);
+	if (by_kind) {
+		for (size_t i = 0; i < json_array_size(kinds) && n < sizeof(msg); i++)
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", i ? ", " : "",
+					      json_string_value(json_array_get(kinds, i)));
+		if (n < sizeof(msg))
+			snprintf(msg + n, sizeof(msg) - n, " credentials; this is a %s",
+				 ad_cred_kind_name(cred->kind));
+	} else {
+		for (size_t i = 0; i < json_array_size(roles) && n < sizeof(msg); i++)
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", i ? ", " : "",
+					      json_string_value(json_array_get(roles, i)));
+		if (n < sizeof(msg))
+			snprintf(msg + n, sizeof(msg) - n, "; this credential's role is %s",
+				 ad_role_name(cred->role));
+	}
+	answer_reason(c, AD_REASON_FORBIDDEN, msg,
+		      json_pack("{s:o,s:o}", "allowed_credentials", kinds, "allowed_roles",
+				roles));
+}
+
 static void run_call(struct ad_call *c, json_t *req, unsigned flags)
 {
 	struct ad_batch *b = c->batch;
@@ -646,8 +684,7 @@ static void run_call(struct ad_call *c, json_t *req, unsigned flags)
 	/* authorize */
 	if (cred && (!(s->cred_mask & AD_CRED_BIT(cred->kind)) ||
 		     (cred->role && !(s->role_mask & AD_ROLE_BIT(cred->role))))) {
-		answer_reason(c, AD_REASON_FORBIDDEN,
-			      "This credential may not call this method", NULL);
+		forbidden(c, s, cred);
 		goto done_sync;
 	}
 	if ((flags & AD_DISPATCH_READ_ONLY) && s->risk != AD_RISK_READ) {

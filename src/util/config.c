@@ -80,6 +80,13 @@ void ad_config_free(struct ad_config *c)
 	memset(c, 0, sizeof(*c));
 }
 
+/*
+ * What the last parser that failed expected, for the error message ("bad
+ * value for x.y: \"v\" (hint)").  Set by the parsers, read by
+ * ad_config_set() on the main thread, before anything else runs.
+ */
+static const char *hint;
+
 /* Reads a decimal number; *unit gets what follows it, spaces skipped. */
 static int number_and_unit(const char *s, unsigned long long *v, const char **unit)
 {
@@ -102,6 +109,7 @@ int ad_parse_size(const char *s, size_t *ret)
 	unsigned long long v, mul;
 	const char *u;
 
+	hint = "a size: a number with an optional unit B, KiB, MiB or GiB, e.g. 4MiB";
 	if (number_and_unit(s, &v, &u))
 		return -1;
 	if (!*u || !strcasecmp(u, "B"))
@@ -125,6 +133,7 @@ int ad_parse_duration_ms(const char *s, uint32_t *ret)
 	unsigned long long v, mul;
 	const char *u;
 
+	hint = "a duration with a unit: ms, s, m or h, e.g. 30s";
 	if (number_and_unit(s, &v, &u))
 		return -1;
 	if (!strcmp(u, "ms"))
@@ -145,9 +154,12 @@ int ad_parse_duration_ms(const char *s, uint32_t *ret)
 
 static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *ret)
 {
+	static char range[64];
 	char *end;
 	unsigned long v;
 
+	snprintf(range, sizeof(range), "a whole number from %u to %u", min, max);
+	hint = range;
 	errno = 0;
 	if (!isdigit((unsigned char)*s))
 		return -1;
@@ -160,6 +172,7 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *ret)
 
 static int parse_bool(const char *s, bool *ret)
 {
+	hint = "on or off";
 	if (!strcmp(s, "on") || !strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "1"))
 		*ret = true;
 	else if (!strcmp(s, "off") || !strcmp(s, "false") || !strcmp(s, "no") ||
@@ -175,6 +188,7 @@ static int parse_origins(struct ad_config *c, const char *v)
 {
 	char *copy = strdup(v), *save = NULL;
 
+	hint = "comma-separated origins such as https://app.example.com";
 	if (!copy)
 		return -1;
 	for (size_t i = 0; i < c->n_origins; i++)
@@ -202,6 +216,7 @@ static int add_rate_override(struct ad_config *c, const char *method, const char
 	char num[16];
 
 	if (strcmp(v, "off") != 0) {
+		hint = "N/DURATION, e.g. 100/1m, or off";
 		if (!slash || (size_t)(slash - v) >= sizeof(num))
 			return -1;
 		memcpy(num, v, (size_t)(slash - v));
@@ -258,6 +273,7 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 {
 	int r = -1;
 
+	hint = NULL;
 #define KEY(s, k) (!strcmp(section, s) && !strcmp(key, k))
 	if (KEY("server", "listen"))
 		r = parse_listen(c, v);
@@ -266,6 +282,7 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 	else if (KEY("server", "tls_key"))
 		r = set_str(&c->tls_key, v);
 	else if (KEY("server", "log_level"))
+		hint = "error, warn, info or debug",
 		r = (c->log_level = ad_log_level_parse(v)) < 0 ? -1 : 0;
 	else if (KEY("server", "heartbeat_timeout"))
 		r = ad_parse_duration_ms(v, &c->heartbeat_timeout_ms);
@@ -316,7 +333,8 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 	}
 #undef KEY
 	if (r)
-		snprintf(err, errlen, "bad value for %s.%s: \"%s\"", section, key, v);
+		snprintf(err, errlen, "bad value for %s.%s: \"%s\"%s%s%s", section, key, v,
+			 hint ? " (expected " : "", hint ? hint : "", hint ? ")" : "");
 	return r;
 }
 
