@@ -694,6 +694,58 @@ test('the embedded server\'s log holds none of the passwords and tokens used aga
   for (const k of Object.values(server.tokens)) assert.equal(log.includes(k), false, 'an API key in the log');
 });
 
+// ---- what admins manage ----------------------------------------------------------------------------
+
+test('admin.account_list and admin.agent_session_list page through this org only, with a cursor', async () => {
+  const srv = await startServer({ db: true, keys: { a: { org: 'pager', role: 'admin' }, b: { org: 'elsewhere', role: 'admin' } } });
+  try {
+    const made = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await rpc(srv, 'admin.account_create', { email: `p${i}@pager.test`, password: 'pager-pass-1', role: 'member' });
+      assert.equal(r.status, 200, r.body);
+      made.push(r.json.result.account_id);
+    }
+    await rpc(srv, 'admin.account_create', { email: 'x@elsewhere.test', password: 'pager-pass-1', role: 'member' }, { token: srv.tokens.b });
+    const seen = [];
+    let cursor, pages = 0;
+    do {
+      const r = await rpc(srv, 'admin.account_list', cursor ? { limit: 2, cursor } : { limit: 2 });
+      assert.equal(r.status, 200, r.body);
+      assert.ok(r.json.result.accounts.length <= 2);
+      seen.push(...r.json.result.accounts.map((a) => a.account_id));
+      cursor = r.json.result.next_cursor;
+      pages++;
+    } while (cursor && pages < 10);
+    assert.deepEqual(seen, made, 'every account of the org once, in order, none of the other org');
+    assert.equal(pages, 3);
+
+    const d = await rpc(srv, 'admin.account_disable', { account_id: made[0] });
+    assert.equal(d.status, 200, d.body);
+    const first = await rpc(srv, 'admin.account_list', { limit: 1 });
+    assert.equal(first.json.result.accounts[0].disabled, true);
+
+    const ag = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await rpc(srv, 'admin.agent_session_create', { name: `agent ${i}`, integrations: ['sentry'] });
+      assert.equal(r.status, 200, r.body);
+      ag.push(r.json.result.agent_session_id);
+    }
+    await rpc(srv, 'admin.agent_session_revoke', { agent_session_id: ag[1] });
+    let r = await rpc(srv, 'admin.agent_session_list', {});
+    assert.deepEqual(r.json.result.agent_sessions.map((a) => a.agent_session_id), [ag[0], ag[2]], r.body);
+    assert.deepEqual(r.json.result.agent_sessions[0].integrations, ['sentry']);
+    assert.equal(r.json.result.next_cursor, null);
+    r = await rpc(srv, 'admin.agent_session_list', { include_revoked: true, limit: 2 });
+    assert.deepEqual(r.json.result.agent_sessions.map((a) => a.agent_session_id), [ag[0], ag[1]]);
+    assert.ok(r.json.result.agent_sessions[1].revoked_at);
+    assert.equal(typeof r.json.result.next_cursor, 'string');
+    r = await rpc(srv, 'admin.agent_session_list', {}, { token: srv.tokens.b });
+    assert.deepEqual(r.json.result.agent_sessions, [], 'the other org sees none of them');
+  } finally {
+    await srv.stop();
+  }
+});
+
 // ---- last: the login rate limit (10 a minute per address) --------------------------------------------
 
 test('auth.login is limited to 10 a minute per address: the 11th is 429 rate_limited with retry_after_ms', async () => {

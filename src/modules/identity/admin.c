@@ -159,6 +159,52 @@ void id_account_disable(struct ad_call *call)
 	ad_revocation_run(rv, true);
 }
 
+static void account_list_done(struct ad_call *call, void *arg, const struct ad_sql_result *r)
+{
+	const struct id_page *pg = arg;
+	json_t *list = json_array();
+	int rows = ad_sql_rows(r, 0), n = rows > pg->limit ? (int)pg->limit : rows;
+
+	for (int i = 0; i < n; i++)
+		json_array_append_new(list, json_pack("{s:I,s:o,s:o,s:b,s:o}", "account_id",
+						      (json_int_t)ad_sql_int(r, 0, i, 0), "email",
+						      ad_sql_string(r, 0, i, 1), "role",
+						      ad_sql_string(r, 0, i, 2), "disabled",
+						      ad_sql_bool(r, 0, i, 3), "created_at",
+						      ad_sql_string(r, 0, i, 4)));
+	ad_call_reply(call, json_pack("{s:o,s:o}", "accounts", list, "next_cursor",
+				      id_page_next(pg, rows, n ? ad_sql_int(r, 0, n - 1, 0) : 0)));
+	free(arg);
+}
+
+void id_account_list(struct ad_call *call)
+{
+	struct ad_identity_caller c;
+	struct id_page *pg = calloc(1, sizeof(*pg));
+	struct ad_sql *q = pg ? ad_sql_new(call, 0) : NULL;
+	struct id_num org;
+	const char *p[3];
+
+	if (!q) {
+		free(pg);
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	ad_identity_caller(call, &c);
+	id_page_read(call, pg);
+	org = id_num(c.org_id);
+	p[0] = org.v;
+	p[1] = pg->after.v;
+	p[2] = pg->fetch.v;
+	ad_sql_add(q,
+		   "SELECT a.id, a.email, m.role, "
+		   "(m.disabled_at IS NOT NULL OR a.disabled_at IS NOT NULL), iso(m.created_at) "
+		   "FROM memberships m JOIN accounts a ON a.id = m.account_id "
+		   "WHERE m.org_id = $1::bigint AND a.id > $2::bigint ORDER BY a.id LIMIT $3::int",
+		   3, p);
+	ad_sql_run(q, account_list_done, pg, free);
+}
+
 /* admin.session_revoke_all / admin.token_revoke_all */
 static void admin_revoke_all(struct ad_call *call, const char *kind, enum ad_cred_kind k)
 {

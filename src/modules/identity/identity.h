@@ -37,6 +37,20 @@ char *id_email(struct ad_call *call, const char *key);
 /* The actor of identity events: the caller's credential id. */
 const char *id_actor(struct ad_call *call);
 
+/*
+ * Keyset paging: params limit (default 50) and cursor (the last id of the
+ * previous page).  Fills the limit and the id to start after, as SQL
+ * parameters; pages fetch limit + 1 rows to know whether another follows.
+ */
+struct id_page {
+	int64_t limit;
+	struct id_num after;
+	struct id_num fetch;       /* limit + 1 */
+};
+void id_page_read(struct ad_call *call, struct id_page *pg);
+/* The next_cursor of a page whose last row has id last: a string, or null. */
+json_t *id_page_next(const struct id_page *pg, int rows, int64_t last);
+
 /* ---- passwords on the worker threads ------------------------------------- */
 
 struct id_pw {
@@ -78,6 +92,8 @@ void id_account_disable(struct ad_call *call);
 void id_admin_session_revoke_all(struct ad_call *call);
 void id_admin_token_revoke_all(struct ad_call *call);
 void id_credential_set(struct ad_call *call);
+void id_account_list(struct ad_call *call);
+void id_agent_session_list(struct ad_call *call);
 
 /*
  * Runs a revocation of scope whose marking statement is sql (n params p),

@@ -67,6 +67,27 @@ const char *id_actor(struct ad_call *call)
 	return ad_call_credential_id(call);
 }
 
+void id_page_read(struct ad_call *call, struct id_page *pg)
+{
+	const char *cursor = ad_param_str(call, "cursor", NULL);
+	int64_t after = cursor ? strtoll(cursor, NULL, 10) : 0;
+
+	pg->limit = 50;
+	(void)ad_param_int(call, "limit", &pg->limit);
+	pg->after = id_num(after);
+	pg->fetch = id_num(pg->limit + 1);
+}
+
+json_t *id_page_next(const struct id_page *pg, int rows, int64_t last)
+{
+	char v[24];
+
+	if (rows <= pg->limit)
+		return json_null();
+	snprintf(v, sizeof(v), "%lld", (long long)last);
+	return json_string(v);
+}
+
 /* ---- passwords ------------------------------------------------------------ */
 
 void id_pw_clear(struct id_pw *pw)
@@ -180,6 +201,8 @@ static int identity_init(struct ad_module *m)
 		{ "admin.agent_session_create", id_agent_session_create },
 		{ "admin.agent_session_revoke", id_agent_session_revoke },
 		{ "admin.credential_set", id_credential_set },
+		{ "admin.account_list", id_account_list },
+		{ "admin.agent_session_list", id_agent_session_list },
 	};
 
 	for (size_t i = 0; i < ad_identity_specs_count; i++)

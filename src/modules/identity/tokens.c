@@ -289,3 +289,55 @@ void id_agent_session_revoke(struct ad_call *call)
 	ad_audit(ad_revocation_sql(rv), c.org_id, id_actor(call), "agent_session_revoke", tgt);
 	ad_revocation_run(rv, true);
 }
+
+static void agent_list_done(struct ad_call *call, void *arg, const struct ad_sql_result *r)
+{
+	const struct id_page *pg = arg;
+	json_t *list = json_array();
+	int rows = ad_sql_rows(r, 0), n = rows > pg->limit ? (int)pg->limit : rows;
+
+	for (int i = 0; i < n; i++) {
+		json_t *integ = ad_sql_json(r, 0, i, 2);
+
+		json_array_append_new(list, json_pack("{s:I,s:o,s:o,s:o,s:o}", "agent_session_id",
+						      (json_int_t)ad_sql_int(r, 0, i, 0), "name",
+						      ad_sql_string(r, 0, i, 1), "integrations",
+						      json_is_array(integ) ? integ : json_array(),
+						      "created_at", ad_sql_string(r, 0, i, 3),
+						      "revoked_at", ad_sql_string(r, 0, i, 4)));
+		if (!json_is_array(integ))
+			json_decref(integ);
+	}
+	ad_call_reply(call, json_pack("{s:o,s:o}", "agent_sessions", list, "next_cursor",
+				      id_page_next(pg, rows, n ? ad_sql_int(r, 0, n - 1, 0) : 0)));
+	free(arg);
+}
+
+void id_agent_session_list(struct ad_call *call)
+{
+	struct ad_identity_caller c;
+	struct id_page *pg = calloc(1, sizeof(*pg));
+	struct ad_sql *q = pg ? ad_sql_new(call, 0) : NULL;
+	bool all = json_is_true(json_object_get(ad_call_params(call), "include_revoked"));
+	struct id_num org;
+	const char *p[4];
+
+	if (!q) {
+		free(pg);
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	ad_identity_caller(call, &c);
+	id_page_read(call, pg);
+	org = id_num(c.org_id);
+	p[0] = org.v;
+	p[1] = pg->after.v;
+	p[2] = pg->fetch.v;
+	p[3] = all ? "t" : "f";
+	ad_sql_add(q,
+		   "SELECT id, name, to_json(integrations), iso(created_at), iso(revoked_at) "
+		   "FROM agent_sessions WHERE org_id = $1::bigint AND id > $2::bigint "
+		   "AND ($4::boolean OR revoked_at IS NULL) ORDER BY id LIMIT $3::int",
+		   4, p);
+	ad_sql_run(q, agent_list_done, pg, free);
+}
