@@ -319,7 +319,7 @@ int main(int argc, char **argv)
 		status = 1;
 		goto out;
 	}
-	if (ad_identity_init() || ad_worker_init(2, 1024)) {
+	if (ad_identity_init() || ad_worker_init(2, 256, 4)) {
 		ad_log_error("cannot start worker threads");
 		status = 1;
 		goto out;

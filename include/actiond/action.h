@@ -89,6 +89,12 @@ enum ad_cred_kind ad_call_credential_kind(const struct ad_call *call);
 const char *ad_call_role(const struct ad_call *call);
 /* The request id as sent (NULL for a notification). */
 const json_t *ad_call_request_id(const struct ad_call *call);
+/*
+ * The caller's address: 16 bytes, IPv6 or IPv4 mapped into IPv6
+ * (::ffff:a.b.c.d); the client's own address when it came through a trusted
+ * proxy.
+ */
+void ad_call_peer(const struct ad_call *call, uint8_t out[16]);
 /* True once the core has answered for the handler (timeout or cancel). */
 bool ad_call_is_cancelled(const struct ad_call *call);
 

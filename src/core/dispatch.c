@@ -210,7 +210,14 @@ static void answer_error(struct ad_call *c, int code, const char *message,
 static void answer_reason(struct ad_call *c, enum ad_reason reason,
 			  const char *message, json_t *extra)
 {
-	answer_error(c, ad_reason_code(reason), message, reason_data(reason, extra));
+	json_t *data = reason_data(reason, extra);
+	int64_t retry;
+
+	/* A handler's rate_limited carries its Retry-After too. */
+	if (reason == AD_REASON_RATE_LIMITED && !c->batch->is_array &&
+	    ad_json_int(json_object_get(data, "retry_after_ms"), &retry) && retry > 0)
+		c->batch->meta.retry_after_ms = retry > UINT32_MAX ? UINT32_MAX : (uint32_t)retry;
+	answer_error(c, ad_reason_code(reason), message, data);
 }
 
 static void answer_result(struct ad_call *c, const json_t *result)
@@ -540,6 +547,23 @@ const struct ad_cred *ad_call_cred(const struct ad_call *c)
 const uint8_t *ad_call_ip(const struct ad_call *c)
 {
 	return c->batch->ip;
+}
+
+void ad_call_peer(const struct ad_call *c, uint8_t out[16])
+{
+	memcpy(out, c->batch->ip, 16);
+}
+
+uint64_t ad_call_fair_key(const struct ad_call *c)
+{
+	static const uint8_t v4[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	const uint8_t *ip = c->batch->ip;
+	uint64_t h = 1469598103934665603ull;
+	int n = memcmp(ip, v4, sizeof(v4)) ? 8 : 16;
+
+	for (int i = 0; i < n; i++)
+		h = (h ^ ip[i]) * 1099511628211ull;
+	return h;
 }
 
 void ad_call_set_cookie(struct ad_call *c, const char *value)

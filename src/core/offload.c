@@ -2,6 +2,7 @@
  * offload.c - actiond/offload.h on the worker pool (src/util/worker.c).
  */
 #include "actiond/offload.h"
+#include "dispatch.h"
 #include "worker.h"
 
 #include <stdatomic.h>
@@ -62,7 +63,7 @@ int ad_call_offload(struct ad_call *call, ad_offload_run_fn run, ad_offload_done
 	o->run = run;
 	o->done = done;
 	o->arg = arg;
-	if (!ad_worker_submit(&o->w)) {
+	if (!ad_worker_submit(&o->w, ad_call_fair_key(call))) {
 		free(o);
 		return -1;
 	}

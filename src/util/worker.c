@@ -1,5 +1,11 @@
 /*
- * worker.c - the off-loop thread pool.
+ * worker.c - the off-loop thread pool, fair between keys (see worker.h).
+ *
+ * Waiting items sit in per-key FIFOs; the keys with items form a ring that
+ * the threads walk, taking one item from each key in turn.  There are never
+ * more keys in use than items waiting, so the key table is bounded by
+ * max_queued and searched linearly (it is small, and touched only at
+ * submit and take, under the lock).
  */
 #include "worker.h"
 #include "loop.h"
@@ -7,10 +13,18 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+struct keyq {
+	uint64_t key;
+	struct ad_work *head, *tail;
+	int count;              /* 0: the slot is free */
+};
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static struct ad_work *todo_head, *todo_tail, *done_head, *done_tail;
-static int queued, max_queue, nthreads;
+static struct keyq *keys;       /* max_queue slots */
+static int turn;                /* the slot the next take starts looking at */
+static struct ad_work *done_head, *done_tail;
+static int waiting, max_queue, max_per_key, nthreads;
 static bool stopping;
 static pthread_t threads[16];
 
@@ -36,6 +50,24 @@ static struct ad_work *pop(struct ad_work **head, struct ad_work **tail)
 	return w;
 }
 
+/* The next waiting item, taking keys in turn; NULL if none.  Locked. */
+static struct ad_work *take(void)
+{
+	for (int i = 0; i < max_queue && waiting; i++) {
+		struct keyq *q = &keys[(turn + i) % max_queue];
+		struct ad_work *w;
+
+		if (!q->count)
+			continue;
+		w = pop(&q->head, &q->tail);
+		q->count--;
+		waiting--;
+		turn = (turn + i + 1) % max_queue;
+		return w;
+	}
+	return NULL;
+}
+
 static void *worker_main(void *arg)
 {
 	(void)arg;
@@ -43,11 +75,11 @@ static void *worker_main(void *arg)
 	for (;;) {
 		struct ad_work *w;
 
-		while (!todo_head && !stopping)
+		while (!waiting && !stopping)
 			pthread_cond_wait(&wake, &lock);
-		if (!todo_head && stopping)
+		if (stopping)
 			break;
-		w = pop(&todo_head, &todo_tail);
+		w = take();
 		pthread_mutex_unlock(&lock);
 		w->run(w);
 		w->ran = true;
@@ -61,13 +93,16 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-int ad_worker_init(int n, int max_queued)
+int ad_worker_init(int n, int max_queued, int per_key)
 {
 	if (n < 1)
 		n = 1;
 	if (n > 16)
 		n = 16;
-	max_queue = max_queued;
+	max_queue = max_queued > 0 ? max_queued : 1;
+	max_per_key = per_key > 0 ? per_key : 1;
+	if (!(keys = calloc((size_t)max_queue, sizeof(*keys))))
+		return -1;
 	stopping = false;
 	for (nthreads = 0; nthreads < n; nthreads++)
 		if (pthread_create(&threads[nthreads], NULL, worker_main, NULL))
@@ -75,20 +110,50 @@ int ad_worker_init(int n, int max_queued)
 	return 0;
 }
 
-bool ad_worker_submit(struct ad_work *w)
+bool ad_worker_submit(struct ad_work *w, uint64_t key)
 {
-	bool ok;
+	struct keyq *q = NULL, *free_slot = NULL;
+	bool ok = false;
 
 	pthread_mutex_lock(&lock);
-	ok = !stopping && queued < max_queue;
-	if (ok) {
-		w->ran = false;
-		queued++;
-		push(&todo_head, &todo_tail, w);
-		pthread_cond_signal(&wake);
+	if (stopping || !keys || waiting >= max_queue)
+		goto out;
+	for (int i = 0; i < max_queue; i++) {
+		if (keys[i].count && keys[i].key == key) {
+			q = &keys[i];
+			break;
+		}
+		if (!keys[i].count && !free_slot)
+			free_slot = &keys[i];
 	}
+	if (!q) {
+		/* There is one: fewer keys are in use than items wait. */
+		if (!(q = free_slot))
+			goto out;
+		q->key = key;
+	}
+	if (q->count >= max_per_key)
+		goto out;
+	w->ran = false;
+	w->key = key;
+	push(&q->head, &q->tail, w);
+	q->count++;
+	waiting++;
+	pthread_cond_signal(&wake);
+	ok = true;
+out:
 	pthread_mutex_unlock(&lock);
 	return ok;
+}
+
+int ad_worker_queued(void)
+{
+	int n;
+
+	pthread_mutex_lock(&lock);
+	n = waiting;
+	pthread_mutex_unlock(&lock);
+	return n;
 }
 
 void ad_worker_reap(void)
@@ -98,8 +163,6 @@ void ad_worker_reap(void)
 
 		pthread_mutex_lock(&lock);
 		w = pop(&done_head, &done_tail);
-		if (w)
-			queued--;
 		pthread_mutex_unlock(&lock);
 		if (!w)
 			return;
@@ -119,7 +182,9 @@ void ad_worker_shutdown(void)
 		pthread_join(threads[i], NULL);
 	nthreads = 0;
 	/* Whatever never ran still gets its completion. */
-	while ((w = pop(&todo_head, &todo_tail)))
+	while ((w = keys ? take() : NULL))
 		push(&done_head, &done_tail, w);
 	ad_worker_reap();
+	free(keys);
+	keys = NULL;
 }

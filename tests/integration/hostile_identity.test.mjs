@@ -149,3 +149,53 @@ test('a 4-byte character across byte 255 of an email is just an unknown email, l
   assert.equal((await rpc(server, 'auth.login', { email, password: 'whatever-123' }, { token: null, localAddress: freshIp() })).status, 200);
   assert.equal(errors(), before, 'no ERROR line');
 });
+
+// ---- password guessing ----------------------------------------------------------------------
+
+test('70 guesses at one account from 7 addresses: only its failure budget is checked, the rest refused', { timeout: 60000 }, async () => {
+  const victim = await newAccount();
+  // The owner's usual address, known to the account before the attack.
+  const home = freshIp();
+  const ok = await rpc(server, 'auth.login', { email: victim.email, password: victim.password }, { token: null, localAddress: home });
+  assert.equal(ok.status, 200, ok.body);
+  const statuses = [];
+  await Promise.all(Array.from({ length: 7 }, async () => {
+    const ip = freshIp();
+    for (let i = 0; i < 10; i++) {
+      const r = await rpc(server, 'auth.login', { email: victim.email, password: 'guess-number-' + i }, { token: null, localAddress: ip });
+      statuses.push(r.status);
+      if (r.status === 429) {
+        assert.equal(r.json.error.data.reason, 'rate_limited');
+        assert.ok(r.json.error.data.retry_after_ms > 0);
+        assert.ok(Number(r.headers.get('retry-after')) >= 1);
+      }
+    }
+  }));
+  const checked = statuses.filter((s) => s === 401).length;
+  assert.ok(checked >= 10 && checked <= 17, `${checked} guesses were checked (budget 10, 7 in flight): ${statuses}`);
+  assert.equal(statuses.filter((s) => s === 429).length, 70 - checked);
+  // The owner still gets in from home; from a new address, not yet.
+  const back = await rpc(server, 'auth.login', { email: victim.email, password: victim.password }, { token: null, localAddress: home });
+  assert.equal(back.status, 200, back.body);
+  const away = await rpc(server, 'auth.login', { email: victim.email, password: victim.password }, { token: null, localAddress: freshIp() });
+  assert.equal(away.status, 429, away.body);
+});
+
+test('a login flood from 40 addresses cannot starve another address\'s login: the hashing queue is fair and bounded', { timeout: 60000 }, async () => {
+  const owner = await newAccount('member');
+  const batch = Array.from({ length: 10 }, (_, i) => ({
+    jsonrpc: '2.0', id: i, method: 'auth.login',
+    params: { email: `nobody-${randomBytes(4).toString('hex')}@flood.test`, password: 'flooding-' + i },
+  }));
+  const flood = Array.from({ length: 40 }, () => http(server, '/rpc', { method: 'POST', token: null, body: batch, localAddress: freshIp() }));
+  await sleep(50); // the flood is queued first
+  const mine = await rpc(server, 'auth.login', { email: owner.email, password: owner.password }, { token: null, localAddress: freshIp() });
+  assert.equal(mine.status, 200, `the owner's login: ${mine.body}`);
+  const answers = (await Promise.all(flood)).flatMap((r) => r.json);
+  const refused = answers.filter((a) => a.error?.data?.reason === 'rate_limited').length;
+  // The rest were checked, or waited their turn until their own timeout.
+  const other = answers.filter((a) => !['rate_limited', 'unauthenticated', 'timeout'].includes(a.error?.data?.reason));
+  assert.equal(answers.length, 400);
+  assert.deepEqual(other, []);
+  assert.ok(refused >= 40 * 5, `${refused} flood logins refused at once (at most 4 wait per address)`);
+});

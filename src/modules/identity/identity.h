@@ -75,6 +75,13 @@ void id_pw_clear(struct id_pw *pw);
 /* A hash of a random password, verified against for unknown emails. */
 extern char id_dummy_hash[crypto_pwhash_STRBYTES];
 
+/* ---- password guessing per account (guard.c) -------------------------------- */
+
+/* False (with when to retry) if email's failure budget is spent here. */
+bool id_guard_allows(struct ad_call *call, const char *email, uint32_t *ret_retry_ms);
+/* Counts a checked login of email: a failure, or a success from this address. */
+void id_guard_result(struct ad_call *call, const char *email, bool success);
+
 /* ---- handlers -------------------------------------------------------------- */
 
 void id_auth_login(struct ad_call *call);

@@ -91,6 +91,7 @@ static void login_verified(struct ad_call *call, struct id_pw *pw)
 	const char *p[5] = { org.v, acct.v, l->tok.hex, ttl.v, ad_identity_instance() };
 	struct ad_sql *q;
 
+	id_guard_result(call, l->email, pw->ok && l->found);
 	if (!pw->ok || !l->found) {
 		login_free(pw);
 		ad_call_fail(call, AD_REASON_UNAUTHENTICATED, "Wrong email or password", NULL);
@@ -164,6 +165,7 @@ void id_auth_login(struct ad_call *call)
 	struct login *l;
 	struct ad_sql *q;
 	const char *p[2];
+	uint32_t retry_ms;
 
 	if (failed)
 		return;
@@ -176,6 +178,14 @@ void id_auth_login(struct ad_call *call)
 	if (!(l->email = id_email(call, "email"))) {
 		ad_sql_free(q);
 		free(l);
+		return;
+	}
+	if (!id_guard_allows(call, l->email, &retry_ms)) {
+		ad_sql_free(q);
+		login_free(&l->pw);
+		ad_call_fail(call, AD_REASON_RATE_LIMITED,
+			     "Too many failed logins for this account; try again later",
+			     json_pack("{s:I}", "retry_after_ms", (json_int_t)retry_ms));
 		return;
 	}
 	l->org = strdup(org ? org : "");
