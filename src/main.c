@@ -10,6 +10,7 @@
 #include "keys.h"
 #include "log.h"
 #include "migrate.h"
+#include "plugins.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "spec.h"
@@ -36,6 +37,8 @@ static void usage(FILE *f)
 		"A JSON-RPC 2.0 action gateway over WebSocket (GET /ws) and HTTP (/rpc).\n"
 		"Without database.url it creates and runs its own PostgreSQL 15 cluster in\n"
 		"database.data_dir (default ./data); database.enabled=off runs without one.\n"
+		"modules.dir (e.g. -s modules.dir=DIR) loads the plugins (*.so) of DIR at\n"
+		"start; see docs/modules.md.\n"
 		"\n"
 		"Options:\n"
 		"  -c, --config FILE        read settings from an INI file (see README.md)\n"
@@ -247,8 +250,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "actiond: protocol: %s\n", err);
 		return 2;
 	}
+	/* Plugins register after the built-in actions and before migrations. */
+	if (ad_plugins_load(cfg->modules_dir) < 0) {
+		ad_specs_free();
+		return 2;
+	}
 	if (ad_specs_override_rates(cfg, err, sizeof(err))) {
 		fprintf(stderr, "actiond: %s\n", err);
+		ad_plugins_unload();
 		ad_specs_free();
 		return 2;
 	}
@@ -309,6 +318,7 @@ int main(int argc, char **argv)
 out:
 	ad_server_free();
 	ad_worker_shutdown();
+	ad_plugins_unload();
 	ad_keys_free();
 	ad_openrpc_free();
 	ad_rate_free();
