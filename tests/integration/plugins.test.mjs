@@ -158,6 +158,31 @@ test('broken plugins are refused one line each, the sample loads and serves, twi
   }
 });
 
+test('without a database too, refusals do not stop actiond, and nothing of them is served', async () => {
+  const dir = join(work, 'broken-only');
+  mkdirSync(dir);
+  for (const f of BROKEN) copyFileSync(join(BUILD, 'tests', 'plugins', f), join(dir, f));
+  // Neither a hidden file nor a non-.so file is a candidate.
+  copyFileSync(join(BUILD, 'tests', 'plugins', 'bad_version.so'), join(dir, '.hidden.so'));
+  copyFileSync(join(BUILD, 'tests', 'plugins', 'bad_version.so'), join(dir, 'bad_version.so.bak'));
+  const server = await startServer({ modules: { dir: dir + '/' } });
+  try {
+    const lines = refusals(server.log());
+    assert.equal(lines.length, 4, server.log());
+    assert.deepEqual(lines.map((l) => / plugin \S+\/([^/ ]+) refused/.exec(l)[1]), BROKEN, 'in name order');
+    assert.match(server.log(), /0 of 4 plugins loaded/);
+    const c = await connect(server);
+    assert.ok((await c.call('heartbeat', {})).result);
+    const d = await c.call('rpc.discover', {});
+    const methods = d.result.methods.map((m) => m.name);
+    assert.ok(methods.includes('heartbeat'));
+    assert.ok(!methods.some((m) => /^(invalid_spec|duplicate_method|bad_version|missing_symbol)\./.test(m)), methods.join());
+    await c.close();
+  } finally {
+    assert.equal((await server.stop()).code, 0);
+  }
+});
+
 test('a modules.dir that does not exist stops actiond at start', async () => {
   await assert.rejects(
     startServer({ modules: { dir: join(work, 'nowhere') } }),
