@@ -1,7 +1,7 @@
 /*
  * main.c - command line, configuration and start-up of actiond.
  */
-#include "actions.h"
+#include "builtin.h"
 #include "auth.h"
 #include "bootstrap.h"
 #include "cluster.h"
@@ -9,7 +9,10 @@
 #include "embedded.h"
 #include "keys.h"
 #include "log.h"
+#include "loop.h"
 #include "migrate.h"
+#include "module.h"
+#include "openrpc.h"
 #include "plugins.h"
 #include "ratelimit.h"
 #include "server.h"
@@ -172,6 +175,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	ad_config_init(cfg);
+	ad_cfg = cfg;
 	/* The file is read first so that flags override it, whatever order. */
 	for (int i = 1; i < argc - 1; i++)
 		if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))
@@ -246,17 +250,35 @@ int main(int argc, char **argv)
 	}
 	ad_log_level = (enum ad_log_level)cfg->log_level;
 
-	if (ad_specs_load(ad_action_tables, err, sizeof(err))) {
+	if (ad_specs_init(err, sizeof(err))) {
 		fprintf(stderr, "actiond: protocol: %s\n", err);
 		return 2;
 	}
-	/* Plugins register after the built-in actions and before migrations. */
-	if (ad_plugins_load(cfg->modules_dir) < 0) {
+	for (const struct ad_module_info *const *m = ad_builtin_modules; *m; m++) {
+		if (ad_module_load(*m, "built-in", err, sizeof(err))) {
+			fprintf(stderr, "actiond: built-in module %s: %s\n", (*m)->name, err);
+			ad_modules_fini();
+			ad_specs_free();
+			return 2;
+		}
+	}
+	/*
+	 * Plugins register after the built-in modules (whose methods they may
+	 * not take) and before the registry is finalised and migrations run.
+	 */
+	err[0] = '\0';
+	if (ad_plugins_load(cfg->modules_dir) < 0 ||
+	    ad_specs_finalize(err, sizeof(err))) {
+		if (err[0])
+			fprintf(stderr, "actiond: %s\n", err);
+		ad_modules_fini();
+		ad_plugins_unload();
 		ad_specs_free();
 		return 2;
 	}
 	if (ad_specs_override_rates(cfg, err, sizeof(err))) {
 		fprintf(stderr, "actiond: %s\n", err);
+		ad_modules_fini();
 		ad_plugins_unload();
 		ad_specs_free();
 		return 2;
@@ -286,7 +308,8 @@ int main(int argc, char **argv)
 			}
 		}
 		if (ad_keys_init(cfg, ad_srv.db_embedded) ||
-		    ad_migrate(ad_srv.db_conninfo) < 0) {
+		    ad_migrate(ad_srv.db_conninfo) < 0 ||
+		    ad_modules_migrate(ad_srv.db_conninfo) < 0) {
 			status = 1;
 			goto out;
 		}
@@ -318,6 +341,7 @@ int main(int argc, char **argv)
 out:
 	ad_server_free();
 	ad_worker_shutdown();
+	ad_modules_fini();
 	ad_plugins_unload();
 	ad_keys_free();
 	ad_openrpc_free();

@@ -136,6 +136,16 @@ bool ad_json_int(const json_t *v, int64_t *ret);
 bool ad_param_int(const struct ad_call *call, const char *key, int64_t *ret);
 const char *ad_param_str(const struct ad_call *call, const char *key, size_t *ret_len);
 
+/*
+ * Cancels the caller's own unanswered request with this id (on the same
+ * connection), which then answers "cancelled".  Returns false if there is
+ * none.  What the protocol action "cancel" does.
+ */
+bool ad_call_cancel_request(struct ad_call *call, const json_t *request_id);
+
+/* The OpenRPC 1.2 document of every registered action (new reference). */
+json_t *ad_openrpc(void);
+
 /* Handler-private pointer, NULL until set. */
 void ad_call_set_data(struct ad_call *call, void *data);
 void *ad_call_data(const struct ad_call *call);

@@ -41,6 +41,16 @@ extern "C" {
  */
 #define AD_MODULE_API_VERSION 1
 
+/*
+ * A named text compiled into a module: a spec or a migration (actiond's own
+ * build generates arrays of these from files; a plugin may do the same).
+ */
+struct ad_module_text {
+	const char *name;
+	const char *data;
+	size_t len;
+};
+
 /* The registration handle; valid only during init(). */
 struct ad_module;
 

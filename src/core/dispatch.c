@@ -14,10 +14,11 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "rpc.h"
-#include "server.h"
+#include "loop.h"
 #include "spec.h"
 
 #include <libwebsockets.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,7 +233,7 @@ static void timeout_arm(int64_t at)
 	if (timeout_sul_at && timeout_sul_at <= at)
 		return;
 	timeout_sul_at = at;
-	lws_sul_schedule(ad_srv.lws, 0, &timeout_sul, timeout_sul.cb,
+	lws_sul_schedule(ad_loop, 0, &timeout_sul, timeout_sul.cb,
 			 at > lws_now_usecs() ? at - lws_now_usecs() : 0);
 }
 
@@ -402,6 +403,105 @@ const char *ad_call_org(const struct ad_call *c)
 	return c->batch->cred ? c->batch->cred->org : NULL;
 }
 
+int64_t ad_call_org_id(const struct ad_call *c)
+{
+	return c->batch->cred ? c->batch->cred->org_id : 0;
+}
+
+int64_t ad_call_account_id(const struct ad_call *c)
+{
+	return c->batch->cred ? c->batch->cred->account_id : 0;
+}
+
+int64_t ad_call_agent_session_id(const struct ad_call *c)
+{
+	return c->batch->cred ? c->batch->cred->agent_session_id : 0;
+}
+
+void ad_call_log(const struct ad_call *c, enum ad_log_level level, const char *fmt, ...)
+{
+	char msg[768], id[64] = "-";
+	va_list ap;
+
+	if (level > ad_log_level)
+		return;
+	if (c->id && !json_is_null(c->id)) {
+		char *t = json_dumps(c->id, JSON_ENCODE_ANY | JSON_COMPACT);
+
+		snprintf(id, sizeof(id), "%s", t ? t : "?");
+		free(t);
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ad_log(level, "%s [id %s, %s]: %s", c->spec->method, id,
+	       c->batch->cred ? c->batch->cred->id : "anonymous", msg);
+}
+
+void ad_call_progress(struct ad_call *c, json_t *params)
+{
+	struct ad_requester *r = c->batch->req;
+	struct ad_buf b = AD_BUF_INIT;
+	json_t *p = json_is_object(params) ? params : json_object();
+
+	if (params && p != params)
+		json_decref(params);
+	if (c->answered || !c->id || !r || !r->ops->notify) {
+		json_decref(p);
+		return;
+	}
+	json_object_set(p, "request_id", c->id);
+	ad_buf_puts(&b, "{\"jsonrpc\":\"2.0\",\"method\":\"progress\",\"params\":");
+	ad_buf_json(&b, p);
+	ad_buf_putc(&b, '}');
+	if (!b.oom)
+		r->ops->notify(r, b.data, b.len);
+	ad_buf_free(&b);
+	json_decref(p);
+}
+
+bool ad_call_cancel_request(struct ad_call *c, const json_t *request_id)
+{
+	struct ad_requester *r = c->batch->req;
+
+	return r && request_id && ad_dispatch_cancel(r, request_id);
+}
+
+bool ad_json_int(const json_t *v, int64_t *ret)
+{
+	double d;
+
+	if (json_is_integer(v)) {
+		*ret = (int64_t)json_integer_value(v);
+		return true;
+	}
+	if (!json_is_real(v))
+		return false;
+	d = json_real_value(v);
+	/* Integral and inside int64 (2^63 itself is not). */
+	if (d != d || d < -9223372036854775808.0 || d >= 9223372036854775808.0 ||
+	    d != (double)(int64_t)d)
+		return false;
+	*ret = (int64_t)d;
+	return true;
+}
+
+bool ad_param_int(const struct ad_call *c, const char *key, int64_t *ret)
+{
+	return ad_json_int(json_object_get(c->params, key), ret);
+}
+
+const char *ad_param_str(const struct ad_call *c, const char *key, size_t *ret_len)
+{
+	const json_t *v = json_object_get(c->params, key);
+
+	if (!json_is_string(v))
+		return NULL;
+	if (ret_len)
+		*ret_len = json_string_length(v);
+	return json_string_value(v);
+}
+
 const char *ad_call_credential_id(const struct ad_call *c)
 {
 	return c->batch->cred ? c->batch->cred->id : NULL;
@@ -557,7 +657,7 @@ static void run_call(struct ad_call *c, json_t *req, unsigned flags)
 			b->meta.retry_after_ms = retry_ms;
 		goto done_sync;
 	}
-	if (ad_srv.draining) {
+	if (ad_loop_draining) {
 		answer_reason(c, AD_REASON_UNAVAILABLE, "The server is shutting down",
 			      NULL);
 		goto done_sync;
@@ -669,12 +769,12 @@ static void dispatch_doc(struct ad_requester *r, json_t *doc, unsigned flags,
 						       "an empty batch is not a request"));
 			goto out;
 		}
-		if (n > ad_srv.cfg.max_batch) {
+		if (n > ad_cfg->max_batch) {
 			answer_message_error(
 				r, AD_RPC_INVALID_REQUEST, "Invalid Request",
 				json_pack("{s:s,s:s,s:I}", "reason", "payload_too_large",
 					  "detail", "batch too long", "max_batch",
-					  (json_int_t)ad_srv.cfg.max_batch));
+					  (json_int_t)ad_cfg->max_batch));
 			goto out;
 		}
 	}
@@ -703,12 +803,12 @@ void ad_dispatch_message(struct ad_requester *r, const char *data, size_t len,
 	json_t *doc;
 
 	ad_dispatch_stats.messages++;
-	if (ad_json_too_deep(data, len, ad_srv.cfg.max_depth)) {
+	if (ad_json_too_deep(data, len, ad_cfg->max_depth)) {
 		answer_message_error(r, AD_RPC_INVALID_REQUEST, "Invalid Request",
 				     json_pack("{s:s,s:s,s:I}", "reason",
 					       "payload_too_large", "detail",
 					       "JSON nested too deeply", "max_depth",
-					       (json_int_t)ad_srv.cfg.max_depth));
+					       (json_int_t)ad_cfg->max_depth));
 		return;
 	}
 	doc = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);

@@ -18,7 +18,7 @@
 #define AD_DISPATCH_H
 
 #include "actiond/action.h"
-#include "auth.h"
+#include "cred.h"
 #include "buf.h"
 #include "list.h"
 
@@ -44,6 +44,11 @@ struct ad_requester_ops {
 	 */
 	void (*deliver)(struct ad_requester *r, const char *json, size_t len,
 			const struct ad_answer_meta *meta);
+	/*
+	 * Sends a server-to-client notification (len bytes of JSON) now, out
+	 * of band of the answers; NULL for a transport that cannot (HTTP).
+	 */
+	void (*notify)(struct ad_requester *r, const char *json, size_t len);
 };
 
 /* The party a batch of calls answers to: a WebSocket or an HTTP exchange. */

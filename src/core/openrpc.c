@@ -4,7 +4,8 @@
  * auth, risk, rate limit, timeout, side effects, writes) travels in an
  * "x-actiond" extension object on each method.
  */
-#include "actions.h"
+#include "openrpc.h"
+#include "spec.h"
 #include "rpc.h"
 
 #include <string.h>
@@ -93,4 +94,9 @@ void ad_openrpc_free(void)
 {
 	json_decref(document);
 	document = NULL;
+}
+
+json_t *ad_openrpc(void)
+{
+	return json_incref(ad_openrpc_document());
 }

@@ -8,7 +8,8 @@
  * executable, which exports its symbols for that.  The API version the
  * plugin was built for is read from its module constant before any of its
  * functions runs.  The module registry (module.h) does the rest, all or
- * nothing.
+ * nothing, and runs the plugins' fini() at shutdown with the other modules'
+ * (ad_modules_fini); only then are the files unloaded.
  */
 #include "plugins.h"
 #include "log.h"
@@ -198,8 +199,6 @@ void ad_plugins_unload(void)
 	while (nloaded) {
 		struct plugin *p = &loaded[--nloaded];
 
-		if (p->info->fini)
-			p->info->fini();
 		dlclose(p->handle);
 		p->handle = NULL;
 		p->info = NULL;

@@ -18,9 +18,10 @@
 #define AD_PLUGINS_MAX 64
 
 /*
- * Loads every plugin of dir (NULL: none).  Call after the built-in actions
- * are registered (a plugin may not reuse their methods) and before the
- * migrations run (a plugin's migrations are applied with the others).
+ * Loads every plugin of dir (NULL: none).  Call after the built-in modules
+ * are loaded (a plugin may not reuse their methods), before the registry is
+ * finalised (ad_specs_finalize) and the migrations run (a plugin's are
+ * applied with the other modules').
  * Returns the number of plugins loaded, or -1 when dir itself cannot be
  * read (reason logged): a misconfigured directory stops actiond, a bad
  * plugin does not.
@@ -28,9 +29,9 @@
 int ad_plugins_load(const char *dir);
 
 /*
- * Calls fini() of every loaded plugin, in the reverse order of loading, and
- * unloads them.  Call after the event loop and the worker threads have
- * stopped: nothing may run plugin code afterwards.
+ * Unloads every loaded plugin, last loaded first.  Call after the event
+ * loop and the worker threads have stopped and ad_modules_fini() ran the
+ * plugins' fini(): nothing may run plugin code afterwards.
  */
 void ad_plugins_unload(void);
 

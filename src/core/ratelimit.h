@@ -9,7 +9,7 @@
 #ifndef AD_RATELIMIT_H
 #define AD_RATELIMIT_H
 
-#include "auth.h"
+#include "cred.h"
 #include "spec.h"
 
 #include <stdbool.h>

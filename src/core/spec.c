@@ -1,8 +1,9 @@
 /*
- * spec.c - loads the action specs compiled in from protocol/ and binds them to
- * their handlers.
+ * spec.c - the action registry: parsing and checking specs, and the sorted
+ * table the dispatch core looks methods up in.
  */
 #include "spec.h"
+#include "actiond/module.h"
 #include "config.h"
 #include "log.h"
 
@@ -10,11 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const struct ad_embedded_file ad_protocol_files[];
-extern const size_t ad_protocol_files_count;
+extern const struct ad_module_text ad_meta_files[];
+extern const size_t ad_meta_files_count;
 
 struct ad_spec *ad_specs;
 size_t ad_nspecs;
+static size_t specs_cap;
+static bool finalized;
+static struct ad_schema *meta;
+static json_t *metadoc;
 
 const double ad_latency_le[AD_LATENCY_BUCKETS] = {
 	0.0001, 0.00025, 0.001, 0.0025, 0.01, 0.025, 0.1, 0.25, 1, 2.5, 10,
@@ -45,24 +50,6 @@ static int name_index(const char *s, const char *const *names, int n)
 		if (names[i] && !strcmp(s, names[i]))
 			return i;
 	return -1;
-}
-
-static const struct ad_embedded_file *find_file(const char *name)
-{
-	for (size_t i = 0; i < ad_protocol_files_count; i++)
-		if (!strcmp(ad_protocol_files[i].name, name))
-			return &ad_protocol_files[i];
-	return NULL;
-}
-
-static json_t *load_file(const struct ad_embedded_file *f, char *err, size_t errlen)
-{
-	json_error_t jerr;
-	json_t *doc = json_loadb(f->data, f->len, JSON_REJECT_DUPLICATES, &jerr);
-
-	if (!doc)
-		snprintf(err, errlen, "%s:%d: %s", f->name, jerr.line, jerr.text);
-	return doc;
 }
 
 /* Fills the scalar fields of s from its (meta-schema-valid) document. */
@@ -142,101 +129,122 @@ static int cmp_spec(const void *a, const void *b)
 		      ((const struct ad_spec *)b)->method);
 }
 
-int ad_specs_load(const struct ad_handler_entry *const *tables, char *err,
-		  size_t errlen)
+int ad_specs_init(char *err, size_t errlen)
 {
-	const struct ad_embedded_file *metaf = find_file("spec.schema.json");
-	struct ad_schema *meta = NULL;
-	struct ad_schema_error verr;
-	json_t *metadoc = NULL;
-	size_t n = 0;
-	int ret = -1;
+	json_error_t jerr;
 
-	if (!metaf) {
+	if (meta)
+		return 0;
+	if (ad_meta_files_count < 1) {
 		snprintf(err, errlen, "spec.schema.json is not compiled in");
 		return -1;
 	}
-	if (!(metadoc = load_file(metaf, err, errlen)))
+	metadoc = json_loadb(ad_meta_files[0].data, ad_meta_files[0].len,
+			     JSON_REJECT_DUPLICATES, &jerr);
+	if (!metadoc) {
+		snprintf(err, errlen, "spec.schema.json:%d: %s", jerr.line, jerr.text);
 		return -1;
-	if (ad_schema_compile(metadoc, "actiond:/protocol/spec.schema.json", NULL,
-			      NULL, &meta, err, errlen))
-		goto out;
-	ad_specs = calloc(ad_protocol_files_count, sizeof(*ad_specs));
-	if (!ad_specs) {
-		snprintf(err, errlen, "out of memory");
-		goto out;
 	}
-	for (size_t i = 0; i < ad_protocol_files_count; i++) {
-		const struct ad_embedded_file *f = &ad_protocol_files[i];
-		struct ad_spec *s = &ad_specs[n];
+	if (ad_schema_compile(metadoc, "actiond:/protocol/spec.schema.json", NULL, NULL,
+			      &meta, err, errlen)) {
+		metadoc = (json_decref(metadoc), NULL);
+		return -1;
+	}
+	return 0;
+}
 
-		if (f == metaf)
-			continue;
-		if (!(s->doc = load_file(f, err, errlen)))
-			goto out;
-		n++;
-		ad_nspecs = n;
-		if (!ad_schema_validate(meta, s->doc, &verr)) {
-			snprintf(err, errlen, "%s: at \"%s\": %s (%s)", f->name,
-				 verr.pointer, verr.message, verr.keyword);
-			goto out;
-		}
-		if (spec_read(s, f->name, err, errlen) ||
-		    compile_schema(s->doc, "params", f->name, &s->params_schema,
-				   err, errlen) ||
-		    compile_schema(s->doc, "result", f->name, &s->result_schema,
-				   err, errlen))
-			goto out;
-		ad_list_init(&s->inflight);
+int ad_spec_parse(const char *json, size_t len, const char *origin,
+		  struct ad_spec *s, char *err, size_t errlen)
+{
+	struct ad_schema_error verr;
+	json_error_t jerr;
+
+	memset(s, 0, sizeof(*s));
+	if (!meta && ad_specs_init(err, errlen))
+		return -1;
+	if (!(s->doc = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr))) {
+		snprintf(err, errlen, "%s:%d: %s", origin, jerr.line, jerr.text);
+		return -1;
 	}
-	qsort(ad_specs, n, sizeof(*ad_specs), cmp_spec);
-	for (size_t i = 0; i < n; i++) {
+	if (!ad_schema_validate(meta, s->doc, &verr)) {
+		snprintf(err, errlen, "%s: at \"%s\": %s (%s)", origin, verr.pointer,
+			 verr.message, verr.keyword);
+		goto fail;
+	}
+	if (spec_read(s, origin, err, errlen) ||
+	    compile_schema(s->doc, "params", origin, &s->params_schema, err, errlen) ||
+	    compile_schema(s->doc, "result", origin, &s->result_schema, err, errlen))
+		goto fail;
+	ad_list_init(&s->inflight);
+	return 0;
+fail:
+	ad_spec_clear(s);
+	return -1;
+}
+
+void ad_spec_clear(struct ad_spec *s)
+{
+	ad_schema_free(s->params_schema);
+	ad_schema_free(s->result_schema);
+	json_decref(s->doc);
+	memset(s, 0, sizeof(*s));
+}
+
+bool ad_specs_taken(const char *method)
+{
+	for (size_t i = 0; i < ad_nspecs; i++)
+		if (!strcmp(ad_specs[i].method, method))
+			return true;
+	return false;
+}
+
+int ad_specs_add(struct ad_spec *specs, size_t n)
+{
+	if (finalized)
+		return -1;
+	if (ad_nspecs + n > specs_cap) {
+		size_t cap = specs_cap ? specs_cap : 32;
+		struct ad_spec *t;
+
+		while (cap < ad_nspecs + n)
+			cap *= 2;
+		if (!(t = realloc(ad_specs, cap * sizeof(*t))))
+			return -1;
+		ad_specs = t;
+		specs_cap = cap;
+	}
+	memcpy(ad_specs + ad_nspecs, specs, n * sizeof(*specs));
+	ad_nspecs += n;
+	return 0;
+}
+
+int ad_specs_finalize(char *err, size_t errlen)
+{
+	qsort(ad_specs, ad_nspecs, sizeof(*ad_specs), cmp_spec);
+	for (size_t i = 0; i < ad_nspecs; i++) {
 		ad_specs[i].index = (uint32_t)i;
-		ad_list_init(&ad_specs[i].inflight); /* qsort moved the heads */
+		ad_list_init(&ad_specs[i].inflight); /* the array moved the heads */
 		if (i && !strcmp(ad_specs[i].method, ad_specs[i - 1].method)) {
 			snprintf(err, errlen, "method %s is declared twice",
 				 ad_specs[i].method);
-			goto out;
+			return -1;
 		}
 	}
-	for (const struct ad_handler_entry *const *t = tables; *t; t++) {
-		for (const struct ad_handler_entry *h = *t; h->method; h++) {
-			struct ad_spec *s = ad_spec_find(h->method, strlen(h->method));
-
-			if (!s) {
-				snprintf(err, errlen,
-					 "handler %s has no spec in protocol/", h->method);
-				goto out;
-			}
-			s->handler = h->fn;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (!ad_specs[i].handler) {
-			snprintf(err, errlen, "spec %s has no handler",
-				 ad_specs[i].method);
-			goto out;
-		}
-	}
-	ret = 0;
-out:
-	ad_schema_free(meta);
-	json_decref(metadoc);
-	if (ret)
-		ad_specs_free();
-	return ret;
+	finalized = true;
+	return 0;
 }
 
 void ad_specs_free(void)
 {
-	for (size_t i = 0; i < ad_nspecs; i++) {
-		ad_schema_free(ad_specs[i].params_schema);
-		ad_schema_free(ad_specs[i].result_schema);
-		json_decref(ad_specs[i].doc);
-	}
+	for (size_t i = 0; i < ad_nspecs; i++)
+		ad_spec_clear(&ad_specs[i]);
 	free(ad_specs);
 	ad_specs = NULL;
-	ad_nspecs = 0;
+	ad_nspecs = specs_cap = 0;
+	finalized = false;
+	ad_schema_free(meta);
+	meta = NULL;
+	metadoc = (json_decref(metadoc), NULL);
 }
 
 struct ad_spec *ad_spec_find(const char *method, size_t n)

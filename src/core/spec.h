@@ -1,11 +1,12 @@
 /*
- * spec.h - the action registry: specs loaded from protocol/ joined to their
+ * spec.h - the action registry: every module's specs joined to their
  * handlers.
  *
- * Specs are JSON documents (one per action) compiled into the binary by
- * src/embed.c at build time, checked against protocol/spec.schema.json at
- * start, and paired with the handler table.  A spec without a handler or a
- * handler without a spec stops the server from starting.
+ * Specs are JSON documents (one per action), checked against
+ * protocol/spec.schema.json, their schemas compiled once.  Modules add them
+ * while they load (src/core/module.c); once every module is in, the
+ * registry is sorted and frozen (ad_specs_finalize) and never changes
+ * while the loop runs, so a spec pointer stays valid for the process.
  */
 #ifndef AD_SPEC_H
 #define AD_SPEC_H
@@ -64,25 +65,25 @@ struct ad_spec {
 	double stat_latency_sum;
 };
 
-struct ad_handler_entry {
-	const char *method;
-	ad_handler_fn fn;
-};
-
-/* A file compiled into the binary by embed.c. */
-struct ad_embedded_file {
-	const char *name;
-	const char *data;
-	size_t len;
-};
+/* Compiles the spec meta-schema (embedded from protocol/); 0 or -1. */
+int ad_specs_init(char *err, size_t errlen);
 
 /*
- * Loads every embedded spec, validates it against the spec meta-schema,
- * compiles its schemas and binds its handler from the given tables (each
- * ends with a {NULL, NULL} entry).  Returns 0, or -1 with a reason in err.
+ * Parses one spec (len bytes of JSON), checks it against the meta-schema
+ * and compiles its schemas into *s (zeroed first).  origin names it in
+ * errors.  Returns 0, or -1 with the reason in err (s is then cleared).
  */
-int ad_specs_load(const struct ad_handler_entry *const *tables, char *err,
-		  size_t errlen);
+int ad_spec_parse(const char *json, size_t len, const char *origin,
+		  struct ad_spec *s, char *err, size_t errlen);
+/* Frees what ad_spec_parse() made; accepts a zeroed spec. */
+void ad_spec_clear(struct ad_spec *s);
+
+/* True if a method is in the registry already (before or after finalize). */
+bool ad_specs_taken(const char *method);
+/* Moves n parsed, handler-bound specs into the registry; 0 or -1 (memory). */
+int ad_specs_add(struct ad_spec *specs, size_t n);
+/* Sorts the registry and makes it live; 0, or -1 with a reason. */
+int ad_specs_finalize(char *err, size_t errlen);
 void ad_specs_free(void);
 
 /* Applies the [rate_limits] overrides of the configuration. */

@@ -6,7 +6,6 @@
 #include "keys.h"
 #include "log.h"
 #include "spec.h"
-#include "ws.h"
 
 #include <libpq-fe.h>
 #include <sodium.h>
@@ -26,26 +25,6 @@ static size_t nkeys;
 /* The token table: open addressing on the (uniformly random) token hash. */
 static struct ad_cred **table;
 static size_t table_cap, table_used;
-
-struct ad_cred *ad_cred_ref(struct ad_cred *c)
-{
-	if (c)
-		c->refs++;
-	return c;
-}
-
-struct ad_cred *ad_cred_unref(struct ad_cred *c)
-{
-	if (!c || --c->refs)
-		return NULL;
-	for (size_t i = 0; i < c->n_integrations; i++)
-		free(c->integrations[i]);
-	free(c->integrations);
-	free(c->org);
-	free(c->id);
-	free(c);
-	return NULL;
-}
 
 static struct ad_cred *cred_alloc(enum ad_cred_kind kind, enum ad_role role,
 				  const char *org, const char *id)
@@ -390,23 +369,6 @@ static bool scope_matches(const struct ad_revoke_scope *s, const struct ad_cred 
 	       (!s->agent_session_id || c->agent_session_id == s->agent_session_id);
 }
 
-/* Closes every socket on c and marks it revoked; returns how many. */
-static size_t cred_close_all(struct ad_cred *c, const char *reason, int64_t t0_us,
-			     struct ad_flush_wait *w)
-{
-	size_t n = 0;
-
-	c->revoked = true;
-	while (!ad_list_empty(&c->conns)) {
-		struct ad_conn *conn = ad_container_of(ad_list_first(&c->conns),
-						       struct ad_conn, cred_node);
-
-		ad_ws_revoke(conn, reason, t0_us, w); /* unlinks it from c->conns */
-		n++;
-	}
-	return n;
-}
-
 size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
 		      int64_t t0_us, struct ad_flush_wait *w)
 {
@@ -421,7 +383,7 @@ size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
 		}
 		ad_cred_ref(c);
 		table_remove_at(i); /* may move a later entry into slot i */
-		closed += cred_close_all(c, reason, t0_us, w);
+		closed += ad_cred_close_all(c, reason, t0_us, w);
 		ad_cred_unref(c);
 	}
 	return closed;
@@ -452,7 +414,7 @@ void ad_auth_resync(const PGresult *r)
 		}
 		ad_cred_ref(c);
 		table_remove_at(i);
-		cred_close_all(c, "revoked", 0, NULL);
+		ad_cred_close_all(c, "revoked", 0, NULL);
 		ad_cred_unref(c);
 	}
 }
@@ -468,7 +430,7 @@ void ad_auth_expire(int64_t now_unix)
 		}
 		ad_cred_ref(c);
 		table_remove_at(i);
-		cred_close_all(c, "expired", 0, NULL);
+		ad_cred_close_all(c, "expired", 0, NULL);
 		ad_cred_unref(c);
 	}
 }

@@ -19,6 +19,7 @@
 
 #include "actiond/action.h"
 #include "config.h"
+#include "cred.h"
 #include "list.h"
 
 #include <stddef.h>
@@ -26,30 +27,6 @@
 
 /* Tokens longer than this are refused before hashing. */
 #define AD_TOKEN_MAX 512
-
-struct ad_cred {
-	uint32_t refs;
-	enum ad_cred_kind kind;
-	enum ad_role role;       /* the account's role in the org; none for agents */
-	char *org;               /* org slug */
-	char *id;                /* "api_token:12": stable and safe to log */
-	int64_t db_id;           /* credentials.id, 0 for configured API keys */
-	int64_t org_id;
-	int64_t account_id;      /* 0 for agents and API keys */
-	int64_t agent_session_id;
-	int64_t expires_at;      /* unix seconds, 0 = never */
-	char **integrations;     /* agent sessions: what they may use */
-	size_t n_integrations;
-	uint8_t hash[32];        /* keyed token hash (database credentials) */
-	bool cached;             /* in the token table */
-	bool revoked;
-	bool seen;               /* scratch for ad_auth_resync() */
-	struct ad_list conns;    /* WebSocket connections authenticated by it */
-};
-
-struct ad_cred *ad_cred_ref(struct ad_cred *c);
-/* Drops a reference; accepts NULL; returns NULL. */
-struct ad_cred *ad_cred_unref(struct ad_cred *c);
 
 /* Builds the API-key table from the configuration. */
 int ad_auth_init(const struct ad_config *cfg);
@@ -120,7 +97,6 @@ struct ad_revoke_scope {
  * for the revoke-to-close histogram; w (may be NULL) counts the sockets until
  * their close frames are written.  Returns the number of sockets closed.
  */
-struct ad_flush_wait;
 size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
 		      int64_t t0_us, struct ad_flush_wait *w);
 

@@ -4,8 +4,7 @@
 #include "cluster.h"
 #include "db.h"
 #include "log.h"
-#include "server.h"
-#include "ws.h"
+#include "loop.h"
 
 #include <libwebsockets.h>
 #include <sodium.h>

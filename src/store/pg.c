@@ -18,7 +18,7 @@
 #include "pg.h"
 #include "list.h"
 #include "log.h"
-#include "server.h"
+#include "loop.h"
 
 #include <arpa/inet.h>
 #include <libwebsockets.h>
@@ -266,7 +266,7 @@ static void conn_want_write(struct pgconn *c)
 	if (!c->wsi)
 		return;
 	if (c->in_writable)
-		lws_sul_schedule(ad_srv.lws, 0, &c->rearm, rearm_fire, 1);
+		lws_sul_schedule(ad_loop, 0, &c->rearm, rearm_fire, 1);
 	else
 		lws_callback_on_writable(c->wsi);
 }
@@ -473,7 +473,7 @@ static int conn_adopt(struct pgconn *c)
 	fd.filefd = dup(s);
 	if (fd.filefd < 0)
 		return -1;
-	c->wsi = lws_adopt_descriptor_vhost(ad_srv.vhost, LWS_ADOPT_RAW_FILE_DESC, fd,
+	c->wsi = lws_adopt_descriptor_vhost(ad_loop_vhost, LWS_ADOPT_RAW_FILE_DESC, fd,
 					    AD_PG_PROTOCOL, NULL);
 	if (!c->wsi) {
 		close(fd.filefd);
@@ -488,7 +488,7 @@ static void pool_sul_arm(int64_t at)
 {
 	int64_t now = lws_now_usecs();
 
-	lws_sul_schedule(ad_srv.lws, 0, &pool_sul, pool_sul.cb,
+	lws_sul_schedule(ad_loop, 0, &pool_sul, pool_sul.cb,
 			 at > now ? at - now : 1);
 }
 

@@ -9,6 +9,7 @@
 #include "embedded.h"
 #include "http.h"
 #include "log.h"
+#include "loop.h"
 #include "pg.h"
 #include "worker.h"
 #include "ws.h"
@@ -25,36 +26,6 @@
 #define DRAIN_GRACE_US (1000 * 1000)
 
 struct ad_server ad_srv;
-
-/* ---- ad_timer: one-shot timers embedded in their owners ------------------ */
-
-struct timer_impl {
-	lws_sorted_usec_list_t sul;
-	ad_timer_fn fn;
-};
-
-_Static_assert(sizeof(struct timer_impl) <= sizeof(struct ad_timer),
-	       "struct ad_timer is too small for its implementation");
-
-static void timer_fire(lws_sorted_usec_list_t *sul)
-{
-	struct timer_impl *t = ad_container_of(sul, struct timer_impl, sul);
-
-	t->fn((struct ad_timer *)(void *)t);
-}
-
-void ad_timer_start(struct ad_timer *t, uint32_t ms, ad_timer_fn fn)
-{
-	struct timer_impl *ti = (struct timer_impl *)(void *)t;
-
-	ti->fn = fn;
-	lws_sul_schedule(ad_srv.lws, 0, &ti->sul, timer_fire, (lws_usec_t)ms * 1000);
-}
-
-void ad_timer_stop(struct ad_timer *t)
-{
-	lws_sul_cancel(&((struct timer_impl *)(void *)t)->sul);
-}
 
 /* lws allocates one of these per connection; which member is live depends
  * on the callback reason (HTTP or WebSocket). */
@@ -146,6 +117,7 @@ void ad_server_drain(void)
 	ad_log_info("draining: %u WebSockets, %llu calls in flight", ad_srv.n_ws,
 		    (unsigned long long)ad_dispatch_stats.calls_inflight);
 	ad_srv.draining = true;
+	ad_loop_draining = true;
 	ad_srv.drain_deadline_us =
 		lws_now_usecs() + (int64_t)ad_srv.cfg.shutdown_timeout_ms * 1000;
 	/*
@@ -261,6 +233,7 @@ int ad_server_init(void)
 		return -1;
 	}
 	ad_dispatch_init();
+	ad_ws_init();
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
@@ -272,6 +245,8 @@ int ad_server_init(void)
 
 	lws_sul_schedule(ad_srv.lws, 0, &ad_srv.tick, tick, TICK_US);
 	ad_srv.vhost = lws_get_vhost_by_name(ad_srv.lws, "default");
+	ad_loop = ad_srv.lws;
+	ad_loop_vhost = ad_srv.vhost;
 	/* With port 0 the kernel picks one; say which (tests read this line). */
 	if (ad_srv.db_conninfo[0]) {
 		struct ad_pg_options po = {
@@ -312,6 +287,8 @@ void ad_server_free(void)
 		ad_dispatch_shutdown();
 		lws_context_destroy(ad_srv.lws); /* closes what is still open */
 		ad_srv.lws = NULL;
+		ad_loop = NULL;
+		ad_loop_vhost = NULL;
 	}
 	ad_dispatch_free();
 	ad_ws_free();

@@ -311,42 +311,6 @@ void ad_ws_close(struct ad_conn *c, uint16_t code)
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_GRACE_SECS);
 }
 
-struct ad_flush_wait *ad_flush_wait_new(void (*done)(struct ad_flush_wait *w), void *arg)
-{
-	struct ad_flush_wait *w = calloc(1, sizeof(*w));
-
-	if (w) {
-		w->done = done;
-		w->arg = arg;
-	}
-	return w;
-}
-
-static void flush_wait_check(struct ad_flush_wait *w)
-{
-	if (w->pending || !w->armed)
-		return;
-	if (w->orphan)
-		free(w);
-	else if (w->done)
-		w->done(w); /* the owner frees it */
-}
-
-void ad_flush_wait_arm(struct ad_flush_wait *w)
-{
-	w->armed = true;
-	flush_wait_check(w);
-}
-
-void ad_flush_wait_orphan(struct ad_flush_wait *w)
-{
-	if (!w)
-		return;
-	w->orphan = true;
-	w->armed = true;
-	flush_wait_check(w);
-}
-
 /* c's close frame is out (or c is gone): let its waiter know. */
 static void flush_wait_release(struct ad_conn *c)
 {
@@ -355,8 +319,7 @@ static void flush_wait_release(struct ad_conn *c)
 	if (!w)
 		return;
 	c->flush_wait = NULL;
-	w->pending--;
-	flush_wait_check(w);
+	ad_flush_wait_release(w);
 }
 
 void ad_ws_revoke(struct ad_conn *c, const char *reason, int64_t t0_us,
@@ -505,7 +468,24 @@ static void ws_deliver(struct ad_requester *r, const char *json, size_t len,
 		ad_ws_close(c, AD_CLOSE_SHUTDOWN);
 }
 
-static const struct ad_requester_ops ws_ops = { .deliver = ws_deliver };
+/* A notification for this socket alone (progress of one of its calls). */
+static void ws_notify(struct ad_requester *r, const char *json, size_t len)
+{
+	struct ad_conn *c = ad_container_of(r, struct ad_conn, req);
+	struct ad_msg *m;
+
+	if (c->close_code)
+		return;
+	if (!(m = ad_msg_new(json, len))) {
+		ad_ws_close(c, AD_CLOSE_SLOW);
+		return;
+	}
+	ad_ws_send(c, m);
+	ad_msg_unref(m);
+}
+
+static const struct ad_requester_ops ws_ops = { .deliver = ws_deliver,
+						.notify = ws_notify };
 
 /* ---- receiving ----------------------------------------------------------- */
 
@@ -643,6 +623,18 @@ void ad_ws_tick(int64_t now)
 		ad_srv.close_heartbeat++;
 		ad_ws_close(c, AD_CLOSE_HEARTBEAT);
 	}
+}
+
+/* How identity closes a socket whose credential it revoked (see cred.h). */
+static void revoke_hook(struct ad_list *node, const char *reason, int64_t t0_us,
+			struct ad_flush_wait *w)
+{
+	ad_ws_revoke(ad_container_of(node, struct ad_conn, cred_node), reason, t0_us, w);
+}
+
+void ad_ws_init(void)
+{
+	ad_cred_set_revoke_hook(revoke_hook);
 }
 
 size_t ad_broadcast(struct ad_msg *m, ad_conn_filter_fn filter, void *arg)

@@ -6,6 +6,7 @@
 #define AD_WS_H
 
 #include "buf.h"
+#include "cred.h"
 #include "dispatch.h"
 #include "list.h"
 #include "outq.h"
@@ -68,25 +69,6 @@ void ad_ws_send(struct ad_conn *c, struct ad_msg *m);
 void ad_ws_close(struct ad_conn *c, uint16_t code);
 
 /*
- * Counts revoked sockets whose close frame has not been written yet, so that
- * a revocation answers (or acknowledges) only once they all have.  done runs
- * when the count reaches zero; a waiter whose owner went away is orphaned
- * and freed at zero instead.
- */
-struct ad_flush_wait {
-	uint32_t pending;
-	bool armed;                 /* done may run (all sockets counted) */
-	bool orphan;
-	void (*done)(struct ad_flush_wait *w);
-	void *arg;
-};
-struct ad_flush_wait *ad_flush_wait_new(void (*done)(struct ad_flush_wait *w), void *arg);
-/* Everything is counted: runs done now if nothing is pending. */
-void ad_flush_wait_arm(struct ad_flush_wait *w);
-/* The owner no longer cares; w is freed once nothing points at it. */
-void ad_flush_wait_orphan(struct ad_flush_wait *w);
-
-/*
  * The credential under c was revoked: in-flight calls are cancelled, the
  * queue is replaced by one session_revoked notification, then the socket is
  * closed with 4001.  Unlinks c from its credential.  w (may be NULL) counts
@@ -116,6 +98,8 @@ void ad_ws_tick(int64_t now);
 typedef bool (*ad_conn_filter_fn)(const struct ad_conn *c, void *arg);
 size_t ad_broadcast(struct ad_msg *m, ad_conn_filter_fn filter, void *arg);
 
+/* Tells the identity layer how revoked sockets are closed. */
+void ad_ws_init(void);
 void ad_ws_free(void);
 
 #endif

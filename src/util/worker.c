@@ -2,7 +2,7 @@
  * worker.c - the off-loop thread pool.
  */
 #include "worker.h"
-#include "server.h"
+#include "loop.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -54,8 +54,8 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&lock);
 		push(&done_head, &done_tail, w);
 		/* Wake the loop; lws_cancel_service() is safe from any thread. */
-		if (ad_srv.lws)
-			lws_cancel_service(ad_srv.lws);
+		if (ad_loop)
+			lws_cancel_service(ad_loop);
 	}
 	pthread_mutex_unlock(&lock);
 	return NULL;

@@ -10,9 +10,12 @@
  *
  * Every answer must be valid JSON of the right shape, or the driver aborts.
  */
-#include "actions.h"
+#include "builtin.h"
+#include "module.h"
+#include "openrpc.h"
 #include "auth.h"
 #include "dispatch.h"
+#include "loop.h"
 #include "server.h"
 #include "spec.h"
 
@@ -76,11 +79,19 @@ static void init(void)
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	lws_set_log_level(LLL_ERR, NULL);
 	ad_config_init(&ad_srv.cfg);
+	ad_cfg = &ad_srv.cfg;
 	ad_list_init(&ad_srv.ws_active);
 	ad_list_init(&ad_srv.http);
 	ad_list_init(&cred.conns);
 	ad_srv.lws = lws_create_context(&info); /* for timers; never serviced */
-	if (!ad_srv.lws || ad_specs_load(ad_action_tables, err, sizeof(err))) {
+	ad_loop = ad_srv.lws;
+	if (!ad_srv.lws || ad_specs_init(err, sizeof(err)))
+		goto fail;
+	for (const struct ad_module_info *const *m = ad_builtin_modules; *m; m++)
+		if (ad_module_load(*m, "built-in", err, sizeof(err)))
+			goto fail;
+	if (ad_specs_finalize(err, sizeof(err))) {
+fail:
 		fprintf(stderr, "fuzz init failed: %s\n", err);
 		exit(1);
 	}

@@ -4,13 +4,13 @@
  * thousands of insertions and scope revocations (backward-shift deletion),
  * and revocation scopes that match exactly what they say.
  *
- * ad_ws_revoke() is the one function of the socket layer auth.c calls; here
- * it records the sockets it is asked to close instead of closing them.
+ * The revoke hook (cred.h) is how the transport closes a socket whose
+ * credential was revoked; here it records the sockets it is asked to close
+ * instead of closing them.
  */
 #include "auth.h"
 #include "check.h"
 #include "keys.h"
-#include "ws.h"
 
 #include <sodium.h>
 #include <stdlib.h>
@@ -19,13 +19,13 @@
 
 static size_t closed;
 
-void ad_ws_revoke(struct ad_conn *c, const char *reason, int64_t t0_us,
-		  struct ad_flush_wait *w)
+static void revoke_hook(struct ad_list *node, const char *reason, int64_t t0_us,
+			struct ad_flush_wait *w)
 {
 	(void)reason;
 	(void)t0_us;
 	(void)w;
-	ad_list_del(&c->cred_node);
+	ad_list_del(node);
 	closed++;
 }
 
@@ -34,7 +34,7 @@ struct issued {
 	int64_t org, account, agent;
 	enum ad_cred_kind kind;
 	bool revoked;
-	struct ad_conn conn; /* one fake socket resting on it */
+	struct ad_list conn; /* one fake socket resting on it */
 };
 
 static struct issued *tok;
@@ -77,6 +77,7 @@ int main(void)
 
 	setenv("ACTIOND_MASTER_KEY",
 	       "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", 1);
+	ad_cred_set_revoke_hook(revoke_hook);
 	if (sodium_init() < 0)
 		return 1;
 	ad_config_init(&cfg);
@@ -100,7 +101,7 @@ int main(void)
 				   t->agent, 0, h);
 		CHECK(c && ad_auth_cache_add(c) == 0);
 		CHECK(c && ad_auth_cache_add(c) == 0); /* a second add changes nothing */
-		ad_list_add_tail(&c->conns, &t->conn.cred_node);
+		ad_list_add_tail(&c->conns, &t->conn);
 		ad_cred_unref(c);
 	}
 	CHECK(ad_auth_cache_size() == N);

@@ -9,7 +9,7 @@
  * answered once, and stored only as their keyed hash; the new credential
  * enters this instance's cache at once and the others' through NOTIFY.
  */
-#include "actions.h"
+#include "builtin.h"
 #include "auth.h"
 #include "cluster.h"
 #include "db.h"
@@ -805,21 +805,38 @@ out:
 	free(box_hex);
 }
 
-const struct ad_handler_entry ad_identity_actions[] = {
-	{ "auth.login", auth_login },
-	{ "auth.logout", auth_logout },
-	{ "account.session_list", session_list },
-	{ "account.session_revoke", session_revoke },
-	{ "account.session_revoke_all", session_revoke_all },
-	{ "account.token_create", token_create },
-	{ "account.token_list", token_list },
-	{ "account.token_revoke", token_revoke },
-	{ "admin.account_create", account_create },
-	{ "admin.account_disable", account_disable },
-	{ "admin.session_revoke_all", admin_session_revoke_all },
-	{ "admin.token_revoke_all", admin_token_revoke_all },
-	{ "admin.agent_session_create", agent_session_create },
-	{ "admin.agent_session_revoke", agent_session_revoke },
-	{ "admin.credential_set", credential_set },
-	{ NULL, NULL },
+static int identity_init(struct ad_module *m)
+{
+	static const struct {
+		const char *method;
+		ad_handler_fn fn;
+	} handlers[] = {
+		{ "auth.login", auth_login },
+		{ "auth.logout", auth_logout },
+		{ "account.session_list", session_list },
+		{ "account.session_revoke", session_revoke },
+		{ "account.session_revoke_all", session_revoke_all },
+		{ "account.token_create", token_create },
+		{ "account.token_list", token_list },
+		{ "account.token_revoke", token_revoke },
+		{ "admin.account_create", account_create },
+		{ "admin.account_disable", account_disable },
+		{ "admin.session_revoke_all", admin_session_revoke_all },
+		{ "admin.token_revoke_all", admin_token_revoke_all },
+		{ "admin.agent_session_create", agent_session_create },
+		{ "admin.agent_session_revoke", agent_session_revoke },
+		{ "admin.credential_set", credential_set },
+	};
+
+	for (size_t i = 0; i < ad_identity_specs_count; i++)
+		if (ad_module_add_spec(m, ad_identity_specs[i].data, ad_identity_specs[i].len))
+			return -1;
+	for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
+		if (ad_module_handle(m, handlers[i].method, handlers[i].fn))
+			return -1;
+	return 0;
+}
+
+const struct ad_module_info ad_identity_module = {
+	AD_MODULE_API_VERSION, "identity", ACTIOND_VERSION, identity_init, NULL,
 };

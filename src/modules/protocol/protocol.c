@@ -1,12 +1,10 @@
 /*
- * builtin.c - the protocol actions: heartbeat, cancel and rpc.discover.
+ * protocol.c - the protocol module: heartbeat, cancel and rpc.discover.
  */
-#include "actions.h"
-#include "dispatch.h"
-#include "server.h"
+#include "actiond/actiond.h"
+#include "builtin.h"
 
 #include <stdio.h>
-
 #include <time.h>
 
 /*
@@ -51,29 +49,26 @@ static void heartbeat(struct ad_call *call)
 static void cancel(struct ad_call *call)
 {
 	const json_t *id = json_object_get(ad_call_params(call), "request_id");
-	struct ad_requester *r = ad_call_requester(call);
-	bool found = r && ad_dispatch_cancel(r, id);
+	bool found = ad_call_cancel_request(call, id);
 
 	ad_call_reply(call, json_pack("{s:b}", "cancelled", found));
 }
 
 static void discover(struct ad_call *call)
 {
-	ad_call_reply(call, json_incref(ad_openrpc_document()));
+	ad_call_reply(call, ad_openrpc());
 }
 
-const struct ad_handler_entry ad_builtin_actions[] = {
-	{ "heartbeat", heartbeat },
-	{ "cancel", cancel },
-	{ "rpc.discover", discover },
-	{ NULL, NULL },
-};
+static int protocol_init(struct ad_module *m)
+{
+	for (size_t i = 0; i < ad_protocol_specs_count; i++)
+		if (ad_module_add_spec(m, ad_protocol_specs[i].data, ad_protocol_specs[i].len))
+			return -1;
+	return ad_module_handle(m, "heartbeat", heartbeat) ||
+	       ad_module_handle(m, "cancel", cancel) ||
+	       ad_module_handle(m, "rpc.discover", discover);
+}
 
-const struct ad_handler_entry *const ad_action_tables[] = {
-	ad_builtin_actions,
-	ad_identity_actions,
-#ifdef AD_TEST_ACTIONS
-	ad_test_actions,
-#endif
-	NULL,
+const struct ad_module_info ad_protocol_module = {
+	AD_MODULE_API_VERSION, "protocol", ACTIOND_VERSION, protocol_init, NULL,
 };

@@ -4,7 +4,7 @@
  * and output checking against the real binary.  Their specs live in
  * tests/protocol/.
  */
-#include "actions.h"
+#include "builtin.h"
 #include "db.h"
 #include "dispatch.h"
 #include "outq.h"
@@ -183,21 +183,38 @@ static void spec_null(struct ad_call *call)
 	ad_call_reply(call, NULL);
 }
 
-const struct ad_handler_entry ad_test_actions[] = {
-	{ "subtract", spec_subtract },
-	{ "sum", spec_sum },
-	{ "get_data", spec_get_data },
-	{ "update", spec_null },
-	{ "notify_sum", spec_null },
-	{ "notify_hello", spec_null },
-	{ "test.sleep", test_sleep },
-	{ "test.db_sleep", test_db_sleep },
-	{ "test.echo", test_echo },
-	{ "test.blob", test_blob },
-	{ "test.broadcast", test_broadcast },
-	{ "test.bad_output", test_bad_output },
-	{ "test.admin_only", test_ok },
-	{ "test.limited", test_ok },
-	{ "test.limited_both", test_ok },
-	{ NULL, NULL },
+static int test_init(struct ad_module *m)
+{
+	static const struct {
+		const char *method;
+		ad_handler_fn fn;
+	} handlers[] = {
+		{ "subtract", spec_subtract },
+		{ "sum", spec_sum },
+		{ "get_data", spec_get_data },
+		{ "update", spec_null },
+		{ "notify_sum", spec_null },
+		{ "notify_hello", spec_null },
+		{ "test.sleep", test_sleep },
+		{ "test.db_sleep", test_db_sleep },
+		{ "test.echo", test_echo },
+		{ "test.blob", test_blob },
+		{ "test.broadcast", test_broadcast },
+		{ "test.bad_output", test_bad_output },
+		{ "test.admin_only", test_ok },
+		{ "test.limited", test_ok },
+		{ "test.limited_both", test_ok },
+	};
+
+	for (size_t i = 0; i < ad_test_specs_count; i++)
+		if (ad_module_add_spec(m, ad_test_specs[i].data, ad_test_specs[i].len))
+			return -1;
+	for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
+		if (ad_module_handle(m, handlers[i].method, handlers[i].fn))
+			return -1;
+	return 0;
+}
+
+const struct ad_module_info ad_test_module = {
+	AD_MODULE_API_VERSION, "test", ACTIOND_VERSION, test_init, NULL,
 };
