@@ -59,6 +59,12 @@ struct ad_sql *ad_sql_new(struct ad_call *call, unsigned flags);
 int ad_sql_add(struct ad_sql *q, const char *sql, int nparams,
 	       const char *const *params);
 
+/* How many statements the batch holds. */
+int ad_sql_count(const struct ad_sql *q);
+
+/* Drops a batch without running it (the call is untouched); NULL is fine. */
+void ad_sql_free(struct ad_sql *q);
+
 /*
  * Called once per batch that ran, on the loop.  res is valid only during
  * the callback.  arg is the handler's; the callback owns it from here.

@@ -517,6 +517,16 @@ const char *ad_call_role(const struct ad_call *c)
 	return c->batch->cred ? ad_role_name(c->batch->cred->role) : "none";
 }
 
+const struct ad_spec *ad_call_spec(const struct ad_call *c)
+{
+	return c->spec;
+}
+
+int64_t ad_call_deadline_us(const struct ad_call *c)
+{
+	return c->start_us + (int64_t)c->spec->timeout_ms * 1000;
+}
+
 struct ad_requester *ad_call_requester(const struct ad_call *c)
 {
 	return c->batch->req;

@@ -96,6 +96,11 @@ void ad_call_set_cookie(struct ad_call *call, const char *value);
 /* Overrides the HTTP status of a single successful answer (e.g. 202). */
 void ad_call_set_http_status(struct ad_call *call, int status);
 
+/* The spec of a call (once it passed method lookup). */
+const struct ad_spec *ad_call_spec(const struct ad_call *call);
+/* When the call's timeout passes (monotonic microseconds). */
+int64_t ad_call_deadline_us(const struct ad_call *call);
+
 /* The requester of a call, NULL once it went away. */
 struct ad_requester *ad_call_requester(const struct ad_call *call);
 

@@ -237,7 +237,8 @@ int ad_module_load(const struct ad_module_info *info, const char *origin, char *
 		return -1;
 	}
 	free(m.specs); /* moved into the registry */
-	qsort(m.migs, m.nmigs, sizeof(*m.migs), cmp_mig);
+	if (m.nmigs)
+		qsort(m.migs, m.nmigs, sizeof(*m.migs), cmp_mig);
 	loaded[nloaded++] = (struct loaded){ info, m.migs, m.nmigs };
 	ad_log_debug("module %s %s (%s): %zu actions, %zu migrations", info->name,
 		     info->version ? info->version : "", origin, m.nspecs, m.nmigs);

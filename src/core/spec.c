@@ -202,6 +202,8 @@ int ad_specs_add(struct ad_spec *specs, size_t n)
 {
 	if (finalized)
 		return -1;
+	if (!n)
+		return 0;
 	if (ad_nspecs + n > specs_cap) {
 		size_t cap = specs_cap ? specs_cap : 32;
 		struct ad_spec *t;

@@ -369,11 +369,43 @@ static bool scope_matches(const struct ad_revoke_scope *s, const struct ad_cred 
 	       (!s->agent_session_id || c->agent_session_id == s->agent_session_id);
 }
 
+/*
+ * Recent scope revocations, numbered: a credential whose creation (or
+ * loading) began before one of these and that it covers must not enter the
+ * cache afterwards - its row was revoked, or never committed live.
+ */
+#define RECENT_REVOCATIONS 256
+static struct ad_revoke_scope recent[RECENT_REVOCATIONS];
+static uint64_t revocation_seq;
+
+uint64_t ad_auth_revocation_seq(void)
+{
+	return revocation_seq;
+}
+
+bool ad_auth_revoked_since(uint64_t seq, const struct ad_cred *c)
+{
+	/* Older than what is remembered: assume the worst. */
+	if (revocation_seq - seq > RECENT_REVOCATIONS)
+		return true;
+	for (uint64_t k = seq + 1; k <= revocation_seq; k++) {
+		const struct ad_revoke_scope *s = &recent[k % RECENT_REVOCATIONS];
+
+		if (c->org_id == s->org_id && (!s->kind || c->kind == s->kind) &&
+		    (!s->account_id || c->account_id == s->account_id) &&
+		    (!s->agent_session_id || c->agent_session_id == s->agent_session_id) &&
+		    !s->cred_id)
+			return true;
+	}
+	return false;
+}
+
 size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
 		      int64_t t0_us, struct ad_flush_wait *w)
 {
 	size_t closed = 0;
 
+	recent[++revocation_seq % RECENT_REVOCATIONS] = *s;
 	for (size_t i = 0; i < table_cap;) {
 		struct ad_cred *c = table[i];
 

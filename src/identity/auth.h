@@ -20,6 +20,7 @@
 #include "actiond/action.h"
 #include "config.h"
 #include "cred.h"
+#include "issuer.h"
 #include "list.h"
 
 #include <stddef.h>
@@ -78,19 +79,6 @@ struct pg_result;
 struct ad_cred *ad_auth_cred_from_row(const struct pg_result *r, int row);
 
 /*
- * What a revocation covers: the credentials of org_id (required) that match
- * every other field set (0 = any).
- */
-struct ad_revoke_scope {
-	int64_t org_id;
-	int64_t cred_id;
-	int64_t account_id;
-	int64_t agent_session_id;
-	enum ad_cred_kind kind;
-	int64_t except_cred_id;   /* spared (e.g. the caller's own session) */
-};
-
-/*
  * Revokes every cached credential the scope matches: removes it from the
  * cache and closes each WebSocket resting on it (a session_revoked
  * notification, then close 4001).  t0_us is when the revocation happened,
@@ -105,6 +93,13 @@ size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
  * revokes locally (closing sockets) what is no longer there.
  */
 void ad_auth_resync(const struct pg_result *r);
+
+/*
+ * The number of scope revocations this instance has applied so far, and
+ * whether one applied after seq covers c (see ad_identity_cache_add()).
+ */
+uint64_t ad_auth_revocation_seq(void);
+bool ad_auth_revoked_since(uint64_t seq, const struct ad_cred *c);
 
 /* Drops expired credentials from the cache, closing their sockets. */
 void ad_auth_expire(int64_t now_unix);

@@ -46,14 +46,10 @@ static bool insert_id(PGconn *c, const char *sql, int n, const char *const *para
 /* Inserts a credential (announced to running servers); its id in idbuf. */
 static bool add_credential(PGconn *c, const char *kind, const char *org_id,
 			   const char *account_id, const char *agent_id,
-			   const char *name, const char *token, char idbuf[32])
+			   const char *name, const struct ad_token *t, char idbuf[32])
 {
-	uint8_t h[32];
-	char hex[65];
-	const char *p[6] = { kind, org_id, account_id, agent_id, hex, name };
+	const char *p[6] = { kind, org_id, account_id, agent_id, t->hex, name };
 
-	ad_keys_token_hash(token, strlen(token), h);
-	sodium_bin2hex(hex, sizeof(hex), h, 32);
 	return insert_id(c,
 			 "WITH ins AS (INSERT INTO credentials (kind, org_id, account_id, "
 			 "agent_session_id, token_hash, name) VALUES ($1, $2, "
@@ -66,7 +62,7 @@ static bool add_credential(PGconn *c, const char *kind, const char *org_id,
 int ad_bootstrap(const char *conninfo, const struct ad_bootstrap_opts *o)
 {
 	char password[64], pwhash[crypto_pwhash_STRBYTES];
-	char api_token[AD_TOKEN_TEXT_MAX], agent_token[AD_TOKEN_TEXT_MAX];
+	struct ad_token api_token, agent_token;
 	char org_id[32], account_id[32], agent_id[32], cred_id[32];
 	const char *pw = o->password;
 	PGconn *c;
@@ -90,8 +86,9 @@ int ad_bootstrap(const char *conninfo, const struct ad_bootstrap_opts *o)
 		fprintf(stderr, "actiond bootstrap: out of memory hashing the password\n");
 		return 1;
 	}
-	ad_keys_new_token("adt_", api_token);
-	ad_keys_new_token("ada_", agent_token);
+	/* The same issuing path as account.token_create and agent sessions. */
+	ad_token_new("adt_", &api_token);
+	ad_token_new("ada_", &agent_token);
 
 	c = PQconnectdb(conninfo);
 	if (PQstatus(c) != CONNECTION_OK) {
@@ -119,10 +116,10 @@ int ad_bootstrap(const char *conninfo, const struct ad_bootstrap_opts *o)
 			       2, agent_p, "agent session", agent_id))
 			goto out;
 	}
-	if (!add_credential(c, "api_token", org_id, account_id, "", "bootstrap", api_token,
+	if (!add_credential(c, "api_token", org_id, account_id, "", "bootstrap", &api_token,
 			    cred_id) ||
 	    !add_credential(c, "agent_token", org_id, "", agent_id, "demo agent",
-			    agent_token, cred_id))
+			    &agent_token, cred_id))
 		goto out;
 	r = PQexec(c, "COMMIT");
 	if (!exec_ok(c, r, "commit")) {
@@ -132,12 +129,12 @@ int ad_bootstrap(const char *conninfo, const struct ad_bootstrap_opts *o)
 	PQclear(r);
 	printf("org=%s\nemail=%s\npassword=%s\napi_token=%s\nagent_token=%s\n"
 	       "agent_session_id=%s\n",
-	       o->org, o->email, pw, api_token, agent_token, agent_id);
+	       o->org, o->email, pw, api_token.text, agent_token.text, agent_id);
 	ret = 0;
 out:
 	sodium_memzero(password, sizeof(password));
-	sodium_memzero(api_token, sizeof(api_token));
-	sodium_memzero(agent_token, sizeof(agent_token));
+	ad_token_wipe(&api_token);
+	ad_token_wipe(&agent_token);
 	PQfinish(c);
 	return ret;
 }

@@ -2,12 +2,15 @@
  * cluster.c - instances, cross-instance credential changes and revocations.
  */
 #include "cluster.h"
-#include "db.h"
+#include "actiond/sql.h"
+#include "pg.h"
+#include "auth.h"
 #include "log.h"
 #include "loop.h"
 
 #include <libwebsockets.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,12 +291,26 @@ struct revstate {
 	bool none_is_error;
 };
 
-static void revoke_committed(struct ad_call *call, void *arg, PGresult *const *r, int n)
+struct ad_revocation {
+	struct ad_call *call;
+	struct ad_sql *q;
+	struct revstate *st;
+	char *payload;          /* the cross-instance notification */
+	bool broken;
+};
+
+/*
+ * The revoking statement has committed (with its notification, if it
+ * revoked anything).  Closes this instance's sockets - only when something
+ * was revoked: the cache follows what the database committed - and waits
+ * for the other instances' acknowledgements.
+ */
+static void revoke_committed(struct ad_call *call, void *arg,
+			     const struct ad_sql_result *res)
 {
 	struct revstate *st = arg;
-	const PGresult *inst = r[n - 1];
+	int inst = st->nstmts - 1, ninst = ad_sql_rows(res, inst);
 	struct revwait *w = calloc(1, sizeof(*w));
-	int ninst = PQntuples(inst);
 
 	if (!w) {
 		free(st);
@@ -303,21 +320,23 @@ static void revoke_committed(struct ad_call *call, void *arg, PGresult *const *r
 	ad_cluster_revocations++;
 	w->call = call;
 	w->none_is_error = st->none_is_error;
-	w->revoked = PQntuples(r[0]);
+	w->revoked = ad_sql_rows(res, 0);
 	memcpy(w->req, st->req, sizeof(w->req));
 	w->pending = calloc((size_t)ninst + 1, sizeof(char *));
-	for (int i = 0; w->pending && i < ninst; i++)
-		w->pending[w->npending++] = strdup(PQgetvalue(inst, i, 0));
-	w->ninstances = w->npending;
+	/* Nothing revoked, nothing sent: no instance has anything to say. */
+	for (int i = 0; w->revoked && w->pending && i < ninst; i++)
+		w->pending[w->npending++] = strdup(ad_sql_text(res, inst, i, 0, NULL));
+	w->ninstances = (size_t)ninst;
 	early_acks_apply(w);
 	ad_list_add_tail(&waits, &w->node);
 	ad_call_on_cancel(call, revwait_cancel, w);
-	w->flush = ad_flush_wait_new(revwait_flushed, w);
+	w->flush = w->revoked ? ad_flush_wait_new(revwait_flushed, w) : NULL;
 	if (!w->flush)
 		w->flushed = true;
 	/* Close this instance's sockets now, before anything answers. */
 	w->in_revoke = true;
-	w->closed = ad_auth_revoke(&st->scope, st->reason, lws_now_usecs(), w->flush);
+	if (w->revoked)
+		w->closed = ad_auth_revoke(&st->scope, st->reason, lws_now_usecs(), w->flush);
 	w->in_revoke = false;
 	free(st);
 	if (w->cancelled) {
@@ -337,42 +356,91 @@ static void revoke_committed(struct ad_call *call, void *arg, PGresult *const *r
 	ad_timer_start(&w->timer, AD_REVOKE_ACK_TIMEOUT_MS, revwait_timeout);
 }
 
-void ad_cluster_revoke(struct ad_call *call, const struct ad_pg_stmt *stmts, int n,
-		       const struct ad_revoke_scope *scope, const char *reason,
-		       bool none_is_error)
+struct ad_revocation *ad_revocation_new(struct ad_call *call,
+					const struct ad_revoke_scope *scope,
+					const char *reason)
 {
-	struct ad_pg_stmt all[8];
-	struct revstate *st = calloc(1, sizeof(*st));
+	struct ad_revocation *rv = calloc(1, sizeof(*rv));
 	json_t *msg;
-	char *payload;
-	const char *np[1], *ip[1] = { instance_id };
 
-	if (!st || n > 6) {
+	if (!rv)
+		return NULL;
+	rv->call = call;
+	rv->st = calloc(1, sizeof(*rv->st));
+	rv->q = ad_sql_new(call, 0);
+	if (!rv->st || !rv->q)
+		goto fail;
+	rv->st->scope = *scope;
+	snprintf(rv->st->reason, sizeof(rv->st->reason), "%s", reason);
+	snprintf(rv->st->req, sizeof(rv->st->req), "%s/%llu", instance_id,
+		 (unsigned long long)++revoke_seq);
+	msg = json_pack("{s:s,s:s,s:s,s:I,s:s,s:o}", "op", "revoke", "from", instance_id,
+			"req", rv->st->req, "t", (json_int_t)wall_us(), "reason", reason,
+			"scope", scope_json(scope));
+	rv->payload = json_dumps(msg, JSON_COMPACT);
+	json_decref(msg);
+	if (rv->payload)
+		return rv;
+fail:
+	ad_sql_free(rv->q);
+	free(rv->st);
+	free(rv);
+	return NULL;
+}
+
+int ad_revocation_mark(struct ad_revocation *rv, const char *sql, int nparams,
+		       const char *const *params)
+{
+	const char *p[32];
+	char *wrapped = NULL;
+	int r;
+
+	if (rv->broken || nparams < 0 || nparams > 30 ||
+	    asprintf(&wrapped,
+		     "WITH revoked AS (%s) SELECT pg_notify('actiond', $%d) FROM revoked",
+		     sql, nparams + 1) < 0) {
+		rv->broken = true;
+		return -1;
+	}
+	/* One row per revoked row; NOTIFY sends identical payloads once. */
+	for (int i = 0; i < nparams; i++)
+		p[i] = params[i];
+	p[nparams] = rv->payload;
+	r = ad_sql_add(rv->q, wrapped, nparams + 1, p);
+	free(wrapped);
+	return r;
+}
+
+struct ad_sql *ad_revocation_sql(struct ad_revocation *rv)
+{
+	return rv->q;
+}
+
+void ad_revocation_run(struct ad_revocation *rv, bool none_is_error)
+{
+	const char *ip[1] = { instance_id };
+	struct ad_call *call = rv->call;
+	struct revstate *st = rv->st;
+	struct ad_sql *q = rv->q;
+	bool broken = rv->broken;
+	int n;
+
+	ad_sql_add(q, "SELECT id FROM instances WHERE id <> $1 "
+		      "AND seen_at > now() - interval '15 seconds'",
+		   1, ip);
+	st->none_is_error = none_is_error;
+	n = ad_sql_count(q);
+	st->nstmts = n;
+	free(rv->payload);
+	free(rv);
+	if (broken) {
 		free(st);
-		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		ad_sql_free(q);
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "The revocation could not be built",
+			     NULL);
 		return;
 	}
-	st->scope = *scope;
-	st->none_is_error = none_is_error;
-	snprintf(st->reason, sizeof(st->reason), "%s", reason);
-	snprintf(st->req, sizeof(st->req), "%s/%llu", instance_id,
-		 (unsigned long long)++revoke_seq);
-	msg = json_pack("{s:s,s:s,s:s,s:I,s:s,s:o}", "op", "revoke", "from",
-			instance_id, "req", st->req, "t", (json_int_t)wall_us(),
-			"reason", reason, "scope", scope_json(scope));
-	payload = json_dumps(msg, JSON_COMPACT);
-	json_decref(msg);
-	np[0] = payload;
-	memcpy(all, stmts, (size_t)n * sizeof(*stmts));
-	all[n] = (struct ad_pg_stmt){ "SELECT pg_notify('actiond', $1)", 1, np };
-	all[n + 1] = (struct ad_pg_stmt){
-		"SELECT id FROM instances WHERE id <> $1 "
-		"AND seen_at > now() - interval '15 seconds'",
-		1, ip
-	};
-	st->nstmts = n + 2;
-	ad_db_run(call, all, n + 2, NULL, revoke_committed, st, free);
-	free(payload); /* ad_pg_submit copied it */
+	ad_sql_run(q, revoke_committed, st, free);
 }
 
 /* ---- notifications from the other instances -------------------------------- */
@@ -450,17 +518,23 @@ static void on_ack(json_t *m)
 		early_ack_keep(req, from);
 }
 
+/*
+ * A credential another instance created, loaded.  arg carries the local
+ * revocation count when the load was sent: a revocation applied since then
+ * that covers it wins (the row may have been read before it committed).
+ */
 static void cred_loaded(void *arg, enum ad_pg_status st, PGresult *const *r, int n,
 			int failed)
 {
-	(void)arg;
+	uint64_t seq = (uint64_t)(uintptr_t)arg;
+
 	(void)failed;
 	if (st != AD_PG_OK || n < 1)
 		return;
 	for (int i = 0; i < PQntuples(r[0]); i++) {
 		struct ad_cred *c = ad_auth_cred_from_row(r[0], i);
 
-		if (c)
+		if (c && !ad_auth_revoked_since(seq, c))
 			ad_auth_cache_add(c);
 		ad_cred_unref(c);
 	}
@@ -482,7 +556,7 @@ static void on_cred(json_t *m)
 	snprintf(id, sizeof(id), "%lld",
 		 (long long)json_integer_value(json_object_get(m, "id")));
 	s = (struct ad_pg_stmt){ load_one_sql, 1, p };
-	ad_pg_submit(&s, 1, 0, NULL, cred_loaded, NULL);
+	ad_pg_submit(&s, 1, 0, NULL, cred_loaded, (void *)(uintptr_t)ad_auth_revocation_seq());
 }
 
 /*

@@ -13,7 +13,6 @@
 
 #include "actiond/action.h"
 #include "auth.h"
-#include "pg.h"
 
 #define AD_REVOKE_ACK_TIMEOUT_MS 3000
 
@@ -30,25 +29,6 @@ const char *ad_cluster_instance(void);
 
 /* LISTEN callback (NULL payload: the listener reconnected). */
 void ad_cluster_notify(const char *payload);
-
-/*
- * A statement that announces a new credential to the other instances; add
- * it to the job that inserts the credential (id_param is its text id).
- */
-#define AD_CLUSTER_CRED_SQL                                                    \
-	"SELECT pg_notify('actiond', json_build_object('op', 'cred', 'id', $1::bigint, " \
-	"'from', $2::text)::text)"
-
-/*
- * Runs a revocation for call.  stmts mark the rows revoked (results[0] must
- * list the revoked ids, e.g. UPDATE ... RETURNING id); the notification and
- * the instance list are added here.  Then the scope's sockets are closed on
- * every instance and the call answers {revoked, sockets_closed, instances,
- * instances_acked}, plus "not_found" if nothing was revoked and none_is_error.
- */
-void ad_cluster_revoke(struct ad_call *call, const struct ad_pg_stmt *stmts, int n,
-		       const struct ad_revoke_scope *scope, const char *reason,
-		       bool none_is_error);
 
 /* Counters for /metrics. */
 extern uint64_t ad_cluster_revocations, ad_cluster_ack_timeouts;

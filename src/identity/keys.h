@@ -12,6 +12,7 @@
 #define AD_KEYS_H
 
 #include "config.h"
+#include "issuer.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,14 +27,12 @@ void ad_keys_token_hash(const char *token, size_t len, uint8_t out[32]);
  * Makes a new token: prefix (e.g. "adt_") then 32 random bytes in unpadded
  * base64url.  out needs AD_TOKEN_TEXT_MAX bytes.
  */
-#define AD_TOKEN_TEXT_MAX 64
 void ad_keys_new_token(const char *prefix, char *out);
 
 /*
  * Seals len bytes: out gets nonce (24 bytes) || MAC || ciphertext, i.e.
  * len + AD_SEAL_OVERHEAD bytes.  Opening returns -1 if the box was forged.
  */
-#define AD_SEAL_OVERHEAD (24 + 16)
 void ad_keys_seal(const uint8_t *in, size_t len, uint8_t *out);
 int ad_keys_open(const uint8_t *in, size_t len, uint8_t *out);
 

@@ -9,7 +9,10 @@
  * asynchronously (closing only the dup) and the new socket is adopted.
  *
  * Jobs: each job is one pipeline segment closed by a Sync, so its statements
- * form one implicit transaction and its results arrive in order.  A
+ * form one implicit transaction and its results arrive in order.  A scoped
+ * job starts with one statement that sets app.org, statement_timeout and
+ * transaction_read_only for that transaction only (set_config(..., true),
+ * i.e. SET LOCAL).  A
  * connection keeps up to PIPE_DEPTH jobs in flight; more wait on a bounded
  * pending list.  When a connection breaks, the jobs on it fail with
  * AD_PG_UNAVAILABLE (they may or may not have committed, like any lost
@@ -23,6 +26,8 @@
 #include <arpa/inet.h>
 #include <libwebsockets.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,10 +47,23 @@
  */
 #define PREPARE_ITEM(i) ((int16_t)(-(i) - 3))
 #define PREPARED_STMT(item) (-(item) - 3)
+/* Cancel requests being sent at once (each on a short-lived thread). */
+#define MAX_CANCEL_THREADS 16
+/* SQLSTATE of a statement cancelled by a request or a timeout. */
+#define SQLSTATE_CANCELED "57014"
 
-static const char set_org_sql[] = "SELECT set_config('app.org', $1, true)";
+static const char scope_sql[] =
+	"SELECT set_config('app.org', $1, true), "
+	"set_config('statement_timeout', $2, true), "
+	"set_config('transaction_read_only', $3, true)";
 
-enum conn_state { C_DOWN = 0, C_CONNECTING, C_READY };
+enum conn_state { C_DOWN = 0, C_CONNECTING, C_SETUP, C_READY };
+
+/* A statement prepared on one session, found by the hash of its text. */
+struct prep {
+	uint64_t hash;
+	char *sql;       /* NULL: a free slot */
+};
 
 struct pgconn {
 	PGconn *pg;
@@ -60,11 +78,13 @@ struct pgconn {
 	struct ad_list inflight; /* jobs sent, oldest first */
 	uint32_t ninflight;
 	/*
-	 * Statements prepared on this session, by SQL text pointer: every
-	 * statement actiond runs is a string constant, so the pointer names it.
+	 * Statements prepared on this session, keyed by their text; bounded:
+	 * past MAX_PREPARED, new texts run unprepared.
 	 */
-	const char *prepared[MAX_PREPARED];
+	struct prep prepared[MAX_PREPARED];
 	int nprepared;
+	uint32_t cancel_gen;     /* cancel requests issued on this session */
+	bool setup_failed;
 	bool in_writable;        /* inside its LWS_CALLBACK_RAW_WRITEABLE_FILE */
 	lws_sorted_usec_list_t rearm; /* asks for POLLOUT after that callback */
 };
@@ -73,8 +93,16 @@ struct ad_pg_job {
 	struct ad_list node;   /* on a connection's inflight list or pending */
 	ad_pg_done_fn fn;
 	void *arg;
+	struct pgconn *conn;   /* while queued */
 	bool abandoned;
 	bool queued;           /* on a connection's pipeline */
+	bool cancel;           /* cancel its statement when it reaches the head */
+	bool cancel_sent;
+	bool retried;          /* run again once after a stray cancel */
+	bool scoped;
+	bool read_only;
+	uint32_t timeout_ms;
+	uint32_t gen;          /* the connection's cancel_gen when it was sent */
 	int n;                 /* caller's statements */
 	int cursor;            /* sent item whose results are being read */
 	int nsent;
@@ -97,6 +125,8 @@ static char *listen_channel;
 static void (*on_notify)(const char *payload);
 static lws_sorted_usec_list_t pool_sul;
 static bool pool_up;
+
+static atomic_int cancel_threads; /* cancel requests in flight */
 
 static void conn_fail(struct pgconn *c, const char *why);
 static void send_pending(void);
@@ -132,7 +162,8 @@ static void job_finish(struct ad_pg_job *j, enum ad_pg_status status)
  * pointers, the int16 item map, then the parameter strings.
  */
 static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
-				 const char *org, ad_pg_done_fn fn, void *arg)
+				 const struct ad_pg_scope *scope, ad_pg_done_fn fn,
+				 void *arg)
 {
 	size_t nptrs = 0, strings = 0, size;
 	const char **pp;
@@ -140,6 +171,7 @@ static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 	char *p;
 
 	for (int i = 0; i < n; i++) {
+		strings += strlen(stmts[i].sql) + 1;
 		nptrs += (size_t)stmts[i].nparams;
 		for (int k = 0; k < stmts[i].nparams; k++)
 			if (stmts[i].params[k])
@@ -163,7 +195,9 @@ static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 		const char **params = pp;
 
 		pp += stmts[i].nparams;
-		j->stmts[i].sql = stmts[i].sql;
+		memcpy(p, stmts[i].sql, strlen(stmts[i].sql) + 1);
+		j->stmts[i].sql = p;
+		p += strlen(p) + 1;
 		j->stmts[i].nparams = stmts[i].nparams;
 		j->stmts[i].params = params;
 		for (int k = 0; k < stmts[i].nparams; k++) {
@@ -178,33 +212,82 @@ static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 			p += strlen(v) + 1;
 		}
 	}
-	if (org && !(j->org = strdup(org))) {
-		free(j);
-		return NULL;
+	if (scope) {
+		j->scoped = true;
+		j->read_only = scope->read_only;
+		j->timeout_ms = scope->timeout_ms ? scope->timeout_ms
+						  : opts.statement_timeout_ms;
+		if (!(j->org = strdup(scope->org ? scope->org : ""))) {
+			free(j);
+			return NULL;
+		}
 	}
 	return j;
 }
 
-/* The name of sql's prepared statement on c, preparing it if it is new. */
+static uint64_t text_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+/*
+ * The name of sql's prepared statement on c, preparing it if it is new;
+ * NULL to run it unnamed (the table is full or out of memory), "" when
+ * libpq refused to queue the Prepare.
+ */
 static const char *stmt_name(struct pgconn *c, struct ad_pg_job *j, const char *sql,
 			     int nparams, int idx, char name[16])
 {
-	int k;
+	uint64_t h = text_hash(sql);
+	int k, free_slot = -1;
 
-	for (k = 0; k < c->nprepared; k++)
-		if (c->prepared[k] == sql)
+	for (k = 0; k < c->nprepared; k++) {
+		if (!c->prepared[k].sql) {
+			if (free_slot < 0)
+				free_slot = k;
+			continue;
+		}
+		if (c->prepared[k].hash == h && !strcmp(c->prepared[k].sql, sql))
 			break;
+	}
 	if (k == c->nprepared) {
-		if (k == MAX_PREPARED)
-			return NULL; /* full: run it unnamed */
+		if (free_slot >= 0)
+			k = free_slot;
+		else if (c->nprepared == MAX_PREPARED)
+			return NULL;
 		snprintf(name, 16, "a%d", k);
-		if (!PQsendPrepare(c->pg, name, sql, nparams, NULL))
+		if (!(c->prepared[k].sql = strdup(sql)))
+			return NULL;
+		if (!PQsendPrepare(c->pg, name, sql, nparams, NULL)) {
+			c->prepared[k].sql = (free(c->prepared[k].sql), NULL);
 			return "";
-		c->prepared[c->nprepared++] = sql;
+		}
+		c->prepared[k].hash = h;
+		if (k == c->nprepared)
+			c->nprepared++;
 		j->sent[j->nsent++] = PREPARE_ITEM(idx);
 	}
 	snprintf(name, 16, "a%d", k);
 	return name;
+}
+
+/* Forgets sql's prepared statement on c (its Prepare failed). */
+static void stmt_forget(struct pgconn *c, const char *sql)
+{
+	for (int k = 0; k < c->nprepared; k++)
+		if (c->prepared[k].sql && !strcmp(c->prepared[k].sql, sql))
+			c->prepared[k].sql = (free(c->prepared[k].sql), NULL);
+}
+
+static void prepared_clear(struct pgconn *c)
+{
+	for (int k = 0; k < c->nprepared; k++)
+		c->prepared[k].sql = (free(c->prepared[k].sql), NULL);
+	c->nprepared = 0;
 }
 
 /* Sends one statement, as a prepared one when possible. */
@@ -230,10 +313,12 @@ static int stmt_send(struct pgconn *c, struct ad_pg_job *j, const char *sql, int
 static int job_send(struct pgconn *c, struct ad_pg_job *j)
 {
 	j->nsent = 0;
-	if (j->org) {
-		const char *p[1] = { j->org };
+	if (j->scoped) {
+		char ms[16];
+		const char *p[3] = { j->org, ms, j->read_only ? "on" : "off" };
 
-		if (stmt_send(c, j, set_org_sql, 1, p, -1))
+		snprintf(ms, sizeof(ms), "%u", j->timeout_ms);
+		if (stmt_send(c, j, scope_sql, 3, p, -1))
 			return -1;
 	}
 	for (int i = 0; i < j->n; i++)
@@ -243,9 +328,77 @@ static int job_send(struct pgconn *c, struct ad_pg_job *j)
 	if (!PQpipelineSync(c->pg))
 		return -1;
 	j->queued = true;
+	j->conn = c;
+	/* A cancel still on its way may hit this job: count it as issued. */
+	j->gen = c->cancel_gen - (uint32_t)atomic_load(&cancel_threads);
 	ad_list_add_tail(&c->inflight, &j->node);
 	c->ninflight++;
 	return 0;
+}
+
+/* ---- cancelling a running statement ------------------------------------ */
+
+struct cancel_req {
+	PGcancel *pc;
+	char who[32];
+};
+
+static void *cancel_thread(void *arg)
+{
+	struct cancel_req *r = arg;
+	char err[256];
+
+	/* PQcancel opens a connection and waits: never on the loop. */
+	if (!PQcancel(r->pc, err, sizeof(err)))
+		ad_log_warn("cancel request for %s failed: %s", r->who, err);
+	PQfreeCancel(r->pc);
+	free(r);
+	atomic_fetch_sub(&cancel_threads, 1);
+	return NULL;
+}
+
+/* Sends a cancel request for whatever c runs now (the head job). */
+static void conn_send_cancel(struct pgconn *c, struct ad_pg_job *j)
+{
+	struct cancel_req *r;
+	pthread_attr_t attr;
+	pthread_t t;
+
+	j->cancel_sent = true;
+	if (atomic_load(&cancel_threads) >= MAX_CANCEL_THREADS ||
+	    !(r = calloc(1, sizeof(*r)))) {
+		ad_log_warn("too many cancel requests at once; the statement timeout "
+			    "will end this one");
+		return;
+	}
+	if (!(r->pc = PQgetCancel(c->pg))) {
+		free(r);
+		return;
+	}
+	snprintf(r->who, sizeof(r->who), "connection %d", (int)(c - conns));
+	c->cancel_gen++;
+	ad_pg_stats.cancels++;
+	atomic_fetch_add(&cancel_threads, 1);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, cancel_thread, r)) {
+		atomic_fetch_sub(&cancel_threads, 1);
+		PQfreeCancel(r->pc);
+		free(r);
+	}
+	pthread_attr_destroy(&attr);
+}
+
+/* Cancels the head job of c if it asked for it. */
+static void conn_cancel_head(struct pgconn *c)
+{
+	struct ad_pg_job *j;
+
+	if (ad_list_empty(&c->inflight))
+		return;
+	j = ad_container_of(ad_list_first(&c->inflight), struct ad_pg_job, node);
+	if (j->cancel && !j->cancel_sent)
+		conn_send_cancel(c, j);
 }
 
 static void rearm_fire(lws_sorted_usec_list_t *sul)
@@ -301,20 +454,20 @@ bool ad_pg_ready(void)
 }
 
 struct ad_pg_job *ad_pg_submit(const struct ad_pg_stmt *stmts, int n,
-			       unsigned flags, const char *org,
+			       unsigned flags, const struct ad_pg_scope *scope,
 			       ad_pg_done_fn fn, void *arg)
 {
 	struct ad_pg_job *j;
 	struct pgconn *c;
 
-	(void)flags; /* every job is one implicit transaction already */
+	(void)flags;
 	ad_pg_stats.jobs++;
 	if (!ad_pg_ready()) {
 		ad_pg_stats.unavailable++;
 		fn(arg, AD_PG_UNAVAILABLE, NULL, 0, -1);
 		return NULL;
 	}
-	if (!(j = job_new(stmts, n, org, fn, arg))) {
+	if (!(j = job_new(stmts, n, scope, fn, arg))) {
 		fn(arg, AD_PG_UNAVAILABLE, NULL, 0, -1);
 		return NULL;
 	}
@@ -350,6 +503,53 @@ void ad_pg_abandon(struct ad_pg_job *j)
 	ad_list_del(&j->node);
 	ad_pg_stats.pending--;
 	job_free(j);
+}
+
+void ad_pg_cancel(struct ad_pg_job *j)
+{
+	if (!j)
+		return;
+	if (!j->queued) {
+		ad_pg_abandon(j);
+		return;
+	}
+	j->abandoned = true;
+	j->cancel = true;
+	conn_cancel_head(j->conn);
+}
+
+/*
+ * A job that failed only because a cancel meant for another job reached
+ * its statement: nothing of it committed, so it runs again (once).
+ */
+static bool job_stray_cancel(const struct pgconn *c, const struct ad_pg_job *j)
+{
+	const char *state;
+
+	if (j->abandoned || j->retried || j->status != AD_PG_ERROR || j->gen == c->cancel_gen)
+		return false;
+	if (j->failed < 0 || j->failed >= j->n || !j->results[j->failed])
+		return false;
+	state = PQresultErrorField(j->results[j->failed], PG_DIAG_SQLSTATE);
+	return state && !strcmp(state, SQLSTATE_CANCELED);
+}
+
+static void job_requeue(struct ad_pg_job *j)
+{
+	for (int i = 0; i < j->n; i++) {
+		PQclear(j->results[i]);
+		j->results[i] = NULL;
+	}
+	j->status = AD_PG_OK;
+	j->failed = -1;
+	j->cursor = j->nsent = 0;
+	j->queued = false;
+	j->conn = NULL;
+	j->retried = true;
+	ad_pg_stats.retries++;
+	/* First in line: it has waited once already. */
+	ad_list_add_tail(pending.next, &j->node);
+	ad_pg_stats.pending++;
 }
 
 static void send_pending(void)
@@ -393,7 +593,11 @@ static void conn_read_results(struct pgconn *c)
 			PQclear(res);
 			ad_list_del(&j->node);
 			c->ninflight--;
-			job_finish(j, AD_PG_OK);
+			if (job_stray_cancel(c, j))
+				job_requeue(j);
+			else
+				job_finish(j, AD_PG_OK);
+			conn_cancel_head(c);
 			continue;
 		}
 		if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
@@ -404,11 +608,8 @@ static void conn_read_results(struct pgconn *c)
 		if (PQresultStatus(res) == PGRES_FATAL_ERROR && item < -1) {
 			/* A Prepare failed: forget it, and blame its statement. */
 			int st = PREPARED_STMT(item);
-			const char *sql = st >= 0 ? j->stmts[st].sql : set_org_sql;
 
-			for (int k = 0; k < c->nprepared; k++)
-				if (c->prepared[k] == sql)
-					c->prepared[k] = NULL;
+			stmt_forget(c, st >= 0 ? j->stmts[st].sql : scope_sql);
 			item = st;
 		}
 		if (PQresultStatus(res) == PGRES_FATAL_ERROR && j->status == AD_PG_OK) {
@@ -503,7 +704,7 @@ static void conn_down(struct pgconn *c)
 		ad_pg_stats.ready_conns--;
 	c->state = C_DOWN;
 	c->listening = false;
-	c->nprepared = 0; /* a new session knows none of them */
+	prepared_clear(c); /* a new session knows none of them */
 	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
 	if (c->backoff_ms > BACKOFF_MAX_MS)
 		c->backoff_ms = BACKOFF_MAX_MS;
@@ -543,9 +744,52 @@ static void conn_fail(struct pgconn *c, const char *why)
 	}
 }
 
+/* The session is set up: pipeline mode, and jobs may flow. */
+static void conn_pipeline(struct pgconn *c)
+{
+	if (!PQenterPipelineMode(c->pg)) {
+		conn_fail(c, PQerrorMessage(c->pg));
+		return;
+	}
+	c->state = C_READY;
+	if (ad_pg_stats.ready_conns++ == 0)
+		ad_log_info("database connected");
+	send_pending();
+}
+
+/*
+ * Reads the answer to the session setup (role and statement timeout).  A
+ * failure here is a configuration problem (say, the runtime role does not
+ * exist): it is logged as an error, and the connection retried with backoff.
+ */
+static void conn_setup_results(struct pgconn *c)
+{
+	PGresult *res;
+
+	while (!PQisBusy(c->pg) && (res = PQgetResult(c->pg))) {
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
+			ad_log_error("database session setup failed: %s",
+				     PQresultErrorMessage(res));
+			c->setup_failed = true;
+		}
+		PQclear(res);
+	}
+	if (PQisBusy(c->pg))
+		return;
+	if (c->setup_failed) {
+		c->setup_failed = false;
+		conn_fail(c, "session setup failed");
+		return;
+	}
+	conn_pipeline(c);
+}
+
 static void conn_ready(struct pgconn *c)
 {
-	c->state = C_READY;
+	char setup[160];
+
+	/* Counted as ready only once set up (conn_pipeline). */
+	c->state = c->listener ? C_READY : C_SETUP;
 	c->backoff_ms = 0;
 	if (PQsetnonblocking(c->pg, 1)) {
 		conn_fail(c, "cannot set non-blocking mode");
@@ -568,13 +812,15 @@ static void conn_ready(struct pgconn *c)
 			on_notify(NULL);
 		return;
 	}
-	if (!PQenterPipelineMode(c->pg)) {
+	/* Pooled sessions serve calls: the runtime role, a statement timeout. */
+	snprintf(setup, sizeof(setup), "%sSET statement_timeout = %u",
+		 opts.runtime_role ? "SET ROLE " AD_PG_RUNTIME_ROLE "; " : "",
+		 opts.statement_timeout_ms);
+	if (!PQsendQuery(c->pg, setup)) {
 		conn_fail(c, PQerrorMessage(c->pg));
 		return;
 	}
-	if (ad_pg_stats.ready_conns++ == 0)
-		ad_log_info("database connected");
-	send_pending();
+	conn_flush(c);
 }
 
 /* Drives PQconnectPoll; call when the socket is ready as c->want says. */
@@ -629,7 +875,8 @@ static void pool_tick(lws_sorted_usec_list_t *sul)
 			break;
 		if (c->state == C_DOWN && now >= c->deadline_us)
 			conn_start(c);
-		else if (c->state == C_CONNECTING && now >= c->deadline_us)
+		else if ((c->state == C_CONNECTING || c->state == C_SETUP) &&
+			 now >= c->deadline_us)
 			conn_fail(c, "connection attempt timed out");
 		if (c->state != C_READY && (!next || c->deadline_us < next))
 			next = c->deadline_us;
@@ -661,6 +908,8 @@ int ad_pg_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
 		}
 		if (c->listener)
 			drain_listener(c);
+		else if (c->state == C_SETUP)
+			conn_setup_results(c);
 		else
 			conn_read_results(c);
 		if (c->state == C_READY && PQstatus(c->pg) == CONNECTION_BAD)
@@ -754,6 +1003,8 @@ int ad_pg_init(const struct ad_pg_options *opt, const char *channel,
 		opts.pool_size = MAX_CONNS;
 	if (opts.max_pending < 1)
 		opts.max_pending = 1000;
+	if (!opts.statement_timeout_ms)
+		opts.statement_timeout_ms = 30000;
 	conninfo = resolve_conninfo(opt->conninfo);
 	listen_channel = channel ? strdup(channel) : NULL;
 	if (!conninfo || (channel && !listen_channel))

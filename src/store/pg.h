@@ -8,10 +8,15 @@
  * reconnects with backoff.
  *
  * A job is a short list of statements sent as one pipeline segment (one Sync
- * at its end).  With AD_PG_TX the statements run in one transaction; with an
- * org given, the transaction first sets app.org for row-level security.
- * Results come back to the job's callback, in order, once the whole segment
- * has been answered.
+ * at its end), so they form one transaction: a failing statement rolls the
+ * whole job back.  A scoped job (the SQL service's jobs for calls) first
+ * sets, for its transaction only, app.org (row-level security), a statement
+ * timeout and read-only mode.  Results come back to the job's callback, in
+ * order, once the whole segment has been answered.
+ *
+ * The pooled sessions run as the runtime role (AD_PG_RUNTIME_ROLE, made by
+ * the migrations without BYPASSRLS) with a default statement timeout; only
+ * migrations and start-up work, on their own connections, run as the owner.
  */
 #ifndef AD_PG_H
 #define AD_PG_H
@@ -33,9 +38,19 @@ enum ad_pg_status {
 
 /* One statement; parameters in text format, NULL for SQL NULL. */
 struct ad_pg_stmt {
-	const char *sql;   /* must outlive the job (a string literal) */
+	const char *sql;   /* copied into the job */
 	int nparams;
 	const char *const *params;
+};
+
+/* The role pooled sessions run as (see src/store/migrations/). */
+#define AD_PG_RUNTIME_ROLE "actiond_app"
+
+/* What a scoped job sets for its own transaction. */
+struct ad_pg_scope {
+	const char *org;       /* app.org: an org id, "" for none (RLS shows nothing) */
+	uint32_t timeout_ms;   /* statement_timeout; 0: the session default */
+	bool read_only;
 };
 
 /*
@@ -52,6 +67,8 @@ struct ad_pg_options {
 	const char *conninfo;  /* libpq connection string */
 	int pool_size;         /* pipelined connections */
 	int max_pending;       /* jobs waiting for a connection */
+	uint32_t statement_timeout_ms; /* session default; 0 = 30 s */
+	bool runtime_role;     /* SET ROLE AD_PG_RUNTIME_ROLE on pooled sessions */
 };
 
 /*
@@ -64,18 +81,28 @@ int ad_pg_init(const struct ad_pg_options *opt, const char *channel,
 void ad_pg_shutdown(void);
 
 /*
- * Submits a job.  flags: AD_PG_TX.  org (may be NULL) sets app.org for the
- * transaction (implies AD_PG_TX).  Parameters are copied.  The callback may
- * run before this returns (AD_PG_UNAVAILABLE, AD_PG_OVERLOADED).  Returns a
- * handle for ad_pg_abandon(), or NULL when the callback already ran.
+ * Submits a job.  flags: none defined yet (0).  scope (may be NULL: an
+ * unscoped job, for actiond's own bookkeeping) is copied.  SQL texts and
+ * parameters are copied.  The callback may run before this returns
+ * (AD_PG_UNAVAILABLE, AD_PG_OVERLOADED).  Returns a handle for
+ * ad_pg_abandon() and ad_pg_cancel(), or NULL when the callback already ran.
  */
-#define AD_PG_TX 1u
 struct ad_pg_job *ad_pg_submit(const struct ad_pg_stmt *stmts, int n,
-			       unsigned flags, const char *org,
+			       unsigned flags, const struct ad_pg_scope *scope,
 			       ad_pg_done_fn fn, void *arg);
 
 /* The caller no longer wants the result: the callback will not be called. */
 void ad_pg_abandon(struct ad_pg_job *job);
+
+/*
+ * Like ad_pg_abandon(), and the statement running for the job is cancelled
+ * in PostgreSQL (a cancel request sent from a helper thread, never from the
+ * loop).  A job still queued behind others on its connection is cancelled
+ * when it reaches the head; another job hit by the cancel's race (it
+ * started just as the cancelled one ended) fails with 57014 and is rolled
+ * back, so it is run once more, transparently.
+ */
+void ad_pg_cancel(struct ad_pg_job *job);
 
 /* True while at least one pooled connection is ready. */
 bool ad_pg_ready(void);
@@ -87,6 +114,8 @@ struct ad_pg_stats {
 	uint64_t unavailable;
 	uint64_t reconnects;
 	uint64_t notifications;
+	uint64_t cancels;         /* cancel requests sent to PostgreSQL */
+	uint64_t retries;         /* jobs run again after a stray cancel */
 	uint32_t ready_conns;
 	uint32_t pending;
 };

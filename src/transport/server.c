@@ -253,6 +253,7 @@ int ad_server_init(void)
 			.conninfo = ad_srv.db_conninfo,
 			.pool_size = (int)ad_srv.cfg.db_pool,
 			.max_pending = 10000,
+			.runtime_role = true,
 		};
 
 		if (ad_pg_init(&po, "actiond", ad_cluster_notify) || ad_cluster_init())

@@ -118,6 +118,7 @@ async function revokeAcross({ matching, bystander, revoke, credentials, reason, 
       await usableWithin(srv, m.http);
       socks[name].push(await open(srv, m.ws, `${name}${i}`));
     }
+    await usableWithin(srv, bystander); // made on A: B learns of it through NOTIFY
     bys.push(await open(srv, bystander, `bystander on ${name}`));
   }
   const all = [...socks.A, ...socks.B];

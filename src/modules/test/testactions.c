@@ -5,7 +5,7 @@
  * tests/protocol/.
  */
 #include "builtin.h"
-#include "db.h"
+#include "actiond/actiond.h"
 #include "dispatch.h"
 #include "outq.h"
 #include "server.h"
@@ -124,26 +124,65 @@ static void test_ok(struct ad_call *call)
 	ad_call_reply(call, json_pack("{s:b}", "ok", 1));
 }
 
-/* test.db_sleep {ms}: a slow statement on the pool. */
-static void db_slept(struct ad_call *call, void *arg, PGresult *const *r, int n)
+/* test.db_sleep {ms}: a slow statement, through the SQL service. */
+static void db_slept(struct ad_call *call, void *arg, const struct ad_sql_result *r)
 {
+	int64_t ms = 0;
+
 	(void)arg;
 	(void)r;
-	(void)n;
-	ad_call_reply(call, json_pack("{s:I}", "slept_ms",
-				      json_integer_value(json_object_get(ad_call_params(call),
-									 "ms"))));
+	(void)ad_param_int(call, "ms", &ms);
+	ad_call_reply(call, json_pack("{s:I}", "slept_ms", (json_int_t)ms));
 }
 
 static void test_db_sleep(struct ad_call *call)
 {
 	char secs[32];
 	const char *p[1] = { secs };
-	struct ad_pg_stmt s = { "SELECT pg_sleep($1::float8)", 1, p };
+	int64_t ms = 0;
+	struct ad_sql *q = ad_sql_new(call, 0);
 
-	snprintf(secs, sizeof(secs), "%.3f",
-		 (double)json_integer_value(json_object_get(ad_call_params(call), "ms")) / 1000);
-	ad_db_run(call, &s, 1, NULL, db_slept, NULL, NULL);
+	if (!q) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	(void)ad_param_int(call, "ms", &ms);
+	snprintf(secs, sizeof(secs), "%.3f", (double)ms / 1000);
+	ad_sql_add(q, "SELECT pg_sleep($1::float8)", 1, p);
+	ad_sql_run(q, db_slept, NULL, NULL);
+}
+
+/*
+ * test.tenant_rows: deliberately unscoped statements on tenant tables; what
+ * they return is what row-level security lets the caller's org see.
+ */
+static void tenant_rows_done(struct ad_call *call, void *arg, const struct ad_sql_result *r)
+{
+	json_t *orgs = json_array();
+	int64_t events = 0;
+
+	(void)arg;
+	for (int i = 0; i < ad_sql_rows(r, 0); i++) {
+		json_array_append_new(orgs, json_integer(ad_sql_int(r, 0, i, 0)));
+		events += ad_sql_int(r, 0, i, 1);
+	}
+	ad_call_reply(call, json_pack("{s:o,s:I,s:I}", "event_orgs", orgs, "events",
+				      (json_int_t)events, "secrets",
+				      (json_int_t)ad_sql_int(r, 1, 0, 0)));
+}
+
+static void test_tenant_rows(struct ad_call *call)
+{
+	struct ad_sql *q = ad_sql_new(call, 0);
+
+	if (!q) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	ad_sql_add(q, "SELECT org_id, count(*) FROM identity_events GROUP BY org_id "
+		      "ORDER BY org_id", 0, NULL);
+	ad_sql_add(q, "SELECT count(*) FROM integration_secrets", 0, NULL);
+	ad_sql_run(q, tenant_rows_done, NULL, NULL);
 }
 
 /* The methods of the JSON-RPC 2.0 specification's examples. */
@@ -197,6 +236,8 @@ static int test_init(struct ad_module *m)
 		{ "notify_hello", spec_null },
 		{ "test.sleep", test_sleep },
 		{ "test.db_sleep", test_db_sleep },
+		{ "test.db_sleep_timeout", test_db_sleep },
+		{ "test.tenant_rows", test_tenant_rows },
 		{ "test.echo", test_echo },
 		{ "test.blob", test_blob },
 		{ "test.broadcast", test_broadcast },

@@ -1,0 +1,270 @@
+/*
+ * admin.c - what admins and owners do to their org: accounts, the
+ * revocation of everyone's sessions or tokens, integration secrets.
+ */
+#include "identity.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- accounts ---------------------------------------------------------------- */
+
+struct acreate {
+	struct id_pw pw;         /* first: freed through it */
+	char *email;
+	char role[16];
+};
+
+static void acreate_free(struct id_pw *pw)
+{
+	struct acreate *a = (struct acreate *)pw;
+
+	id_pw_clear(&a->pw);
+	free(a->email);
+	free(a);
+}
+
+static void acreate_free_arg(void *arg)
+{
+	acreate_free(arg);
+}
+
+static void account_created(struct ad_call *call, void *arg, const struct ad_sql_result *r)
+{
+	struct acreate *a = arg;
+
+	if (ad_sql_rows(r, 0) == 0) {
+		acreate_free(&a->pw);
+		ad_call_fail(call, AD_REASON_CONFLICT, "An account with this email exists", NULL);
+		return;
+	}
+	ad_call_reply(call, json_pack("{s:I,s:s,s:s}", "account_id",
+				      (json_int_t)ad_sql_int(r, 0, 0, 0), "email", a->email,
+				      "role", a->role));
+	acreate_free(&a->pw);
+}
+
+static void account_hashed(struct ad_call *call, struct id_pw *pw)
+{
+	struct acreate *a = (struct acreate *)pw;
+	struct ad_identity_caller c;
+	struct id_num org;
+	const char *p[5];
+	struct ad_sql *q;
+
+	if (!pw->ok || !(q = ad_sql_new(call, 0))) {
+		acreate_free(pw);
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "Password hashing failed", NULL);
+		return;
+	}
+	ad_identity_caller(call, &c);
+	org = id_num(c.org_id);
+	p[0] = a->email;
+	p[1] = pw->hash;
+	p[2] = org.v;
+	p[3] = a->role;
+	p[4] = id_actor(call);
+	ad_sql_add(q,
+		   "WITH a AS (INSERT INTO accounts (email, password_hash) VALUES ($1, $2) "
+		   "ON CONFLICT (email) DO NOTHING RETURNING id), "
+		   "m AS (INSERT INTO memberships (org_id, account_id, role) "
+		   "SELECT $3::bigint, id, $4 FROM a RETURNING account_id) "
+		   "SELECT account_id, actiond_audit($3::bigint, $5, 'account_create', "
+		   "'account:' || account_id) FROM m",
+		   5, p);
+	ad_sql_run(q, account_created, a, acreate_free_arg);
+}
+
+void id_account_create(struct ad_call *call)
+{
+	struct ad_identity_caller c;
+	bool failed;
+	const char *role = id_text(call, "role", &failed);
+	size_t pwlen = 0;
+	const char *password = ad_param_str(call, "password", &pwlen);
+	struct acreate *a;
+
+	if (failed)
+		return;
+	ad_identity_caller(call, &c);
+	if (!strcmp(role, "owner") && c.role != AD_IDROLE_OWNER) {
+		ad_call_fail(call, AD_REASON_FORBIDDEN, "Only owners create owners", NULL);
+		return;
+	}
+	if (!(a = calloc(1, sizeof(*a)))) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	a->pw.free_fn = acreate_free;
+	if (!(a->email = id_email(call, "email"))) {
+		free(a);
+		return;
+	}
+	snprintf(a->role, sizeof(a->role), "%s", role);
+	a->pw.then = account_hashed;
+	id_pw_start(call, &a->pw, password, pwlen);
+}
+
+void id_account_disable(struct ad_call *call)
+{
+	struct ad_identity_caller c;
+	int64_t target = 0;
+	struct id_num org, acct, self;
+	const char *p[4], *p2[2], *ev[3];
+	struct ad_revoke_scope scope;
+	struct ad_revocation *rv;
+	struct ad_sql *q;
+
+	ad_identity_caller(call, &c);
+	(void)ad_param_int(call, "account_id", &target);
+	if (target == c.account_id) {
+		ad_call_fail(call, AD_REASON_CONFLICT, "You cannot disable yourself", NULL);
+		return;
+	}
+	org = id_num(c.org_id);
+	acct = id_num(target);
+	self = id_num(c.account_id);
+	p[0] = p2[0] = ev[0] = org.v;
+	p[1] = p2[1] = acct.v;
+	p[2] = self.v;
+	p[3] = c.role == AD_IDROLE_OWNER ? "owner" : "admin";
+	ev[1] = id_actor(call);
+	ev[2] = acct.v;
+	scope = (struct ad_revoke_scope){ .org_id = c.org_id, .account_id = target };
+	if (!(rv = ad_revocation_new(call, &scope, "account disabled"))) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	q = ad_revocation_sql(rv);
+	/* What it revokes is the membership: when the caller may not disable
+	 * this account, nothing is marked and nothing else happens. */
+	ad_revocation_mark(rv,
+			   "UPDATE memberships SET disabled_at = now() WHERE org_id = $1::bigint "
+			   "AND account_id = $2::bigint AND account_id <> $3::bigint "
+			   "AND disabled_at IS NULL AND (role <> 'owner' OR $4 = 'owner') "
+			   "RETURNING account_id",
+			   4, p);
+	ad_sql_add(q,
+		   "UPDATE credentials SET revoked_at = now() WHERE org_id = $1::bigint "
+		   "AND account_id = $2::bigint AND revoked_at IS NULL AND EXISTS (SELECT 1 "
+		   "FROM memberships WHERE org_id = $1::bigint AND account_id = $2::bigint "
+		   "AND disabled_at = now())",
+		   2, p2);
+	ad_sql_add(q,
+		   "SELECT actiond_audit($1::bigint, $2, 'account_disable', 'account:' || $3) "
+		   "FROM memberships WHERE org_id = $1::bigint AND account_id = $3::bigint "
+		   "AND disabled_at = now()",
+		   3, ev);
+	ad_revocation_run(rv, true);
+}
+
+/* admin.session_revoke_all / admin.token_revoke_all */
+static void admin_revoke_all(struct ad_call *call, const char *kind, enum ad_cred_kind k)
+{
+	struct ad_identity_caller c;
+	int64_t account = 0;
+	struct id_num org, acct, ex;
+	const char *p[4];
+	char target[40] = "";
+	struct ad_revoke_scope scope;
+
+	ad_identity_caller(call, &c);
+	(void)ad_param_int(call, "account_id", &account);
+	org = id_num(c.org_id);
+	acct = id_num(account);
+	ex = id_num(c.cred_id);
+	p[0] = org.v;
+	p[1] = kind;
+	p[2] = acct.v;
+	p[3] = ex.v;
+	if (account)
+		snprintf(target, sizeof(target), "account:%lld", (long long)account);
+	scope = (struct ad_revoke_scope){ .org_id = c.org_id, .account_id = account,
+					  .kind = k, .except_cred_id = c.cred_id };
+	id_revoke(call, &scope, "revoked",
+		  "UPDATE credentials SET revoked_at = now() WHERE org_id = $1::bigint "
+		  "AND kind = $2 AND ($3::bigint = 0 OR account_id = $3::bigint) "
+		  "AND id <> $4::bigint AND revoked_at IS NULL RETURNING id",
+		  4, p, k == AD_CRED_SESSION ? "revoke_all_sessions" : "revoke_all_tokens",
+		  account ? target : NULL, false);
+}
+
+void id_admin_session_revoke_all(struct ad_call *call)
+{
+	admin_revoke_all(call, "session", AD_CRED_SESSION);
+}
+
+void id_admin_token_revoke_all(struct ad_call *call)
+{
+	admin_revoke_all(call, "api_token", AD_CRED_API_TOKEN);
+}
+
+/* ---- integration secrets ------------------------------------------------------ */
+
+static void secret_stored(struct ad_call *call, void *arg, const struct ad_sql_result *r)
+{
+	(void)arg;
+	ad_call_reply(call, json_pack("{s:s,s:o}", "integration",
+				      ad_param_str(call, "integration", NULL), "updated_at",
+				      ad_sql_string(r, 0, 0, 0)));
+}
+
+/*
+ * Seals the secret (a string, whose bytes may include U+0000, or an object
+ * as compact JSON) under the master key's sealing key; only the box enters
+ * the database.
+ */
+void id_credential_set(struct ad_call *call)
+{
+	struct ad_identity_caller c;
+	const json_t *secret = json_object_get(ad_call_params(call), "secret");
+	const char *integration = ad_param_str(call, "integration", NULL);
+	char *text = json_is_string(secret) ? NULL : json_dumps(secret, JSON_COMPACT);
+	const char *plain = text ? text : json_string_value(secret);
+	size_t len = text ? strlen(text) : json_string_length(secret);
+	uint8_t *sealed = malloc(len + AD_SEAL_OVERHEAD);
+	char *nonce_hex = malloc(2 * 24 + 1), *box_hex = malloc(2 * (len + 16) + 1);
+	struct id_num org, acct;
+	const char *p[5];
+	struct ad_sql *q = ad_sql_new(call, 0);
+
+	if (!plain || !sealed || !nonce_hex || !box_hex || !q) {
+		ad_sql_free(q);
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		goto out;
+	}
+	ad_identity_caller(call, &c);
+	org = id_num(c.org_id);
+	acct = id_num(c.account_id);
+	ad_identity_seal((const uint8_t *)plain, len, sealed);
+	sodium_bin2hex(nonce_hex, 2 * 24 + 1, sealed, 24);
+	sodium_bin2hex(box_hex, 2 * (len + 16) + 1, sealed + 24, len + 16);
+	p[0] = org.v;
+	p[1] = integration;
+	p[2] = nonce_hex;
+	p[3] = box_hex;
+	p[4] = acct.v;
+	ad_sql_add(q,
+		   "INSERT INTO integration_secrets (org_id, integration, nonce, sealed, updated_by) "
+		   "VALUES ($1::bigint, $2, decode($3, 'hex'), decode($4, 'hex'), "
+		   "nullif($5, '0')::bigint) "
+		   "ON CONFLICT (org_id, integration) DO UPDATE SET nonce = excluded.nonce, "
+		   "sealed = excluded.sealed, updated_by = excluded.updated_by, updated_at = now() "
+		   "RETURNING iso(updated_at)",
+		   5, p);
+	{
+		char target[80];
+
+		snprintf(target, sizeof(target), "integration:%s", integration);
+		ad_audit(q, c.org_id, id_actor(call), "credential_set", target);
+	}
+	ad_sql_run(q, secret_stored, NULL, NULL);
+out:
+	if (text)
+		sodium_memzero(text, strlen(text));
+	free(text);
+	free(sealed);
+	free(nonce_hex);
+	free(box_hex);
+}
