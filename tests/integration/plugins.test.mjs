@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, copyFileSync, readdirSync, readFileSync, rmSync, chmodSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
-import { startServer, connect, rpc } from './lib.mjs';
+import { startServer, connect, rpc, http, sleep } from './lib.mjs';
 
 const BUILD = process.env.ACTIOND_BUILD_ROOT || new URL('../../build', import.meta.url).pathname;
 const SOURCE = process.env.ACTIOND_SOURCE_ROOT || new URL('../..', import.meta.url).pathname;
@@ -35,6 +35,16 @@ function findFile(dir, name) {
     }
   }
   return null;
+}
+
+// Waits until /readyz says the database pool is connected (a fresh start
+// answers database-backed calls `unavailable` until then).
+async function ready(server) {
+  for (let i = 0; i < 100; i++) {
+    if ((await http(server, '/readyz')).status === 200) return;
+    await sleep(50);
+  }
+  throw new Error('/readyz did not answer 200 within 5 s');
 }
 
 // The lines of a log that refuse a plugin.
@@ -75,6 +85,7 @@ test('broken plugins are refused one line each, the sample loads and serves, twi
   const opts = { db: true, dataDir, keys: KEYS, modules: { dir: modsDir } };
   let server = await startServer(opts);
   try {
+    await ready(server);
     const log = server.log();
     const lines = refusals(log);
     assert.equal(lines.length, 4, `exactly four refusals:\n${log}`);
@@ -147,11 +158,13 @@ test('broken plugins are refused one line each, the sample loads and serves, twi
   // A second start on the same cluster applies nothing and finds the notes.
   server = await startServer(opts);
   try {
+    await ready(server);
     const log = server.log();
     assert.equal(refusals(log).length, 4, log);
     assert.match(log, /sample\.so loaded/);
     assert.doesNotMatch(log, /applying migration/i, `nothing to migrate the second time:\n${log}`);
     const la = await rpc(server, 'sample.note_list', {}, { token: server.tokens.acme });
+    assert.equal(la.status, 200, la.body);
     assert.deepEqual(la.json.result.notes.map((n) => n.body), ['acme one', 'acme two']);
   } finally {
     const r = await server.stop();
