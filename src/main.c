@@ -13,6 +13,7 @@
 #include "migrate.h"
 #include "module.h"
 #include "openrpc.h"
+#include "plugins.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "spec.h"
@@ -39,6 +40,8 @@ static void usage(FILE *f)
 		"A JSON-RPC 2.0 action gateway over WebSocket (GET /ws) and HTTP (/rpc).\n"
 		"Without database.url it creates and runs its own PostgreSQL 15 cluster in\n"
 		"database.data_dir (default ./data); database.enabled=off runs without one.\n"
+		"modules.dir (e.g. -s modules.dir=DIR) loads the plugins (*.so) of DIR at\n"
+		"start; see docs/modules.md.\n"
 		"\n"
 		"Options:\n"
 		"  -c, --config FILE        read settings from an INI file (see README.md)\n"
@@ -259,14 +262,24 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (ad_specs_finalize(err, sizeof(err))) {
-		fprintf(stderr, "actiond: %s\n", err);
+	/*
+	 * Plugins register after the built-in modules (whose methods they may
+	 * not take) and before the registry is finalised and migrations run.
+	 */
+	err[0] = '\0';
+	if (ad_plugins_load(cfg->modules_dir) < 0 ||
+	    ad_specs_finalize(err, sizeof(err))) {
+		if (err[0])
+			fprintf(stderr, "actiond: %s\n", err);
 		ad_modules_fini();
+		ad_plugins_unload();
 		ad_specs_free();
 		return 2;
 	}
 	if (ad_specs_override_rates(cfg, err, sizeof(err))) {
 		fprintf(stderr, "actiond: %s\n", err);
+		ad_modules_fini();
+		ad_plugins_unload();
 		ad_specs_free();
 		return 2;
 	}
@@ -329,6 +342,7 @@ out:
 	ad_server_free();
 	ad_worker_shutdown();
 	ad_modules_fini();
+	ad_plugins_unload();
 	ad_keys_free();
 	ad_openrpc_free();
 	ad_rate_free();

@@ -68,15 +68,17 @@ static int apply_set(const char *conninfo, const char *module,
 	for (size_t i = 0; i < n; i++) {
 		char vtext[16], what[160];
 		const char *params[3] = { vtext, m[i].name, module };
+		static const Oid name_text[3] = { 0, 25 /* text */, 0 };
 		char *sql;
 		bool done;
 
 		snprintf(vtext, sizeof(vtext), "%u", m[i].version);
 		snprintf(what, sizeof(what), "%s%s%s", module ? module : "",
 			 module ? " " : "", m[i].name);
+		/* $2 (the name) is unused here: its type must be given. */
 		r = module ? PQexecParams(c, "SELECT 1 FROM module_migrations "
 					     "WHERE module = $3 AND version = $1",
-					  3, NULL, params, NULL, NULL, 0)
+					  3, name_text, params, NULL, NULL, 0)
 			   : PQexecParams(c, "SELECT 1 FROM schema_migrations "
 					     "WHERE version = $1",
 					  1, NULL, params, NULL, NULL, 0);

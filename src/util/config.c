@@ -66,6 +66,7 @@ void ad_config_free(struct ad_config *c)
 	free(c->pg_bin);
 	free(c->pg_user);
 	free(c->master_key_file);
+	free(c->modules_dir);
 	for (size_t i = 0; i < c->n_rate_overrides; i++)
 		free(c->rate_overrides[i].method);
 	free(c->rate_overrides);
@@ -314,6 +315,8 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = parse_u32(v, 1, 64, &c->db_pool);
 	else if (KEY("database", "fsync"))
 		r = parse_bool(v, &c->db_fsync);
+	else if (KEY("modules", "dir"))
+		r = *v ? set_str(&c->modules_dir, v) : -1;
 	else if (KEY("security", "master_key_file"))
 		r = set_str(&c->master_key_file, v);
 	else if (KEY("security", "allowed_origins"))
@@ -449,6 +452,7 @@ int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errl
 				snprintf(section, sizeof(section), "api_key");
 			} else if (!strcmp(s, "server") || !strcmp(s, "limits") ||
 				   !strcmp(s, "database") || !strcmp(s, "security") ||
+				   !strcmp(s, "modules") ||
 				   !strcmp(s, "rate_limits")) {
 				snprintf(section, sizeof(section), "%s", s);
 			} else {

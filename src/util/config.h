@@ -68,6 +68,9 @@ struct ad_config {
 	bool db_fsync;           /* embedded cluster only; off for tests */
 	bool db_disabled;        /* no database at all (core tests, benchmarks) */
 
+	/* [modules] */
+	char *modules_dir;       /* plugins (*.so) loaded at start; NULL: none */
+
 	/* [security] */
 	char *master_key_file;   /* 32-byte key, hex; or ACTIOND_MASTER_KEY */
 	char **origins;          /* allowed Origins for cookie sessions */
@@ -98,8 +101,8 @@ void ad_config_free(struct ad_config *c);
 int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errlen);
 
 /*
- * Sets one key.  section is "server", "limits" or "database" (api keys come only from
- * files).  Returns 0, or -1 with a reason in err.
+ * Sets one key.  section is "server", "limits", "database", "modules",
+ * "security" or "rate_limits" (api keys come only from files).  Returns 0, or -1 with a reason in err.
  */
 int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		  const char *value, char *err, size_t errlen);

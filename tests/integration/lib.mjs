@@ -24,8 +24,8 @@ export function genToken() {
   };
 }
 
-// Starts actiond.  opts.keys: {name: {org, role}}; opts.server / opts.limits:
-// extra INI settings; opts.tls: {cert, key}.  Resolves to a handle with the
+// Starts actiond.  opts.keys: {name: {org, role}}; opts.server / opts.limits /
+// opts.modules: extra INI settings; opts.tls: {cert, key}.  Resolves to a handle with the
 // port, the tokens by key name, and stop().
 export async function startServer(opts = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'actiond-test-'));
@@ -41,7 +41,9 @@ export async function startServer(opts = {}) {
     ini += `url = ${opts.db}\n`;
     for (const [k, v] of Object.entries(opts.database || {})) ini += `${k} = ${v}\n`;
   } else if (opts.db) {
-    const dataDir = join(dir, 'data');
+    // opts.dataDir: a cluster that outlives this server (the caller removes
+    // it), so that a second start finds what the first one left.
+    const dataDir = opts.dataDir || join(dir, 'data');
     chmodSync(dir, 0o755); // the embedded server runs as another user
     ini += `data_dir = ${dataDir}\nfsync = off\n`;
     for (const [k, v] of Object.entries(opts.database || {})) ini += `${k} = ${v}\n`;
@@ -52,6 +54,10 @@ export async function startServer(opts = {}) {
   for (const [k, v] of Object.entries(opts.security || {})) ini += `${k} = ${v}\n`;
   ini += '[limits]\n';
   for (const [k, v] of Object.entries(opts.limits || {})) ini += `${k} = ${v}\n`;
+  if (opts.modules) {
+    ini += '[modules]\n';
+    for (const [k, v] of Object.entries(opts.modules)) ini += `${k} = ${v}\n`;
+  }
   for (const [name, k] of Object.entries(keys)) {
     const t = genToken();
     tokens[name] = t.token;

@@ -98,6 +98,19 @@ int main(void)
 	CHECK(ad_config_check(&c, err, sizeof(err)) == -1);
 	ad_config_free(&c);
 
+	/* modules.dir: none by default, a path from [modules], never empty. */
+	ad_config_init(&c);
+	CHECK(c.modules_dir == NULL);
+	ad_config_free(&c);
+	CHECK(load(&c, "[modules]\ndir = /opt/actiond/modules\n", err, sizeof(err)) == 0);
+	CHECK_STR(c.modules_dir, "/opt/actiond/modules");
+	ad_config_free(&c);
+	CHECK(load(&c, "[modules]\ndir =\n", err, sizeof(err)) == -1);
+	CHECK(strstr(err, "bad value for modules.dir") != NULL);
+	ad_config_free(&c);
+	CHECK(load(&c, "[modules]\npath = /x\n", err, sizeof(err)) == -1);
+	ad_config_free(&c);
+
 	/* The same setter serves --set. */
 	ad_config_init(&c);
 	CHECK(ad_config_set(&c, "limits", "max_depth", "16", err, sizeof(err)) == 0);
