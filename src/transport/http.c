@@ -12,6 +12,7 @@
 #include "cluster.h"
 #include "pg.h"
 #include "log.h"
+#include "peer.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "spec.h"
@@ -95,6 +96,7 @@ static int respond_now(struct ad_http *h, struct lws *wsi, int status, const cha
 	http_end(h);
 	if (r < 0 || ad_srv.draining)
 		return -1;
+	ad_peer_mark_exchange(wsi);
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
@@ -162,6 +164,9 @@ static int serve_metrics(struct ad_http *h, struct lws *wsi)
 	       "WebSocket upgrades accepted.", ad_srv.ws_accepted);
 	metric(&b, "actiond_ws_refused_total", "counter",
 	       "WebSocket upgrades refused.", ad_srv.ws_refused);
+	metric(&b, "actiond_http_refused_total", "counter",
+	       "Connections hung up on at accept: their address had "
+	       "max_http_conns_per_ip open.", ad_srv.http_refused);
 	ad_buf_puts(&b, "# HELP actiond_ws_closed_total WebSockets closed by the "
 			"server, by reason.\n# TYPE actiond_ws_closed_total counter\n");
 	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"heartbeat_timeout\"} %llu\n",
@@ -276,6 +281,11 @@ static void http_deliver(struct ad_requester *r, const char *json, size_t len,
 	h->resp = build_response(h->wsi, meta->http_status,
 				 len ? "application/json" : NULL, json, len,
 				 meta->retry_after_ms, meta->set_cookie, &h->resp_len);
+	/* lws 4.1 serves no POLLOUT for an h1 connection that is not read. */
+	if (h->rx_off) {
+		h->rx_off = false;
+		lws_rx_flow_control(h->wsi, 1);
+	}
 	if (!h->resp)
 		lws_set_timeout(h->wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
 	else
@@ -323,6 +333,20 @@ static void http_close(struct ad_http *h)
 	h->active = false;
 }
 
+/*
+ * The request is complete and goes to the dispatch core; its answer may come
+ * much later.  Until then the connection is not read: lws would otherwise
+ * keep offering bytes a client pipelined behind the request, which it cannot
+ * take while an exchange is open, and its loop would spin without waiting
+ * in poll.
+ */
+static void wait_for_answer(struct ad_http *h, struct lws *wsi)
+{
+	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+	lws_rx_flow_control(wsi, 0);
+	h->rx_off = true;
+}
+
 /* Copies the value of query argument name into buf; NULL if absent. */
 static const char *query_arg(struct lws *wsi, const char *name, char *buf, int len)
 {
@@ -362,7 +386,7 @@ static int serve_get_rpc(struct ad_http *h, struct lws *wsi)
 		json_object_set_new(req, "id", v);
 	else
 		json_object_set_new(req, "id", id ? json_string(id) : json_null());
-	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+	wait_for_answer(h, wsi);
 	ad_dispatch_object(&h->req, req, AD_DISPATCH_READ_ONLY);
 	return 0;
 }
@@ -373,6 +397,17 @@ static int on_http(struct ad_http *h, struct lws *wsi, const char *path)
 	bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
 	const char *why;
 
+	/*
+	 * A request with a body parsed from bytes lws had buffered before the
+	 * previous answer would send lws 4.1 into an endless loop (see
+	 * peer.c): hang up instead.  The earlier requests have their answers;
+	 * a client that pipelines starts again on a new connection.
+	 */
+	if ((post || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) &&
+	    ad_peer_maybe_pipelined(wsi)) {
+		ad_log_debug("closing a connection that pipelined a request with a body");
+		return -1;
+	}
 	http_begin(h, wsi);
 	if (!strcmp(path, "/healthz"))
 		return get ? respond_now(h, wsi, 200, "application/json",
@@ -450,7 +485,7 @@ int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 				      "The body is larger than allowed");
 			return -1;
 		}
-		lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+		wait_for_answer(h, wsi);
 		ad_dispatch_message(&h->req, h->body.data ? h->body.data : "",
 				    h->body.len, 0);
 		return 0;
@@ -463,6 +498,7 @@ int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		http_end(h);
 		if (r < 0 || ad_srv.draining)
 			return -1;
+		ad_peer_mark_exchange(wsi);
 		return lws_http_transaction_completed(wsi) ? -1 : 0;
 	}
 	case LWS_CALLBACK_CLOSED_HTTP:

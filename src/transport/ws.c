@@ -17,7 +17,9 @@
 #include "ws.h"
 #include "auth.h"
 #include "http.h"
+#include "ipkey.h"
 #include "log.h"
+#include "peer.h"
 #include "server.h"
 
 #include <stdlib.h>
@@ -59,84 +61,8 @@ static struct {
 	struct ad_cred *cred;
 } pending_upgrade;
 
-/* ---- connections per address --------------------------------------------- */
-
-struct ip_slot {
-	uint8_t ip[16];
-	uint32_t count; /* 0 = free */
-};
-
-static struct ip_slot *ip_tab;
-static size_t ip_cap, ip_used;
-
-static size_t ip_hash(const uint8_t ip[16])
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (int i = 0; i < 16; i++)
-		h = (h ^ ip[i]) * 1099511628211ull;
-	return (size_t)h;
-}
-
-/* Returns the slot for ip (count 0 if new); NULL on allocation failure. */
-static struct ip_slot *ip_slot(const uint8_t ip[16], bool create)
-{
-	size_t i;
-
-	if (create && ip_used + 1 > ip_cap / 2) {
-		size_t ncap = ip_cap ? ip_cap * 2 : 256;
-		struct ip_slot *t = calloc(ncap, sizeof(*t));
-
-		if (!t)
-			return NULL;
-		for (size_t k = 0; k < ip_cap; k++) {
-			if (!ip_tab[k].count)
-				continue;
-			i = ip_hash(ip_tab[k].ip) & (ncap - 1);
-			while (t[i].count)
-				i = (i + 1) & (ncap - 1);
-			t[i] = ip_tab[k];
-		}
-		free(ip_tab);
-		ip_tab = t;
-		ip_cap = ncap;
-	}
-	if (!ip_cap)
-		return NULL;
-	i = ip_hash(ip) & (ip_cap - 1);
-	while (ip_tab[i].count && memcmp(ip_tab[i].ip, ip, 16))
-		i = (i + 1) & (ip_cap - 1);
-	if (!ip_tab[i].count && !create)
-		return NULL;
-	return &ip_tab[i];
-}
-
-static void ip_release(const uint8_t ip[16])
-{
-	struct ip_slot *s = ip_slot(ip, false);
-	size_t i, j;
-
-	if (!s || --s->count)
-		return;
-	/* Backward-shift deletion keeps linear probing chains intact. */
-	ip_used--;
-	i = (size_t)(s - ip_tab);
-	j = i;
-	for (;;) {
-		size_t home;
-
-		j = (j + 1) & (ip_cap - 1);
-		if (!ip_tab[j].count)
-			break;
-		home = ip_hash(ip_tab[j].ip) & (ip_cap - 1);
-		if ((j > i && (home <= i || home > j)) ||
-		    (j < i && (home <= i && home > j))) {
-			ip_tab[i] = ip_tab[j];
-			ip_tab[j].count = 0;
-			i = j;
-		}
-	}
-}
+/* Open WebSockets per address key (ad_ip_key). */
+static struct ad_iptab ws_ips;
 
 /* ---- the upgrade --------------------------------------------------------- */
 
@@ -237,7 +163,6 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 {
 	char uri[64];
 	struct ad_cred *cred;
-	struct ip_slot *slot;
 	const char *why;
 	uint8_t ip[16];
 
@@ -257,8 +182,8 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 					   why);
 	}
 	ad_peer_ip(wsi, ip);
-	slot = ip_slot(ip, true);
-	if (!slot || slot->count >= ad_srv.cfg.max_conns_per_ip) {
+	ad_ip_key(ip, ip);
+	if (ad_iptab_count(&ws_ips, ip) >= ad_srv.cfg.max_conns_per_ip) {
 		ad_cred_unref(cred);
 		ad_srv.ws_refused++;
 		return ad_http_reply_error(wsi, 429, "rate_limited",
@@ -558,7 +483,7 @@ static int ws_receive(struct ad_conn *c, const char *in, size_t len)
 
 static void conn_open(struct ad_conn *c, struct lws *wsi, struct ad_cred *cred)
 {
-	struct ip_slot *slot;
+	uint8_t key[16];
 
 	ad_requester_init(&c->req, &ws_ops);
 	c->req.cred = cred;
@@ -568,13 +493,9 @@ static void conn_open(struct ad_conn *c, struct lws *wsi, struct ad_cred *cred)
 	ad_peer_ip(wsi, c->req.ip);
 	ad_list_add_tail(&ad_srv.ws_active, &c->node);
 	ad_list_add_tail(&cred->conns, &c->cred_node);
-	slot = ip_slot(c->req.ip, true);
-	if (slot) {
-		if (!slot->count++)
-			ip_used++;
-		memcpy(slot->ip, c->req.ip, 16);
-		c->ip_counted = true;
-	}
+	ad_ip_key(c->req.ip, key);
+	c->ip_counted = ad_iptab_take(&ws_ips, key, UINT32_MAX);
+	ad_peer_upgraded(wsi);
 	ad_srv.n_ws++;
 	ad_srv.ws_accepted++;
 }
@@ -591,8 +512,12 @@ static void conn_closed(struct ad_conn *c)
 	ad_list_del(&c->node);
 	ad_list_del(&c->cred_node);
 	c->req.cred = ad_cred_unref(c->req.cred);
-	if (c->ip_counted)
-		ip_release(c->req.ip);
+	if (c->ip_counted) {
+		uint8_t key[16];
+
+		ad_ip_key(c->req.ip, key);
+		ad_iptab_release(&ws_ips, key);
+	}
 	ad_srv.n_ws--;
 }
 
@@ -666,7 +591,5 @@ void ad_ws_free(void)
 {
 	ad_cred_unref(pending_upgrade.cred);
 	pending_upgrade.cred = NULL;
-	free(ip_tab);
-	ip_tab = NULL;
-	ip_cap = ip_used = 0;
+	ad_iptab_free(&ws_ips);
 }
