@@ -32,6 +32,7 @@ struct ad_http {
 	bool active;           /* initialised and counted */
 	bool busy;             /* a request is being served */
 	bool too_big;          /* the body passed body_limit */
+	bool body_unread;      /* the request has a body not read yet */
 	bool rx_off;           /* not read while the answer is awaited */
 };
 

@@ -20,6 +20,7 @@
 #include "ipkey.h"
 #include "log.h"
 #include "peer.h"
+#include "reqparse.h"
 #include "server.h"
 
 #include <stdlib.h>
@@ -66,39 +67,15 @@ static struct ad_iptab ws_ips;
 
 /* ---- the upgrade --------------------------------------------------------- */
 
-/* Finds "actiond.bearer.<token>" among the offered subprotocols. */
-static const char *subprotocol_token(char *hdr, size_t *ret_len)
+/*
+ * Copies header t of wsi into buf (AD_HTTP_HEADER_MAX + 1 bytes, which any
+ * header lws accepted fits); returns its length, 0 if absent, -1 on error.
+ */
+static int header(struct lws *wsi, enum lws_token_indexes t, char *buf)
 {
-	static const char prefix[] = "actiond.bearer.";
-	char *save = NULL;
-
-	for (char *t = strtok_r(hdr, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		size_t n;
-
-		while (*t == ' ' || *t == '\t')
-			t++;
-		n = strcspn(t, " \t");
-		if (n > sizeof(prefix) - 1 && !strncmp(t, prefix, sizeof(prefix) - 1)) {
-			*ret_len = n - (sizeof(prefix) - 1);
-			return t + sizeof(prefix) - 1;
-		}
-	}
-	return NULL;
-}
-
-/* Finds name=value in a Cookie header; returns the value (NUL-terminated). */
-static char *cookie_value(char *hdr, const char *name)
-{
-	size_t nl = strlen(name);
-	char *save = NULL;
-
-	for (char *t = strtok_r(hdr, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
-		while (*t == ' ')
-			t++;
-		if (!strncmp(t, name, nl) && t[nl] == '=')
-			return t + nl + 1;
-	}
-	return NULL;
+	if (lws_hdr_total_length(wsi, t) <= 0)
+		return 0;
+	return lws_hdr_copy(wsi, buf, AD_HTTP_HEADER_MAX + 1, t);
 }
 
 static bool origin_allowed(const char *origin)
@@ -111,33 +88,26 @@ static bool origin_allowed(const char *origin)
 
 struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why)
 {
-	char hdr[AD_TOKEN_MAX + 64], origin[256];
-	const char *tok = NULL;
+	/* The loop is single-threaded; two header-sized buffers suffice. */
+	static char hdr[AD_HTTP_HEADER_MAX + 1], origin[AD_HTTP_HEADER_MAX + 1];
+	struct ad_span tok = { NULL, 0 };
 	struct ad_cred *cred;
-	size_t tlen = 0;
 	int n;
 
 	*ret_why = NULL;
-	n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
-	if (n != 0) {
-		if (n < 0 || n <= 7 || strncasecmp(hdr, "Bearer ", 7)) {
+	if ((n = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, hdr)) != 0) {
+		if (n < 0 || ad_parse_bearer(hdr, (size_t)n, &tok)) {
 			*ret_why = "Malformed Authorization header (want: Bearer <token>)";
 			return NULL;
 		}
-		tok = hdr + 7;
-		while (*tok == ' ')
-			tok++;
-		tlen = strlen(tok);
-		while (tlen && tok[tlen - 1] == ' ')
-			tlen--;
-	} else if (lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_PROTOCOL) > 0 &&
-		   (tok = subprotocol_token(hdr, &tlen))) {
+	} else if ((n = header(wsi, WSI_TOKEN_PROTOCOL, hdr)) > 0 &&
+		   (ad_parse_subprotocols(hdr, (size_t)n, &tok), tok.n)) {
 		/* tok points into hdr */
-	} else if (lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_COOKIE) > 0 &&
-		   (tok = cookie_value(hdr, AD_SESSION_COOKIE))) {
+	} else if ((n = header(wsi, WSI_TOKEN_HTTP_COOKIE, hdr)) > 0 &&
+		   ad_parse_cookie(hdr, (size_t)n, AD_SESSION_COOKIE, &tok)) {
 		/* A cookie rides along on cross-site requests: only an allowed
 		 * Origin may use it. */
-		if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0) {
+		if (header(wsi, WSI_TOKEN_ORIGIN, origin) <= 0) {
 			*ret_why = "A session cookie needs an Origin header";
 			return NULL;
 		}
@@ -145,7 +115,7 @@ struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why)
 			*ret_why = "Origin not allowed";
 			return NULL;
 		}
-		cred = ad_auth_token(tok, strlen(tok), AD_CRED_SESSION);
+		cred = ad_auth_token(tok.p, tok.n, AD_CRED_SESSION);
 		if (!cred)
 			*ret_why = "Unknown, expired or revoked session";
 		return cred;
@@ -153,7 +123,7 @@ struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why)
 		*ret_why = "Credentials are required";
 		return NULL;
 	}
-	cred = ad_auth_token(tok, tlen, 0);
+	cred = ad_auth_token(tok.p, tok.n, 0);
 	if (!cred)
 		*ret_why = "Unknown, expired, revoked or malformed credential";
 	return cred;
@@ -161,7 +131,10 @@ struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why)
 
 int ad_ws_confirm_upgrade(struct lws *wsi)
 {
+	static char proto[AD_HTTP_HEADER_MAX + 1];
+	struct ad_span bearer;
 	char uri[64];
+	int n;
 	struct ad_cred *cred;
 	const char *why;
 	uint8_t ip[16];
@@ -173,6 +146,19 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 	if (ad_srv.draining)
 		return ad_http_reply_error(wsi, 503, "unavailable",
 					   "The server is shutting down");
+	/*
+	 * lws selects a subprotocol by its name among all of ours, and the
+	 * database sockets are one of them (AD_PG_PROTOCOL): a client naming
+	 * it would get a socket nothing counts, limits or closes.  Clients get
+	 * actiond.v1 and nothing else.
+	 */
+	if ((n = header(wsi, WSI_TOKEN_PROTOCOL, proto)) < 0 ||
+	    (n > 0 && ad_parse_subprotocols(proto, (size_t)n, &bearer) != AD_SUBPROTO_OK)) {
+		ad_srv.ws_refused++;
+		return ad_http_reply_error(wsi, 400, "invalid_request",
+					   "Offer the subprotocol " AD_SUBPROTOCOL
+					   " (and nothing else but a bearer token)");
+	}
 	cred = ad_ws_authenticate(wsi, &why);
 	if (!cred) {
 		ad_srv.ws_refused++;

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import { startServer, connect, http, rssKiB, sleep, upgradeStatus, within } from './lib.mjs';
+import { startServer, connect, http, rpc, rssKiB, sessionCookie, sleep, upgradeStatus, within } from './lib.mjs';
 
 // Sends bytes on a fresh connection and collects what comes back until the
 // server closes or ms pass.  Resolves {data, closed, reset}.
@@ -159,6 +159,115 @@ test('HTTP connections are capped per address and must send their headers in tim
     assert.equal((await http(srv, '/healthz', { token: null, localAddress: '127.0.0.3' })).status, 200);
   } finally {
     idle.destroy();
+    await srv.stop();
+  }
+});
+
+// ---- 8. long Cookie headers ------------------------------------------------
+
+test('the session is found in a Cookie header of many cookies, over HTTP and at the upgrade', async () => {
+  const ORIGIN = 'http://app.test';
+  const srv = await startServer({
+    db: true, keys: { admin: { org: 'acme', role: 'admin' } }, security: { allowed_origins: ORIGIN },
+  });
+  try {
+    const email = 'cookie@acme.test', password = 'pw-long-cookie-test';
+    const made = await rpc(srv, 'admin.account_create', { email, password, role: 'member' });
+    assert.equal(made.status, 200, made.body);
+    const login = await rpc(srv, 'auth.login', { email, password }, { token: null, localAddress: '127.0.0.21' });
+    assert.equal(login.status, 200, login.body);
+    const session = sessionCookie(login);
+    // 3 KB of other cookies, before and after ours.
+    const filler = (p) => Array.from({ length: 12 }, (_, i) => `${p}${i}=${'v'.repeat(120)}`).join('; ');
+    const cookie = `${filler('a')}; ${session}; ${filler('z')}`;
+    assert.ok(cookie.length > 3000);
+    const headers = { Cookie: cookie, Origin: ORIGIN };
+    const r = await rpc(srv, 'account.session_list', {}, { token: null, headers });
+    assert.equal(r.status, 200, r.body);
+    assert.ok(Array.isArray(r.json.result.sessions), r.body);
+    assert.equal(await upgradeStatus(srv, { token: null, headers }), 101);
+  } finally {
+    await srv.stop();
+  }
+});
+
+// ---- 9. subprotocols ---------------------------------------------------------
+
+test('only actiond.v1 is served: the internal and unknown subprotocols are refused at the upgrade', async () => {
+  assert.equal(await upgradeStatus(server, { protocols: ['actiond-pg'] }), 400);
+  assert.equal(await upgradeStatus(server, { protocols: ['actiond-pg', 'actiond.v1'] }), 400);
+  assert.equal(await upgradeStatus(server, { protocols: ['actiond.v1', 'chat'] }), 400);
+  assert.equal(await upgradeStatus(server, { protocols: ['actiond.v1'] }), 101);
+  assert.equal(await upgradeStatus(server, { token: null, protocols: ['actiond.v1', 'actiond.bearer.' + server.token] }), 101);
+});
+
+// ---- 12. HTTP framing ------------------------------------------------------
+
+const rpcBody = (method, params) => JSON.stringify({ jsonrpc: '2.0', id: 7, method, params });
+
+test('a POST without Content-Length, or chunked, is answered 411 at once', async () => {
+  for (const head of [
+    'POST /rpc HTTP/1.1\r\nHost: x\r\n\r\n',
+    'POST /rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n',
+  ]) {
+    const r = await exchange(server.port, head, { ms: 3000 });
+    const got = responses(r.data);
+    assert.equal(got[0]?.status, 411, JSON.stringify(r.data.slice(0, 200)));
+    const j = JSON.parse(got[0].body);
+    assert.equal(j.jsonrpc, '2.0');
+    assert.equal(j.id, null);
+    assert.equal(j.error.data.reason, 'length_required');
+  }
+});
+
+test('GET /rpc: a request target over 8 KiB is 414; params get the depth limit of a POST', async () => {
+  const big = encodeURIComponent(JSON.stringify({ value: 'x'.repeat(9000) }));
+  const r = await exchange(server.port, `GET /rpc?method=test.echo&params=${big}&id=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.token}\r\n\r\n`, { ms: 3000 });
+  const got = responses(r.data);
+  assert.equal(got[0]?.status, 414, JSON.stringify(r.data.slice(0, 200)));
+  assert.equal(JSON.parse(got[0].body).error.data.reason, 'payload_too_large');
+
+  const deep = '['.repeat(100) + ']'.repeat(100);
+  for (const [method, path, body] of [
+    ['GET', `/rpc?method=test.echo&params=${encodeURIComponent(JSON.stringify({ value: JSON.parse(deep) }))}&id=2`],
+    ['POST', '/rpc', rpcBody('test.echo', { value: JSON.parse(deep) })],
+  ]) {
+    const res = await http(server, path, { method, body });
+    assert.equal(res.status, 400, `${method}: ${res.body}`);
+    assert.equal(res.json.error.code, -32600);
+    assert.equal(res.json.error.data.reason, 'payload_too_large', `${method}: ${res.body}`);
+  }
+  const ok = await http(server, `/rpc?method=test.echo&params=${encodeURIComponent('{"value":[[1]]}')}&id=3`);
+  assert.equal(ok.status, 200, ok.body);
+  assert.deepEqual(ok.json, { jsonrpc: '2.0', id: 3, result: { value: [[1]] } });
+});
+
+// ---- 14. refusals are JSON-RPC responses -----------------------------------
+
+test('every /rpc refusal is a JSON-RPC 2.0 error with the status of its reason', async () => {
+  const ORIGIN = 'http://app.test';
+  const srv = await startServer({ keys: { admin: { org: 'acme', role: 'admin' } }, security: { allowed_origins: ORIGIN } });
+  const check = (r, status, code, reason) => {
+    assert.equal(r.status, status, r.body);
+    assert.equal(r.json?.jsonrpc, '2.0', r.body);
+    assert.equal(r.json.id, null, r.body);
+    assert.equal(r.json.error.code, code, r.body);
+    assert.equal(r.json.error.data.reason, reason, r.body);
+    assert.equal(typeof r.json.error.message, 'string');
+  };
+  try {
+    const body = rpcBody('heartbeat');
+    check(await http(srv, '/rpc', { method: 'POST', body, token: 'adt_not-a-real-token' }), 401, -32001, 'unauthenticated');
+    check(await http(srv, '/rpc?method=heartbeat', { token: 'adt_not-a-real-token' }), 401, -32001, 'unauthenticated');
+    check(await http(srv, '/rpc', { method: 'POST', body, token: null, headers: { Cookie: 'actiond_session=abc' } }), 401, -32001, 'unauthenticated');
+    check(await http(srv, '/rpc', { method: 'POST', body, token: null, headers: { Cookie: 'actiond_session=abc', Origin: 'http://evil.test' } }), 403, -32003, 'forbidden');
+    check(await http(srv, '/rpc', { method: 'POST', body: 'x'.repeat(20000), token: null }), 413, -32013, 'payload_too_large');
+    check(await http(srv, '/rpc', { method: 'PUT', body }), 405, -32600, 'method_not_allowed');
+    // Other paths keep their plain error documents.
+    const nf = await http(srv, '/nope');
+    assert.equal(nf.status, 404);
+    assert.equal(nf.json.error.reason, 'not_found');
+  } finally {
     await srv.stop();
   }
 });
