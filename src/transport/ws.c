@@ -334,8 +334,10 @@ static int ws_writable(struct ad_conn *c)
 	size_t n = 0;
 
 	if (c->close_code && !c->outq.count) {
+		/* lws_write() may use LWS_PRE bytes in front of the frame. */
+		static unsigned char buf[LWS_PRE + 2 + 2 + 64];
+		unsigned char *frame = buf + LWS_PRE;
 		const char *r = close_reason(c->close_code);
-		unsigned char frame[2 + 2 + 64];
 		size_t rl = strlen(r);
 
 		if (c->close_sent)
@@ -366,7 +368,10 @@ static int ws_writable(struct ad_conn *c)
 		if (n + m->frame_len > WBUF_SIZE) {
 			if (n)
 				break;
-			/* A frame bigger than the buffer goes out on its own. */
+			/*
+			 * A frame bigger than the buffer goes out on its own,
+			 * from where it lies (outq.c keeps LWS_PRE in front).
+			 */
 			if (lws_write(c->wsi, (unsigned char *)ad_msg_frame(m),
 				      m->frame_len, LWS_WRITE_HTTP) < 0)
 				return -1;
