@@ -4,6 +4,7 @@
 #include "reqparse.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -93,6 +94,43 @@ enum ad_subproto ad_parse_subprotocols(const char *v, size_t n, struct ad_span *
 	return have_v1 ? AD_SUBPROTO_OK : AD_SUBPROTO_NO_V1;
 }
 
+/* True if [p, p + n) is well-formed UTF-8 (no overlongs, no surrogates). */
+static bool utf8_valid(const char *p, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)p;
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned c = s[i], need;
+		uint32_t cp;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			need = 2, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			need = 3, cp = c & 0x07;
+		else
+			return false;
+		if (n - i <= need)
+			return false;
+		for (unsigned k = 1; k <= need; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[i + k] & 0x3f);
+		}
+		if ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (need == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+			return false;
+		i += need + 1;
+	}
+	return true;
+}
+
 /* The value of argument name, or NULL. */
 static const struct ad_span *arg(const struct ad_span *args, size_t nargs,
 				 const char *name, struct ad_span *ret)
@@ -117,6 +155,11 @@ int ad_parse_get_rpc(const struct ad_span *args, size_t nargs, struct ad_buf *ou
 	*parse_error = false;
 	if (!arg(args, nargs, "method", &m) || !m.n) {
 		*why = "GET /rpc needs ?method=";
+		return -1;
+	}
+	if (!utf8_valid(m.p, m.n) || (arg(args, nargs, "id", &id) && !utf8_valid(id.p, id.n))) {
+		*parse_error = true;
+		*why = "method and id must be UTF-8";
 		return -1;
 	}
 	ad_buf_puts(out, "{\"jsonrpc\":\"2.0\",\"method\":");
