@@ -55,6 +55,11 @@ static void usage(FILE *f)
 		"  -h, --help               show this help and exit\n"
 		"  -V, --version            show the version and exit\n"
 		"\n"
+		"Limits against hostile peers (all in README.md), for example:\n"
+		"  -s limits.header_timeout=5s         time to send a request's headers\n"
+		"  -s limits.max_http_conns_per_ip=64  HTTP connections per address\n"
+		"  -s limits.ipv6_prefix=64            IPv6 peers count per this prefix\n"
+		"\n"
 		"Signals: SIGTERM or SIGINT drain in-flight calls, close sockets with\n"
 		"1001, and exit 0.\n");
 }

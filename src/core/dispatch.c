@@ -11,6 +11,7 @@
  * the batch under the dispatcher's feet.
  */
 #include "dispatch.h"
+#include "ipkey.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "rpc.h"
@@ -556,13 +557,12 @@ void ad_call_peer(const struct ad_call *c, uint8_t out[16])
 
 uint64_t ad_call_fair_key(const struct ad_call *c)
 {
-	static const uint8_t v4[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-	const uint8_t *ip = c->batch->ip;
+	uint8_t key[16];
 	uint64_t h = 1469598103934665603ull;
-	int n = memcmp(ip, v4, sizeof(v4)) ? 8 : 16;
 
-	for (int i = 0; i < n; i++)
-		h = (h ^ ip[i]) * 1099511628211ull;
+	ad_ip_key(c->batch->ip, key);
+	for (int i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 1099511628211ull;
 	return h;
 }
 

@@ -92,8 +92,8 @@ const struct ad_cred *ad_call_cred(const struct ad_call *call);
 /* The peer address of the call (16 bytes, IPv4 mapped). */
 const uint8_t *ad_call_ip(const struct ad_call *call);
 /*
- * The caller's address as a fairness key for shared queues: IPv4 whole,
- * IPv6 by its /64 (one host owns a /64 and may rotate within it).
+ * The caller's address as a fairness key for shared queues: the hash of
+ * its per-address key (ipkey.h: IPv6 by its prefix).
  */
 uint64_t ad_call_fair_key(const struct ad_call *call);
 /* Asks HTTP to send Set-Cookie: value with the answer (copied). */

@@ -5,9 +5,11 @@
  * the scope and the scope's value, so a peer cannot aim collisions.  A bucket
  * that has refilled completely carries no information; such buckets are
  * dropped whenever the table is rebuilt, which keeps it as small as the set
- * of callers that are actually being limited.
+ * of callers that are actually being limited.  Addresses are keyed by
+ * ad_ip_key(): an IPv6 caller is its /64 (limits.ipv6_prefix).
  */
 #include "ratelimit.h"
+#include "ipkey.h"
 #include "log.h"
 
 #include <libwebsockets.h>
@@ -43,7 +45,7 @@ static uint64_t bucket_key(const struct ad_spec *s, unsigned rule,
 	n = 5;
 	if (!cred || scope == AD_RATE_IP) {
 		msg[n++] = 'i';
-		memcpy(msg + n, ip, 16);
+		ad_ip_key(ip, msg + n);
 		n += 16;
 	} else if (scope == AD_RATE_ACCOUNT && cred->account_id) {
 		msg[n++] = 'a';

@@ -12,7 +12,10 @@
 #include "cluster.h"
 #include "pg.h"
 #include "log.h"
+#include "peer.h"
 #include "ratelimit.h"
+#include "reqparse.h"
+#include "rpc.h"
 #include "server.h"
 #include "spec.h"
 #include "ws.h"
@@ -93,8 +96,14 @@ static int respond_now(struct ad_http *h, struct lws *wsi, int status, const cha
 	r = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
 	free(buf);
 	http_end(h);
-	if (r < 0 || ad_srv.draining)
+	/*
+	 * Answered before its body was read: lws would discard the body and
+	 * then read on, but the mark below would be taken too early to tell a
+	 * pipelined request from a fresh one.  Hang up instead.
+	 */
+	if (r < 0 || ad_srv.draining || h->body_unread)
 		return -1;
+	ad_peer_mark_exchange(wsi);
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
@@ -162,6 +171,9 @@ static int serve_metrics(struct ad_http *h, struct lws *wsi)
 	       "WebSocket upgrades accepted.", ad_srv.ws_accepted);
 	metric(&b, "actiond_ws_refused_total", "counter",
 	       "WebSocket upgrades refused.", ad_srv.ws_refused);
+	metric(&b, "actiond_http_refused_total", "counter",
+	       "Connections hung up on at accept: their address had "
+	       "max_http_conns_per_ip open.", ad_srv.http_refused);
 	ad_buf_puts(&b, "# HELP actiond_ws_closed_total WebSockets closed by the "
 			"server, by reason.\n# TYPE actiond_ws_closed_total counter\n");
 	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"heartbeat_timeout\"} %llu\n",
@@ -276,6 +288,11 @@ static void http_deliver(struct ad_requester *r, const char *json, size_t len,
 	h->resp = build_response(h->wsi, meta->http_status,
 				 len ? "application/json" : NULL, json, len,
 				 meta->retry_after_ms, meta->set_cookie, &h->resp_len);
+	/* lws 4.1 serves no POLLOUT for an h1 connection that is not read. */
+	if (h->rx_off) {
+		h->rx_off = false;
+		lws_rx_flow_control(h->wsi, 1);
+	}
 	if (!h->resp)
 		lws_set_timeout(h->wsi, PENDING_TIMEOUT_HTTP_CONTENT, LWS_TO_KILL_ASYNC);
 	else
@@ -323,47 +340,89 @@ static void http_close(struct ad_http *h)
 	h->active = false;
 }
 
-/* Copies the value of query argument name into buf; NULL if absent. */
-static const char *query_arg(struct lws *wsi, const char *name, char *buf, int len)
+/*
+ * The request is complete and goes to the dispatch core; its answer may come
+ * much later.  Until then the connection is not read: lws would otherwise
+ * keep offering bytes a client pipelined behind the request, which it cannot
+ * take while an exchange is open, and its loop would spin without waiting
+ * in poll.
+ */
+static void wait_for_answer(struct ad_http *h, struct lws *wsi)
 {
-	size_t nl = strlen(name);
-
-	for (int i = 0; lws_hdr_copy_fragment(wsi, buf, len, WSI_TOKEN_HTTP_URI_ARGS,
-					      i) >= 0; i++)
-		if (!strncmp(buf, name, nl) && buf[nl] == '=')
-			return buf + nl + 1;
-	return NULL;
+	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+	lws_rx_flow_control(wsi, 0);
+	h->rx_off = true;
 }
 
-/* GET /rpc?method=..&params=<json>&id=<json>: a read action, answered. */
+/*
+ * Refuses a /rpc request with a JSON-RPC 2.0 error response (id null: the
+ * request was not read), the HTTP status mirroring it; error.data.reason
+ * names the refusal.
+ */
+static int rpc_refuse(struct ad_http *h, struct lws *wsi, int status, int code,
+		      const char *reason, const char *message)
+{
+	struct ad_buf b = AD_BUF_INIT;
+	json_t *data = json_pack("{s:s}", "reason", reason);
+	int r;
+
+	ad_rpc_write_error(&b, NULL, code, message, data);
+	json_decref(data);
+	r = b.oom ? -1 : respond_now(h, wsi, status, "application/json", b.data, b.len);
+	ad_buf_free(&b);
+	return r;
+}
+
+static int rpc_refuse_reason(struct ad_http *h, struct lws *wsi, enum ad_reason reason,
+			     const char *message)
+{
+	return rpc_refuse(h, wsi, ad_reason_http_status(reason), ad_reason_code(reason),
+			  ad_reason_name(reason), message);
+}
+
+#define MAX_QUERY_ARGS 32
+
+/*
+ * GET /rpc?method=..&params=<json>&id=<json>: a read action.  The request is
+ * built as JSON text and goes through the same path as a POST body, so the
+ * same size, depth and envelope checks apply.
+ */
 static int serve_get_rpc(struct ad_http *h, struct lws *wsi)
 {
-	char mbuf[256], pbuf[8192], ibuf[256];
-	const char *method = query_arg(wsi, "method", mbuf, sizeof(mbuf));
-	const char *params = query_arg(wsi, "params", pbuf, sizeof(pbuf));
-	const char *id = query_arg(wsi, "id", ibuf, sizeof(ibuf));
-	json_t *req, *v;
-	json_error_t jerr;
+	static char frag[AD_HTTP_HEADER_MAX + MAX_QUERY_ARGS];
+	struct ad_span args[MAX_QUERY_ARGS];
+	struct ad_buf req = AD_BUF_INIT;
+	size_t nargs = 0, used = 0;
+	const char *why;
+	bool parse_error;
+	int n;
 
-	if (!method)
-		return respond_error(h, wsi, 400, "invalid_request",
-				     "GET /rpc needs ?method=");
-	req = json_pack("{s:s,s:s}", "jsonrpc", "2.0", "method", method);
-	if (params) {
-		if (!(v = json_loads(params, JSON_REJECT_DUPLICATES, &jerr))) {
-			json_decref(req);
-			return respond_error(h, wsi, 400, "invalid_params",
-					     "params is not valid JSON");
-		}
-		json_object_set_new(req, "params", v);
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) +
+	    lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > AD_HTTP_URI_MAX)
+		return rpc_refuse(h, wsi, 414, ad_reason_code(AD_REASON_PAYLOAD_TOO_LARGE),
+				  "payload_too_large", "The request target is too long");
+	while ((n = lws_hdr_copy_fragment(wsi, frag + used, (int)(sizeof(frag) - used),
+					  WSI_TOKEN_HTTP_URI_ARGS, (int)nargs)) >= 0) {
+		if (nargs == MAX_QUERY_ARGS)
+			return rpc_refuse(h, wsi, 400, AD_RPC_INVALID_REQUEST, "invalid_request",
+					  "Too many query arguments");
+		args[nargs++] = (struct ad_span){ frag + used, (size_t)n };
+		used += (size_t)n + 1;
 	}
-	/* An id is optional over GET; without one the answer carries null. */
-	if (id && (v = json_loads(id, JSON_DECODE_ANY, &jerr)))
-		json_object_set_new(req, "id", v);
-	else
-		json_object_set_new(req, "id", id ? json_string(id) : json_null());
-	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-	ad_dispatch_object(&h->req, req, AD_DISPATCH_READ_ONLY);
+	if (ad_parse_get_rpc(args, nargs, &req, &why, &parse_error)) {
+		ad_buf_free(&req);
+		return rpc_refuse(h, wsi, 400,
+				  parse_error ? AD_RPC_PARSE_ERROR : AD_RPC_INVALID_REQUEST,
+				  parse_error ? "parse_error" : "invalid_request", why);
+	}
+	if (req.len > (h->req.cred ? ad_srv.cfg.max_message : ad_srv.cfg.max_preauth_body)) {
+		ad_buf_free(&req);
+		return rpc_refuse_reason(h, wsi, AD_REASON_PAYLOAD_TOO_LARGE,
+					 "The request is larger than allowed");
+	}
+	wait_for_answer(h, wsi);
+	ad_dispatch_message(&h->req, req.data, req.len, AD_DISPATCH_READ_ONLY);
+	ad_buf_free(&req);
 	return 0;
 }
 
@@ -373,7 +432,19 @@ static int on_http(struct ad_http *h, struct lws *wsi, const char *path)
 	bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
 	const char *why;
 
+	/*
+	 * A request with a body parsed from bytes lws had buffered before the
+	 * previous answer would send lws 4.1 into an endless loop (see
+	 * peer.c): hang up instead.  The earlier requests have their answers;
+	 * a client that pipelines starts again on a new connection.
+	 */
+	if ((post || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) &&
+	    ad_peer_maybe_pipelined(wsi)) {
+		ad_log_debug("closing a connection that pipelined a request with a body");
+		return -1;
+	}
 	http_begin(h, wsi);
+	h->body_unread = post || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
 	if (!strcmp(path, "/healthz"))
 		return get ? respond_now(h, wsi, 200, "application/json",
 					 "{\"status\":\"ok\"}", 15)
@@ -394,35 +465,43 @@ static int on_http(struct ad_http *h, struct lws *wsi, const char *path)
 				     "/ws speaks WebSocket only");
 	if (strcmp(path, "/rpc") != 0)
 		return respond_error(h, wsi, 404, "not_found", "No such path");
+	/* From here on every answer is a JSON-RPC response. */
 	if (!get && !post)
-		return respond_error(h, wsi, 405, "method_not_allowed", "Use GET or POST");
+		return rpc_refuse(h, wsi, 405, AD_RPC_INVALID_REQUEST, "method_not_allowed",
+				  "Use GET or POST");
+	if (get && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+		return rpc_refuse(h, wsi, 400, AD_RPC_INVALID_REQUEST, "invalid_request",
+				  "GET /rpc takes no body");
+	if (post && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+		/* lws 4.1 would wait for 100 MB of body; chunked is not read. */
+		return rpc_refuse(h, wsi, 411, AD_RPC_INVALID_REQUEST, "length_required",
+				  "POST /rpc needs a Content-Length (no chunked bodies)");
 	if (ad_srv.draining)
-		return respond_error(h, wsi, 503, "unavailable", "The server is shutting down");
+		return rpc_refuse_reason(h, wsi, AD_REASON_UNAVAILABLE,
+					 "The server is shutting down");
 
 	h->req.cred = ad_ws_authenticate(wsi, &why);
 	/* Nothing presented is fine here: some actions are anonymous. */
-	if (!h->req.cred && strcmp(why, "Credentials are required") != 0) {
-		bool origin = !strcmp(why, "Origin not allowed");
-
-		return respond_error(h, wsi, origin ? 403 : 401,
-				     origin ? "forbidden" : "unauthenticated", why);
-	}
+	if (!h->req.cred && strcmp(why, "Credentials are required") != 0)
+		return rpc_refuse_reason(h, wsi, !strcmp(why, "Origin not allowed")
+					 ? AD_REASON_FORBIDDEN : AD_REASON_UNAUTHENTICATED,
+					 why);
 	if (get)
 		return serve_get_rpc(h, wsi);
 
 	h->body_limit = h->req.cred ? ad_srv.cfg.max_message
 				    : ad_srv.cfg.max_preauth_body;
-	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
-		char cl[32];
+	{
+		char cl[32], *end;
 		unsigned long long n;
 
-		lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
-		n = strtoull(cl, NULL, 10);
-		if (n > h->body_limit) {
-			respond_error(h, wsi, 413, "payload_too_large",
-				      "The body is larger than allowed");
-			return -1; /* do not read the body */
-		}
+		if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 ||
+		    cl[0] < '0' || cl[0] > '9' || (n = strtoull(cl, &end, 10), *end))
+			return rpc_refuse(h, wsi, 400, AD_RPC_INVALID_REQUEST,
+					  "invalid_request", "Malformed Content-Length");
+		if (n > h->body_limit)
+			return rpc_refuse_reason(h, wsi, AD_REASON_PAYLOAD_TOO_LARGE,
+						 "The body is larger than allowed");
 	}
 	return 0; /* the body follows */
 }
@@ -445,12 +524,11 @@ int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
 		if (!h->active)
 			return -1;
-		if (h->too_big) {
-			respond_error(h, wsi, 413, "payload_too_large",
-				      "The body is larger than allowed");
-			return -1;
-		}
-		lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+		if (h->too_big)
+			return rpc_refuse_reason(h, wsi, AD_REASON_PAYLOAD_TOO_LARGE,
+						 "The body is larger than allowed");
+		h->body_unread = false;
+		wait_for_answer(h, wsi);
 		ad_dispatch_message(&h->req, h->body.data ? h->body.data : "",
 				    h->body.len, 0);
 		return 0;
@@ -463,6 +541,7 @@ int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		http_end(h);
 		if (r < 0 || ad_srv.draining)
 			return -1;
+		ad_peer_mark_exchange(wsi);
 		return lws_http_transaction_completed(wsi) ? -1 : 0;
 	}
 	case LWS_CALLBACK_CLOSED_HTTP:

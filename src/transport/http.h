@@ -11,6 +11,15 @@
 #include <libwebsockets.h>
 #include <stdbool.h>
 
+/*
+ * The header space of one request (lws's max_http_header_data): the request
+ * line, query string and every header together.  A request over it is hung
+ * up on by lws without a status.
+ */
+#define AD_HTTP_HEADER_MAX (16 * 1024)
+/* The longest request target (path and query) answered; longer: 414. */
+#define AD_HTTP_URI_MAX (8 * 1024)
+
 /* One HTTP connection; lws allocates it as the wsi's user data. */
 struct ad_http {
 	struct ad_requester req;
@@ -23,6 +32,8 @@ struct ad_http {
 	bool active;           /* initialised and counted */
 	bool busy;             /* a request is being served */
 	bool too_big;          /* the body passed body_limit */
+	bool body_unread;      /* the request has a body not read yet */
+	bool rx_off;           /* not read while the answer is awaited */
 };
 
 /* Handles the HTTP callback reasons. */

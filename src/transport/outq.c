@@ -4,11 +4,13 @@
 #include "outq.h"
 
 #include <stdlib.h>
+
+_Static_assert(AD_MSG_HDR_END <= 255, "hdr_off must fit in a byte");
 #include <string.h>
 
 struct ad_msg *ad_msg_new(const char *payload, size_t len)
 {
-	struct ad_msg *m = malloc(sizeof(*m) + 10 + len);
+	struct ad_msg *m = malloc(sizeof(*m) + AD_MSG_HDR_END + len);
 	unsigned char *h;
 	int hl;
 
@@ -16,7 +18,7 @@ struct ad_msg *ad_msg_new(const char *payload, size_t len)
 		return NULL;
 	hl = len < 126 ? 2 : len < 65536 ? 4 : 10;
 	m->refs = 1;
-	m->hdr_off = (uint8_t)(10 - hl);
+	m->hdr_off = (uint8_t)(AD_MSG_HDR_END - hl);
 	m->frame_len = (uint32_t)(hl + len);
 	h = m->data + m->hdr_off;
 	h[0] = 0x81; /* FIN | text */
@@ -31,7 +33,7 @@ struct ad_msg *ad_msg_new(const char *payload, size_t len)
 		for (int i = 0; i < 8; i++)
 			h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
 	}
-	memcpy(m->data + 10, payload, len);
+	memcpy(m->data + AD_MSG_HDR_END, payload, len);
 	return m;
 }
 

@@ -9,16 +9,23 @@
 #ifndef AD_OUTQ_H
 #define AD_OUTQ_H
 
+#include <libwebsockets.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * data holds LWS_PRE bytes that lws_write() may use, then the frame header
+ * (2 to 10 bytes, right-aligned in 10) and the payload, so that a frame can
+ * be handed to lws where it lies.
+ */
 struct ad_msg {
 	uint32_t refs;
 	uint32_t frame_len;    /* header + payload bytes */
 	uint8_t hdr_off;       /* the frame starts at data + hdr_off */
-	unsigned char data[];  /* [up to 10 bytes of header][payload] */
+	unsigned char data[];  /* [LWS_PRE][up to 10 bytes of header][payload] */
 };
+#define AD_MSG_HDR_END (LWS_PRE + 10)
 
 /* Builds a final, unmasked text frame around a copy of payload. */
 struct ad_msg *ad_msg_new(const char *payload, size_t len);

@@ -8,8 +8,10 @@
 #include "dispatch.h"
 #include "embedded.h"
 #include "http.h"
+#include "ipkey.h"
 #include "log.h"
 #include "loop.h"
+#include "peer.h"
 #include "pg.h"
 #include "worker.h"
 #include "ws.h"
@@ -158,6 +160,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return ad_ws_callback(wsi, reason, pss ? &pss->ws : NULL, in, len);
 	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
 		return ad_srv.draining ? 1 : 0;
+	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+		return ad_peer_accept(wsi);
+	case LWS_CALLBACK_WSI_DESTROY:
+		ad_peer_destroy(wsi);
+		return 0;
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		ad_worker_reap();
 		if (ad_srv.signalled && !ad_srv.draining)
@@ -206,6 +213,7 @@ int ad_server_init(void)
 	ad_list_init(&ad_srv.ws_active);
 	ad_list_init(&ad_srv.http);
 	ad_log_hook_lws();
+	ad_ip_key_prefix(ad_srv.cfg.ipv6_prefix);
 
 	memset(&info, 0, sizeof(info));
 	info.port = ad_srv.cfg.listen_port;
@@ -213,10 +221,23 @@ int ad_server_init(void)
 	info.protocols = protocols;
 	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
 		       LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
-	info.max_http_header_data = 8192;
-	info.max_http_header_pool = 256;
+	/*
+	 * Header slots: one per connection that is sending headers.  There
+	 * are far more of them than one address may hold connections
+	 * (limits.max_http_conns_per_ip), and a connection has
+	 * limits.header_timeout to send its headers, so slow or silent
+	 * connections from a few addresses cannot starve everybody else.
+	 */
+	info.max_http_header_data = AD_HTTP_HEADER_MAX;
+	info.max_http_header_pool = 1024;
 	info.pt_serv_buf_size = 64 * 1024;
-	info.timeout_secs = 10;
+	/*
+	 * lws counts the first from accept until a slot is free, the second
+	 * while a connection holds a slot and has not finished its headers;
+	 * the first also bounds every gap in a request body.
+	 */
+	info.timeout_secs = (ad_srv.cfg.header_timeout_ms + 999) / 1000;
+	info.timeout_secs_ah_idle = info.timeout_secs;
 	info.keepalive_timeout = 10;
 	info.alpn = "http/1.1";
 	if (ad_srv.cfg.tls_cert) {
@@ -293,6 +314,7 @@ void ad_server_free(void)
 	}
 	ad_dispatch_free();
 	ad_ws_free();
+	ad_peer_free_all();
 	if (ad_srv.db_embedded)
 		ad_embedded_stop();
 }

@@ -40,6 +40,7 @@ struct ad_server {
 	/* Counters for /metrics. */
 	uint64_t ws_accepted;
 	uint64_t ws_refused;
+	uint64_t http_refused;    /* connections hung up on at accept (per-address cap) */
 	uint64_t close_heartbeat;
 	uint64_t close_slow;
 	uint64_t close_too_big;

@@ -17,7 +17,10 @@
 #include "ws.h"
 #include "auth.h"
 #include "http.h"
+#include "ipkey.h"
 #include "log.h"
+#include "peer.h"
+#include "reqparse.h"
 #include "server.h"
 
 #include <stdlib.h>
@@ -59,120 +62,20 @@ static struct {
 	struct ad_cred *cred;
 } pending_upgrade;
 
-/* ---- connections per address --------------------------------------------- */
-
-struct ip_slot {
-	uint8_t ip[16];
-	uint32_t count; /* 0 = free */
-};
-
-static struct ip_slot *ip_tab;
-static size_t ip_cap, ip_used;
-
-static size_t ip_hash(const uint8_t ip[16])
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (int i = 0; i < 16; i++)
-		h = (h ^ ip[i]) * 1099511628211ull;
-	return (size_t)h;
-}
-
-/* Returns the slot for ip (count 0 if new); NULL on allocation failure. */
-static struct ip_slot *ip_slot(const uint8_t ip[16], bool create)
-{
-	size_t i;
-
-	if (create && ip_used + 1 > ip_cap / 2) {
-		size_t ncap = ip_cap ? ip_cap * 2 : 256;
-		struct ip_slot *t = calloc(ncap, sizeof(*t));
-
-		if (!t)
-			return NULL;
-		for (size_t k = 0; k < ip_cap; k++) {
-			if (!ip_tab[k].count)
-				continue;
-			i = ip_hash(ip_tab[k].ip) & (ncap - 1);
-			while (t[i].count)
-				i = (i + 1) & (ncap - 1);
-			t[i] = ip_tab[k];
-		}
-		free(ip_tab);
-		ip_tab = t;
-		ip_cap = ncap;
-	}
-	if (!ip_cap)
-		return NULL;
-	i = ip_hash(ip) & (ip_cap - 1);
-	while (ip_tab[i].count && memcmp(ip_tab[i].ip, ip, 16))
-		i = (i + 1) & (ip_cap - 1);
-	if (!ip_tab[i].count && !create)
-		return NULL;
-	return &ip_tab[i];
-}
-
-static void ip_release(const uint8_t ip[16])
-{
-	struct ip_slot *s = ip_slot(ip, false);
-	size_t i, j;
-
-	if (!s || --s->count)
-		return;
-	/* Backward-shift deletion keeps linear probing chains intact. */
-	ip_used--;
-	i = (size_t)(s - ip_tab);
-	j = i;
-	for (;;) {
-		size_t home;
-
-		j = (j + 1) & (ip_cap - 1);
-		if (!ip_tab[j].count)
-			break;
-		home = ip_hash(ip_tab[j].ip) & (ip_cap - 1);
-		if ((j > i && (home <= i || home > j)) ||
-		    (j < i && (home <= i && home > j))) {
-			ip_tab[i] = ip_tab[j];
-			ip_tab[j].count = 0;
-			i = j;
-		}
-	}
-}
+/* Open WebSockets per address key (ad_ip_key). */
+static struct ad_iptab ws_ips;
 
 /* ---- the upgrade --------------------------------------------------------- */
 
-/* Finds "actiond.bearer.<token>" among the offered subprotocols. */
-static const char *subprotocol_token(char *hdr, size_t *ret_len)
+/*
+ * Copies header t of wsi into buf (AD_HTTP_HEADER_MAX + 1 bytes, which any
+ * header lws accepted fits); returns its length, 0 if absent, -1 on error.
+ */
+static int header(struct lws *wsi, enum lws_token_indexes t, char *buf)
 {
-	static const char prefix[] = "actiond.bearer.";
-	char *save = NULL;
-
-	for (char *t = strtok_r(hdr, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-		size_t n;
-
-		while (*t == ' ' || *t == '\t')
-			t++;
-		n = strcspn(t, " \t");
-		if (n > sizeof(prefix) - 1 && !strncmp(t, prefix, sizeof(prefix) - 1)) {
-			*ret_len = n - (sizeof(prefix) - 1);
-			return t + sizeof(prefix) - 1;
-		}
-	}
-	return NULL;
-}
-
-/* Finds name=value in a Cookie header; returns the value (NUL-terminated). */
-static char *cookie_value(char *hdr, const char *name)
-{
-	size_t nl = strlen(name);
-	char *save = NULL;
-
-	for (char *t = strtok_r(hdr, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
-		while (*t == ' ')
-			t++;
-		if (!strncmp(t, name, nl) && t[nl] == '=')
-			return t + nl + 1;
-	}
-	return NULL;
+	if (lws_hdr_total_length(wsi, t) <= 0)
+		return 0;
+	return lws_hdr_copy(wsi, buf, AD_HTTP_HEADER_MAX + 1, t);
 }
 
 static bool origin_allowed(const char *origin)
@@ -185,33 +88,26 @@ static bool origin_allowed(const char *origin)
 
 struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why)
 {
-	char hdr[AD_TOKEN_MAX + 64], origin[256];
-	const char *tok = NULL;
+	/* The loop is single-threaded; two header-sized buffers suffice. */
+	static char hdr[AD_HTTP_HEADER_MAX + 1], origin[AD_HTTP_HEADER_MAX + 1];
+	struct ad_span tok = { NULL, 0 };
 	struct ad_cred *cred;
-	size_t tlen = 0;
 	int n;
 
 	*ret_why = NULL;
-	n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION);
-	if (n != 0) {
-		if (n < 0 || n <= 7 || strncasecmp(hdr, "Bearer ", 7)) {
+	if ((n = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, hdr)) != 0) {
+		if (n < 0 || ad_parse_bearer(hdr, (size_t)n, &tok)) {
 			*ret_why = "Malformed Authorization header (want: Bearer <token>)";
 			return NULL;
 		}
-		tok = hdr + 7;
-		while (*tok == ' ')
-			tok++;
-		tlen = strlen(tok);
-		while (tlen && tok[tlen - 1] == ' ')
-			tlen--;
-	} else if (lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_PROTOCOL) > 0 &&
-		   (tok = subprotocol_token(hdr, &tlen))) {
+	} else if ((n = header(wsi, WSI_TOKEN_PROTOCOL, hdr)) > 0 &&
+		   (ad_parse_subprotocols(hdr, (size_t)n, &tok), tok.n)) {
 		/* tok points into hdr */
-	} else if (lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_COOKIE) > 0 &&
-		   (tok = cookie_value(hdr, AD_SESSION_COOKIE))) {
+	} else if ((n = header(wsi, WSI_TOKEN_HTTP_COOKIE, hdr)) > 0 &&
+		   ad_parse_cookie(hdr, (size_t)n, AD_SESSION_COOKIE, &tok)) {
 		/* A cookie rides along on cross-site requests: only an allowed
 		 * Origin may use it. */
-		if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0) {
+		if (header(wsi, WSI_TOKEN_ORIGIN, origin) <= 0) {
 			*ret_why = "A session cookie needs an Origin header";
 			return NULL;
 		}
@@ -219,7 +115,7 @@ struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why)
 			*ret_why = "Origin not allowed";
 			return NULL;
 		}
-		cred = ad_auth_token(tok, strlen(tok), AD_CRED_SESSION);
+		cred = ad_auth_token(tok.p, tok.n, AD_CRED_SESSION);
 		if (!cred)
 			*ret_why = "Unknown, expired or revoked session";
 		return cred;
@@ -227,7 +123,7 @@ struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why)
 		*ret_why = "Credentials are required";
 		return NULL;
 	}
-	cred = ad_auth_token(tok, tlen, 0);
+	cred = ad_auth_token(tok.p, tok.n, 0);
 	if (!cred)
 		*ret_why = "Unknown, expired, revoked or malformed credential";
 	return cred;
@@ -235,9 +131,11 @@ struct ad_cred *ad_ws_authenticate(struct lws *wsi, const char **ret_why)
 
 int ad_ws_confirm_upgrade(struct lws *wsi)
 {
+	static char proto[AD_HTTP_HEADER_MAX + 1];
+	struct ad_span bearer;
 	char uri[64];
+	int n;
 	struct ad_cred *cred;
-	struct ip_slot *slot;
 	const char *why;
 	uint8_t ip[16];
 
@@ -248,6 +146,19 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 	if (ad_srv.draining)
 		return ad_http_reply_error(wsi, 503, "unavailable",
 					   "The server is shutting down");
+	/*
+	 * lws selects a subprotocol by its name among all of ours, and the
+	 * database sockets are one of them (AD_PG_PROTOCOL): a client naming
+	 * it would get a socket nothing counts, limits or closes.  Clients get
+	 * actiond.v1 and nothing else.
+	 */
+	if ((n = header(wsi, WSI_TOKEN_PROTOCOL, proto)) < 0 ||
+	    (n > 0 && ad_parse_subprotocols(proto, (size_t)n, &bearer) != AD_SUBPROTO_OK)) {
+		ad_srv.ws_refused++;
+		return ad_http_reply_error(wsi, 400, "invalid_request",
+					   "Offer the subprotocol " AD_SUBPROTOCOL
+					   " (and nothing else but a bearer token)");
+	}
 	cred = ad_ws_authenticate(wsi, &why);
 	if (!cred) {
 		ad_srv.ws_refused++;
@@ -257,8 +168,8 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 					   why);
 	}
 	ad_peer_ip(wsi, ip);
-	slot = ip_slot(ip, true);
-	if (!slot || slot->count >= ad_srv.cfg.max_conns_per_ip) {
+	ad_ip_key(ip, ip);
+	if (ad_iptab_count(&ws_ips, ip) >= ad_srv.cfg.max_conns_per_ip) {
 		ad_cred_unref(cred);
 		ad_srv.ws_refused++;
 		return ad_http_reply_error(wsi, 429, "rate_limited",
@@ -386,8 +297,10 @@ static int ws_writable(struct ad_conn *c)
 	size_t n = 0;
 
 	if (c->close_code && !c->outq.count) {
+		/* lws_write() may use LWS_PRE bytes in front of the frame. */
+		static unsigned char buf[LWS_PRE + 2 + 2 + 64];
+		unsigned char *frame = buf + LWS_PRE;
 		const char *r = close_reason(c->close_code);
-		unsigned char frame[2 + 2 + 64];
 		size_t rl = strlen(r);
 
 		if (c->close_sent)
@@ -418,7 +331,10 @@ static int ws_writable(struct ad_conn *c)
 		if (n + m->frame_len > WBUF_SIZE) {
 			if (n)
 				break;
-			/* A frame bigger than the buffer goes out on its own. */
+			/*
+			 * A frame bigger than the buffer goes out on its own,
+			 * from where it lies (outq.c keeps LWS_PRE in front).
+			 */
 			if (lws_write(c->wsi, (unsigned char *)ad_msg_frame(m),
 				      m->frame_len, LWS_WRITE_HTTP) < 0)
 				return -1;
@@ -538,7 +454,7 @@ static int ws_receive(struct ad_conn *c, const char *in, size_t len)
 
 static void conn_open(struct ad_conn *c, struct lws *wsi, struct ad_cred *cred)
 {
-	struct ip_slot *slot;
+	uint8_t key[16];
 
 	ad_requester_init(&c->req, &ws_ops);
 	c->req.cred = cred;
@@ -548,13 +464,9 @@ static void conn_open(struct ad_conn *c, struct lws *wsi, struct ad_cred *cred)
 	ad_peer_ip(wsi, c->req.ip);
 	ad_list_add_tail(&ad_srv.ws_active, &c->node);
 	ad_list_add_tail(&cred->conns, &c->cred_node);
-	slot = ip_slot(c->req.ip, true);
-	if (slot) {
-		if (!slot->count++)
-			ip_used++;
-		memcpy(slot->ip, c->req.ip, 16);
-		c->ip_counted = true;
-	}
+	ad_ip_key(c->req.ip, key);
+	c->ip_counted = ad_iptab_take(&ws_ips, key, UINT32_MAX);
+	ad_peer_upgraded(wsi);
 	ad_srv.n_ws++;
 	ad_srv.ws_accepted++;
 }
@@ -571,8 +483,12 @@ static void conn_closed(struct ad_conn *c)
 	ad_list_del(&c->node);
 	ad_list_del(&c->cred_node);
 	c->req.cred = ad_cred_unref(c->req.cred);
-	if (c->ip_counted)
-		ip_release(c->req.ip);
+	if (c->ip_counted) {
+		uint8_t key[16];
+
+		ad_ip_key(c->req.ip, key);
+		ad_iptab_release(&ws_ips, key);
+	}
 	ad_srv.n_ws--;
 }
 
@@ -658,7 +574,5 @@ void ad_ws_free(void)
 {
 	ad_cred_unref(pending_upgrade.cred);
 	pending_upgrade.cred = NULL;
-	free(ip_tab);
-	ip_tab = NULL;
-	ip_cap = ip_used = 0;
+	ad_iptab_free(&ws_ips);
 }

@@ -46,6 +46,9 @@ void ad_config_init(struct ad_config *c)
 	c->max_depth = 64;
 	c->max_queue = 4 << 20;
 	c->max_conns_per_ip = 1000;
+	c->max_http_conns_per_ip = 64;
+	c->header_timeout_ms = 5000;
+	c->ipv6_prefix = 64;
 	c->max_inflight = 256;
 	c->data_dir = strdup("data");
 	c->pg_bin = strdup("/usr/lib/postgresql/15/bin");
@@ -301,6 +304,13 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = parse_u32(v, 2, 1000, &c->max_depth);
 	else if (KEY("limits", "max_conns_per_ip"))
 		r = parse_u32(v, 1, 1000000, &c->max_conns_per_ip);
+	else if (KEY("limits", "max_http_conns_per_ip"))
+		r = parse_u32(v, 1, 1000000, &c->max_http_conns_per_ip);
+	else if (KEY("limits", "header_timeout"))
+		r = ad_parse_duration_ms(v, &c->header_timeout_ms) ||
+		    c->header_timeout_ms < 1000 || c->header_timeout_ms > 3600000 ? -1 : 0;
+	else if (KEY("limits", "ipv6_prefix"))
+		r = parse_u32(v, 1, 128, &c->ipv6_prefix);
 	else if (KEY("limits", "max_inflight"))
 		r = parse_u32(v, 1, 100000, &c->max_inflight);
 	else if (KEY("database", "url"))

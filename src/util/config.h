@@ -56,7 +56,10 @@ struct ad_config {
 	uint32_t max_batch;
 	uint32_t max_depth;
 	size_t max_queue;        /* per-connection outgoing bytes -> 4008 */
-	uint32_t max_conns_per_ip;
+	uint32_t max_conns_per_ip;     /* open WebSockets per address */
+	uint32_t max_http_conns_per_ip; /* HTTP connections per address */
+	uint32_t header_timeout_ms;    /* to send a request's headers (and body gaps) */
+	uint32_t ipv6_prefix;          /* IPv6 peers are counted per this prefix */
 	uint32_t max_inflight;   /* calls in flight per connection */
 
 	/* [database] */

@@ -4,6 +4,8 @@
 #include "check.h"
 #include "outq.h"
 
+#include <libwebsockets.h>
+
 #include <stdlib.h>
 
 static void frame_header(size_t len, const unsigned char *want, size_t wlen)
@@ -16,6 +18,11 @@ static void frame_header(size_t len, const unsigned char *want, size_t wlen)
 	CHECK(m && m->frame_len == wlen + len);
 	CHECK(m && memcmp(ad_msg_frame(m), want, wlen) == 0);
 	CHECK(m && memcmp(ad_msg_frame(m) + wlen, payload, len) == 0);
+	/* lws_write() may use the LWS_PRE bytes in front of what it is given. */
+	if (m)
+		memset((unsigned char *)ad_msg_frame(m) - LWS_PRE, 0xa5, LWS_PRE);
+	CHECK(m && m->refs == 1 && m->frame_len == wlen + len);
+	CHECK(m && memcmp(ad_msg_frame(m), want, wlen) == 0);
 	ad_msg_unref(m);
 	free(payload);
 }

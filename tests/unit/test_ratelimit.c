@@ -1,7 +1,8 @@
 /*
  * test_ratelimit.c - token buckets of src/ratelimit.c: limits per credential,
  * account, address and org; rules that combine; a refused call takes nothing;
- * retry_after; and a table that grows to many callers and stays correct.
+ * retry_after; IPv6 callers counted by /64; and a table that grows to many
+ * callers and stays correct.
  * Windows are long (minutes) so that refill during the test is negligible.
  */
 #include "check.h"
@@ -48,7 +49,13 @@ static int take_n(const struct ad_spec *s, const struct ad_cred *c, const uint8_
 
 int main(void)
 {
-	uint8_t ip1[16] = { [15] = 1 }, ip2[16] = { [15] = 2 };
+	/* 10.0.0.1 and 10.0.0.2, IPv4-mapped as ad_peer_ip() gives them. */
+	uint8_t ip1[16] = { [10] = 0xff, [11] = 0xff, [12] = 10, [15] = 1 };
+	uint8_t ip2[16] = { [10] = 0xff, [11] = 0xff, [12] = 10, [15] = 2 };
+	/* 2001:db8::1 and 2001:db8::2:3 share a /64; 2001:db8:0:1::1 does not. */
+	uint8_t v6a[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+	uint8_t v6b[16] = { 0x20, 0x01, 0x0d, 0xb8, [13] = 2, [15] = 3 };
+	uint8_t v6c[16] = { 0x20, 0x01, 0x0d, 0xb8, [7] = 1, [15] = 1 };
 	struct ad_cred *a1, *a2, *b1;
 	uint32_t retry = 0;
 
@@ -92,12 +99,17 @@ int main(void)
 	CHECK(take_n(&specs[2], a2, ip2, 1, &retry) == 0); /* same org, spent */
 	CHECK(take_n(&specs[2], b1, ip1, 1, &retry) == 1); /* another org */
 
+	/* IPv6 callers are one caller per /64 (the default prefix). */
+	CHECK(take_n(&specs[2], NULL, v6a, 1, &retry) == 1);
+	CHECK(take_n(&specs[2], NULL, v6b, 2, &retry) == 1); /* same /64: 2 in all */
+	CHECK(take_n(&specs[2], NULL, v6c, 2, &retry) == 2); /* another /64 */
+
 	/* Thousands of callers: the table grows and keeps every bucket. */
 	for (int round = 0; round < 2; round++) {
 		int allowed = 0;
 
 		for (int i = 0; i < 20000; i++) {
-			uint8_t ip[16] = { 0 };
+			uint8_t ip[16] = { [10] = 0xff, [11] = 0xff };
 
 			ip[12] = (uint8_t)(i >> 8);
 			ip[13] = (uint8_t)i;

@@ -1,0 +1,262 @@
+/*
+ * peer.c - per-address connection counts and the per-connection record.
+ *
+ * Why the byte mark: lws 4.1 keeps bytes it read past the end of one HTTP
+ * request on the connection's buffer list and parses the next request from
+ * there once the first is answered.  If that next request has a body, its
+ * body loop (lws_http_action() in lws 4.1.6) reads the buffer list from its
+ * head again, which still holds the request's own header bytes, and when
+ * those run out it calls the body-completion callback forever without
+ * consuming anything: the loop never returns to poll, and every turn
+ * dispatches and allocates.  No callback can break that loop safely, so
+ * actiond refuses such a request before lws gets there (see http.c).  To
+ * tell a request read from the socket after the previous answer from one
+ * left over in lws's buffer, it compares how many bytes of the stream lws
+ * has taken from the kernel (TCP_INFO's bytes received minus what is still
+ * queued) with the figure at the end of the previous exchange: equal means
+ * no read happened since, so the request came from the buffer.
+ */
+#include "peer.h"
+#include "ipkey.h"
+#include "log.h"
+#include "pg.h"
+#include "server.h"
+
+#include <netinet/in.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+/* ---- counters by address ------------------------------------------------- */
+
+struct ad_ip_slot {
+	uint8_t key[16];
+	uint32_t count; /* 0 = free */
+};
+
+static size_t slot_hash(const uint8_t key[16])
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (int i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 1099511628211ull;
+	return (size_t)h;
+}
+
+/* The slot holding key, or the free slot where it would go; NULL if empty. */
+static struct ad_ip_slot *slot_find(const struct ad_iptab *t, const uint8_t key[16])
+{
+	size_t i;
+
+	if (!t->cap)
+		return NULL;
+	i = slot_hash(key) & (t->cap - 1);
+	while (t->slots[i].count && memcmp(t->slots[i].key, key, 16))
+		i = (i + 1) & (t->cap - 1);
+	return &t->slots[i];
+}
+
+/* Keeps the table at most half full; false on allocation failure. */
+static bool grow(struct ad_iptab *t)
+{
+	size_t ncap;
+	struct ad_ip_slot *n;
+
+	if (t->used + 1 <= t->cap / 2)
+		return true;
+	ncap = t->cap ? t->cap * 2 : 256;
+	n = calloc(ncap, sizeof(*n));
+	if (!n)
+		return false;
+	for (size_t k = 0; k < t->cap; k++) {
+		size_t i;
+
+		if (!t->slots[k].count)
+			continue;
+		i = slot_hash(t->slots[k].key) & (ncap - 1);
+		while (n[i].count)
+			i = (i + 1) & (ncap - 1);
+		n[i] = t->slots[k];
+	}
+	free(t->slots);
+	t->slots = n;
+	t->cap = ncap;
+	return true;
+}
+
+uint32_t ad_iptab_count(const struct ad_iptab *t, const uint8_t key[16])
+{
+	const struct ad_ip_slot *s = slot_find(t, key);
+
+	return s ? s->count : 0;
+}
+
+bool ad_iptab_take(struct ad_iptab *t, const uint8_t key[16], uint32_t max)
+{
+	struct ad_ip_slot *s;
+
+	if (!grow(t))
+		return false;
+	s = slot_find(t, key);
+	if (s->count >= max)
+		return false;
+	if (!s->count++) {
+		memcpy(s->key, key, 16);
+		t->used++;
+	}
+	return true;
+}
+
+void ad_iptab_release(struct ad_iptab *t, const uint8_t key[16])
+{
+	struct ad_ip_slot *s = slot_find(t, key);
+	size_t i, j;
+
+	if (!s || !s->count || --s->count)
+		return;
+	/* Backward-shift deletion keeps linear probing chains intact. */
+	t->used--;
+	i = (size_t)(s - t->slots);
+	j = i;
+	for (;;) {
+		size_t home;
+
+		j = (j + 1) & (t->cap - 1);
+		if (!t->slots[j].count)
+			break;
+		home = slot_hash(t->slots[j].key) & (t->cap - 1);
+		if ((j > i && (home <= i || home > j)) ||
+		    (j < i && (home <= i && home > j))) {
+			t->slots[i] = t->slots[j];
+			t->slots[j].count = 0;
+			i = j;
+		}
+	}
+}
+
+void ad_iptab_free(struct ad_iptab *t)
+{
+	free(t->slots);
+	memset(t, 0, sizeof(*t));
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+static struct ad_iptab http_ips;
+
+int ad_peer_accept(struct lws *wsi)
+{
+	struct ad_peer *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return -1;
+	ad_peer_ip(wsi, p->ip);
+	ad_ip_key(p->ip, p->key);
+	if (!ad_iptab_take(&http_ips, p->key, ad_srv.cfg.max_http_conns_per_ip)) {
+		free(p);
+		ad_srv.http_refused++;
+		return -1;
+	}
+	p->http_counted = true;
+	lws_set_opaque_user_data(wsi, p);
+	return 0;
+}
+
+struct ad_peer *ad_peer_of(struct lws *wsi)
+{
+	const struct lws_protocols *proto = lws_get_protocol(wsi);
+
+	/* The database's raw-file wsis keep their own opaque data (pg.c). */
+	if (!proto || proto->callback == ad_pg_callback)
+		return NULL;
+	return lws_get_opaque_user_data(wsi);
+}
+
+static void uncount(struct ad_peer *p)
+{
+	if (p->http_counted) {
+		ad_iptab_release(&http_ips, p->key);
+		p->http_counted = false;
+	}
+}
+
+void ad_peer_upgraded(struct lws *wsi)
+{
+	struct ad_peer *p = ad_peer_of(wsi);
+
+	if (p)
+		uncount(p);
+}
+
+void ad_peer_destroy(struct lws *wsi)
+{
+	struct ad_peer *p = ad_peer_of(wsi);
+
+	if (!p)
+		return;
+	uncount(p);
+	lws_set_opaque_user_data(wsi, NULL);
+	free(p);
+}
+
+uint32_t ad_peer_http_count(const uint8_t key[16])
+{
+	return ad_iptab_count(&http_ips, key);
+}
+
+/*
+ * How many bytes of the stream lws has read from the kernel so far.  The
+ * figure is exact only if nothing arrived between the two system calls, so
+ * it is taken until the bytes-received counter reads the same on both sides.
+ */
+static bool rx_consumed(struct lws *wsi, uint64_t *ret)
+{
+	int fd = lws_get_socket_fd(wsi);
+
+	for (int tries = 0; fd >= 0 && tries < 4; tries++) {
+		struct tcp_info a, b;
+		socklen_t al = sizeof(a), bl = sizeof(b);
+		int queued;
+
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &a, &al) ||
+		    ioctl(fd, FIONREAD, &queued) ||
+		    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &b, &bl))
+			return false;
+		if (a.tcpi_bytes_received == b.tcpi_bytes_received && queued >= 0) {
+			*ret = a.tcpi_bytes_received - (uint64_t)queued;
+			return true;
+		}
+	}
+	return false;
+}
+
+void ad_peer_mark_exchange(struct lws *wsi)
+{
+	struct ad_peer *p = ad_peer_of(wsi);
+
+	if (!p)
+		return;
+	p->marked = true;
+	p->mark_known = rx_consumed(wsi, &p->rx_mark);
+}
+
+bool ad_peer_maybe_pipelined(struct lws *wsi)
+{
+	struct ad_peer *p = ad_peer_of(wsi);
+	uint64_t now;
+
+	if (!p)
+		return true;
+	if (!p->marked)
+		return false; /* the first request: lws read it from the socket */
+	if (!p->mark_known || !rx_consumed(wsi, &now))
+		return true;
+	return now == p->rx_mark;
+}
+
+void ad_peer_free_all(void)
+{
+	ad_iptab_free(&http_ips);
+}
