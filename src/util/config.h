@@ -56,6 +56,8 @@ struct ad_config {
 	uint32_t max_batch;
 	uint32_t max_depth;
 	size_t max_queue;        /* per-connection outgoing bytes -> 4008 */
+	size_t slow_queue_bytes;     /* a queue above this for ... */
+	uint32_t slow_queue_time_ms; /* ... this long -> 4008 (0: never) */
 	uint32_t max_conns_per_ip;
 	uint32_t max_inflight;   /* calls in flight per connection */
 
