@@ -4,6 +4,7 @@
 #include "cluster.h"
 #include "db.h"
 #include "log.h"
+#include "pubsub.h"
 #include "server.h"
 #include "ws.h"
 
@@ -521,6 +522,8 @@ void ad_cluster_notify(const char *payload)
 			on_revoke(m);
 		else if (!strcmp(op, "cred"))
 			on_cred(m);
+		else if (!strcmp(op, "publish"))
+			ad_pubsub_remote(m);
 	}
 	if (op && !strcmp(op, "ack"))
 		on_ack(m);
