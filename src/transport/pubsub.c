@@ -567,23 +567,57 @@ static int dump_cb(const char *buf, size_t size, void *data)
 	return b->oom || b->len > AD_PUBLISH_MAX ? -1 : 0;
 }
 
-int ad_publish(const struct ad_audience *pa, const char *method, const json_t *params)
+/* Checks a public audience and turns it into the inside one. */
+static bool audience(const struct ad_audience *pa, struct aud *a)
 {
-	struct ad_buf b = AD_BUF_INIT;
+	if (!pa || pa->org_id <= 0 ||
+	    (pa->roles & ~(AD_AUDIENCE_MEMBER | AD_AUDIENCE_ADMIN | AD_AUDIENCE_OWNER |
+			   AD_AUDIENCE_AGENTS | AD_AUDIENCE_KEYS)) ||
+	    pa->account_id < 0 || pa->agent_session_id < 0)
+		return false;
+	*a = (struct aud){ pa->org_id, pa->roles, pa->account_id, pa->agent_session_id,
+			   pa->topic, pa->topic ? strlen(pa->topic) : 0 };
+	return !pa->topic || (a->topic_len && a->topic_len <= AD_TOPIC_MAX);
+}
+
+int ad_publish_msg(const struct ad_audience *pa, struct ad_msg *m)
+{
 	struct tx_item *it = NULL;
-	struct ad_msg *m;
 	struct aud a;
 	size_t reached;
 
-	if (!pa || pa->org_id <= 0 || !method || !*method ||
-	    (pa->roles & ~(AD_AUDIENCE_MEMBER | AD_AUDIENCE_ADMIN | AD_AUDIENCE_OWNER |
-			   AD_AUDIENCE_AGENTS | AD_AUDIENCE_KEYS)) ||
-	    pa->account_id < 0 || pa->agent_session_id < 0 ||
-	    (params && !json_is_object(params) && !json_is_array(params)))
+	if (!audience(pa, &a) || m->frame_len > AD_PUBLISH_MAX + 10)
 		return -1;
-	a = (struct aud){ pa->org_id, pa->roles, pa->account_id, pa->agent_session_id,
-			  pa->topic, pa->topic ? strlen(pa->topic) : 0 };
-	if (pa->topic && (!a.topic_len || a.topic_len > AD_TOPIC_MAX))
+	if (running) {
+		it = envelope(&a, m);
+		if (!it || tx.n >= TX_MAX_ITEMS || tx.bytes + it->len > TX_MAX_BYTES) {
+			/* All or nothing: refused here too when it cannot go out. */
+			free(it);
+			st.dropped_send++;
+			return -1;
+		}
+	}
+	st.publishes++;
+	reached = deliver(&a, m);
+	if (it) {
+		*tx.tail = it;
+		tx.tail = &it->next;
+		tx.n++;
+		tx.bytes += it->len;
+		tx_kick();
+	}
+	return (int)(reached > INT32_MAX ? INT32_MAX : reached);
+}
+
+int ad_publish(const struct ad_audience *pa, const char *method, const json_t *params)
+{
+	struct ad_buf b = AD_BUF_INIT;
+	struct ad_msg *m;
+	struct aud a;
+	int n;
+
+	if (!audience(pa, &a) || !method || !*method ||
+	    (params && !json_is_object(params) && !json_is_array(params)))
 		return -1;
 	ad_buf_puts(&b, "{\"jsonrpc\":\"2.0\",\"method\":");
 	ad_buf_json_str(&b, method, strlen(method));
@@ -600,27 +634,9 @@ int ad_publish(const struct ad_audience *pa, const char *method, const json_t *p
 		return -1;
 	}
 	ad_buf_free(&b);
-	if (running) {
-		it = envelope(&a, m);
-		if (!it || tx.n >= TX_MAX_ITEMS || tx.bytes + it->len > TX_MAX_BYTES) {
-			/* All or nothing: refused here too when it cannot go out. */
-			free(it);
-			ad_msg_unref(m);
-			st.dropped_send++;
-			return -1;
-		}
-	}
-	st.publishes++;
-	reached = deliver(&a, m);
+	n = ad_publish_msg(pa, m);
 	ad_msg_unref(m);
-	if (it) {
-		*tx.tail = it;
-		tx.tail = &it->next;
-		tx.n++;
-		tx.bytes += it->len;
-		tx_kick();
-	}
-	return (int)(reached > INT32_MAX ? INT32_MAX : reached);
+	return n;
 }
 
 /* ---- receiving from the other instances ------------------------------------------ */

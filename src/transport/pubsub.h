@@ -22,7 +22,9 @@
 /* The largest notification a publish may serialise to. */
 #define AD_PUBLISH_MAX (1u << 20)
 
+struct ad_audience;
 struct ad_conn;
+struct ad_msg;
 struct ps_sub;
 
 /* What the index keeps inside each connection (struct ad_conn). */
@@ -33,6 +35,13 @@ struct ad_ps_conn {
 	uint8_t nsubs;
 	bool enrolled;
 };
+
+/*
+ * ad_publish() of a notification already framed (its payload at most
+ * AD_PUBLISH_MAX bytes): for senders that publish one frame repeatedly.
+ * m is borrowed.
+ */
+int ad_publish_msg(const struct ad_audience *a, struct ad_msg *m);
 
 /* Enrols an open connection (its credential set); false when out of memory. */
 bool ad_pubsub_join(struct ad_conn *c);

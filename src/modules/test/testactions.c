@@ -84,7 +84,8 @@ static void test_blob(struct ad_call *call)
 
 /*
  * test.broadcast {size, count}: publishes count "test.noise" notifications
- * of about size bytes to every connection of the caller's org.
+ * of about size bytes to every connection of the caller's org, one frame
+ * built once for all of them.
  */
 static void test_broadcast(struct ad_call *call)
 {
@@ -92,20 +93,19 @@ static void test_broadcast(struct ad_call *call)
 	size_t size = (size_t)json_integer_value(json_object_get(p, "size"));
 	json_int_t count = json_integer_value(json_object_get(p, "count"));
 	struct ad_audience a = { .org_id = ad_call_org_id(call) };
-	int reached = 0;
-	char *pad = malloc(size + 1);
-	json_t *params;
+	struct ad_buf b = AD_BUF_INIT;
+	struct ad_msg *m;
+	int reached = -1;
 
-	if (!pad) {
-		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
-		return;
-	}
-	memset(pad, 'n', size);
-	params = json_pack("{s:s#}", "pad", pad, (int)size);
-	free(pad);
-	for (json_int_t i = 0; params && reached >= 0 && i < count; i++)
-		reached = ad_publish(&a, "test.noise", params);
-	json_decref(params);
+	ad_buf_puts(&b, "{\"jsonrpc\":\"2.0\",\"method\":\"test.noise\",\"params\":{\"pad\":\"");
+	for (size_t i = 0; i < size; i++)
+		ad_buf_putc(&b, 'n');
+	ad_buf_puts(&b, "\"}}");
+	m = b.oom ? NULL : ad_msg_new(b.data, b.len);
+	ad_buf_free(&b);
+	for (json_int_t i = 0; m && i < count && (i == 0 || reached >= 0); i++)
+		reached = ad_publish_msg(&a, m);
+	ad_msg_unref(m);
 	if (reached < 0) {
 		ad_call_fail(call, AD_REASON_UNAVAILABLE, "publish refused", NULL);
 		return;
