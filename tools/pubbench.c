@@ -23,6 +23,10 @@
  *
  * --hold S: once every connection is open, print "connections_open=N" and
  * wait S seconds before publishing (for RSS sampling by the caller).
+ * --server-pid P: also print the CPU time the server (and this client) used
+ * per publish in the latency phase, from /proc/P/stat and getrusage(): on a
+ * shared machine the wall-clock figures carry other work's noise, these do
+ * not.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -39,6 +43,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,7 +72,7 @@ static struct conn *conns;
 static int nconns, epfd, n_open, n_dead;
 static struct sockaddr_in addr;
 static char host[256], path[256] = "/ws", token[600], method[64] = "test.publish";
-static int port, size = 128, publishes = 100, burst = 100, hold;
+static int port, size = 128, publishes = 100, burst = 100, hold, server_pid;
 
 /* Progress of the phase running: every connection needs target frames. */
 static uint32_t target;
@@ -334,6 +339,37 @@ static bool wait_all(void)
 	return reached + n_dead >= nconns && !n_dead;
 }
 
+/* CPU time (user + system) of process pid in ms, or -1. */
+static double proc_cpu_ms(int pid)
+{
+	char file[64], buf[1024], *p;
+	unsigned long long ut, st;
+	FILE *f;
+	size_t n;
+
+	snprintf(file, sizeof(file), "/proc/%d/stat", pid);
+	if (!(f = fopen(file, "r")))
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* Fields after the command name: state is 3rd, utime 14th, stime 15th. */
+	if (!(p = strrchr(buf, ')')) ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+		   &st) != 2)
+		return -1;
+	return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double self_cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -376,6 +412,7 @@ int main(int argc, char **argv)
 	uint64_t *lat, t0;
 	uint8_t frame[512];
 	int started = 0;
+	double srv0, cli0;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -398,6 +435,8 @@ int main(int argc, char **argv)
 			burst = atoi(v);
 		else if (!strcmp(a, "--hold"))
 			hold = atoi(v);
+		else if (!strcmp(a, "--server-pid"))
+			server_pid = atoi(v);
 		else
 			usage();
 		i++;
@@ -427,6 +466,8 @@ int main(int argc, char **argv)
 	if (hold)
 		sleep((unsigned)hold);
 
+	srv0 = server_pid ? proc_cpu_ms(server_pid) : -1;
+	cli0 = self_cpu_ms();
 	for (int p = 0; p < publishes; p++) {
 		size_t fl = publish_frame(frame, sizeof(frame), (unsigned)p + 1);
 
@@ -438,6 +479,10 @@ int main(int argc, char **argv)
 			die("a publish did not reach every connection within 60 s");
 		lat[p] = t_last - t0;
 	}
+	if (srv0 >= 0)
+		printf("server_cpu_ms_per_publish=%.2f\n",
+		       (proc_cpu_ms(server_pid) - srv0) / publishes);
+	printf("client_cpu_ms_per_publish=%.2f\n", (self_cpu_ms() - cli0) / publishes);
 	qsort(lat, (size_t)publishes, sizeof(*lat), cmp_u64);
 	printf("conns=%d size=%d publishes=%d\n", nconns, size, publishes);
 	printf("fanout_p50_ms=%.3f\nfanout_p99_ms=%.3f\nfanout_max_ms=%.3f\n",
