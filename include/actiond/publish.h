@@ -39,6 +39,10 @@ extern "C" {
  * Who receives a publish: connections of org_id matching every field set.
  * roles 0 means any; account_id, agent_session_id 0 mean any; topic NULL
  * means any connection, else only those subscribed to it (within the org).
+ *
+ * Each connection is of exactly one class for roles: an agent token is
+ * AGENTS, a configured API key is KEYS whatever role it is configured with,
+ * and a session or API token has its account's role (MEMBER, ADMIN, OWNER).
  */
 struct ad_audience {
 	int64_t org_id;           /* required */
@@ -51,8 +55,10 @@ struct ad_audience {
 /*
  * Publishes {"jsonrpc":"2.0","method":method,"params":params} to the
  * audience here and on every other instance.  params is borrowed (an
- * object or array).  Returns the number of connections reached on this
- * instance, or -1 (bad audience, out of memory, payload over 1 MiB).
+ * object or array; NULL leaves "params" out).  Returns the number of
+ * connections reached on this instance, or -1 (bad audience, out of
+ * memory, notification over 1 MiB, or too much waiting to go to the other
+ * instances); -1 means nobody received it.
  */
 int ad_publish(const struct ad_audience *a, const char *method, const json_t *params);
 

@@ -95,6 +95,17 @@ int ad_auth_init(const struct ad_config *cfg)
 		if (!keys[i].cred)
 			return -1;
 		nkeys = i + 1;
+		/*
+		 * A local org id, shared by the keys of one org, for a server
+		 * without a database (publishes address orgs by id);
+		 * ad_auth_resolve_orgs() replaces it with the database's.
+		 */
+		keys[i].cred->org_id = (int64_t)i + 1;
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(keys[j].cred->org, k->org)) {
+				keys[i].cred->org_id = keys[j].cred->org_id;
+				break;
+			}
 	}
 	return 0;
 }

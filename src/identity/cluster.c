@@ -575,6 +575,16 @@ static void resync_loaded(void *arg, enum ad_pg_status st, PGresult *const *r,
 	ad_auth_resync(r[0]);
 }
 
+/* The one operation of a layer above, and its handler (see cluster.h). */
+static char foreign_op[16];
+static void (*foreign_fn)(const json_t *msg);
+
+void ad_cluster_on(const char *op, void (*fn)(const json_t *msg))
+{
+	snprintf(foreign_op, sizeof(foreign_op), "%s", op);
+	foreign_fn = fn;
+}
+
 void ad_cluster_notify(const char *payload)
 {
 	json_t *m;
@@ -595,6 +605,8 @@ void ad_cluster_notify(const char *payload)
 			on_revoke(m);
 		else if (!strcmp(op, "cred"))
 			on_cred(m);
+		else if (foreign_fn && !strcmp(op, foreign_op))
+			foreign_fn(m);
 	}
 	if (op && !strcmp(op, "ack"))
 		on_ack(m);

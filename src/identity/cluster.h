@@ -27,6 +27,14 @@ int ad_cluster_init(void);
 void ad_cluster_shutdown(const char *conninfo);
 const char *ad_cluster_instance(void);
 
+/*
+ * Routes notifications whose "op" is op (and that came from another
+ * instance) to fn: how a layer above - publish/subscribe in the transport -
+ * uses the channel without identity knowing it.  One such op.
+ */
+#include <jansson.h>
+void ad_cluster_on(const char *op, void (*fn)(const json_t *msg));
+
 /* LISTEN callback (NULL payload: the listener reconnected). */
 void ad_cluster_notify(const char *payload);
 

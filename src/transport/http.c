@@ -182,6 +182,10 @@ static int serve_metrics(struct ad_http *h, struct lws *wsi)
 		      (unsigned long long)ad_srv.close_slow);
 	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"message_too_big\"} %llu\n",
 		      (unsigned long long)ad_srv.close_too_big);
+	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"slow_consumer_time\"} %llu\n",
+		      (unsigned long long)ad_srv.close_slow_time);
+	metric(&b, "actiond_ws_slow_queues", "gauge",
+	       "WebSockets whose queue is over slow_queue_bytes.", ad_srv.n_slow);
 	metric(&b, "actiond_ws_sent_bytes_total", "counter",
 	       "Bytes handed to WebSocket sockets.", ad_srv.bytes_out);
 	metric(&b, "actiond_http_requests_total", "counter", "HTTP requests.",
@@ -198,8 +202,7 @@ static int serve_metrics(struct ad_http *h, struct lws *wsi)
 	       "Calls cancelled by their client.", d->cancels);
 	metric(&b, "actiond_rpc_calls_inflight", "gauge", "Calls not answered yet.",
 	       d->calls_inflight);
-	metric(&b, "actiond_broadcasts_total", "counter", "Broadcasts sent.",
-	       ad_srv.broadcasts);
+	ad_pubsub_metrics(&b);
 	metric(&b, "actiond_rate_limit_buckets", "gauge",
 	       "Rate-limit buckets being tracked.", ad_rate_buckets());
 	metric(&b, "actiond_draining", "gauge", "1 while shutting down.",

@@ -38,6 +38,13 @@ static inline const unsigned char *ad_msg_frame(const struct ad_msg *m)
 	return m->data + m->hdr_off;
 }
 
+/* The payload (the JSON text) of m and its length. */
+static inline const char *ad_msg_payload(const struct ad_msg *m, size_t *ret_len)
+{
+	*ret_len = m->frame_len - (size_t)(AD_MSG_HDR_END - m->hdr_off);
+	return (const char *)m->data + AD_MSG_HDR_END;
+}
+
 struct ad_outq {
 	struct ad_msg **ring;
 	uint32_t cap, head, count;

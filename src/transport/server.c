@@ -211,6 +211,7 @@ int ad_server_init(void)
 	struct sigaction sa;
 
 	ad_list_init(&ad_srv.ws_active);
+	ad_list_init(&ad_srv.ws_slow);
 	ad_list_init(&ad_srv.http);
 	ad_log_hook_lws();
 	ad_ip_key_prefix(ad_srv.cfg.ipv6_prefix);
@@ -280,6 +281,7 @@ int ad_server_init(void)
 		if (ad_pg_init(&po, "actiond", ad_cluster_notify) || ad_cluster_init())
 			return -1;
 	}
+	ad_pubsub_init(ad_srv.db_conninfo[0] != '\0');
 	ad_log(AD_LOG_INFO, "listening on %s://%s:%d", ad_srv.tls ? "https" : "http",
 	       ad_srv.cfg.listen_host,
 	       ad_srv.vhost ? lws_get_vhost_listen_port(ad_srv.vhost)
@@ -305,6 +307,7 @@ void ad_server_free(void)
 		lws_sul_cancel(&ad_srv.tick);
 		if (ad_srv.db_conninfo[0])
 			ad_cluster_shutdown(ad_srv.db_conninfo);
+		ad_pubsub_shutdown();
 		ad_pg_shutdown();
 		ad_dispatch_shutdown();
 		lws_context_destroy(ad_srv.lws); /* closes what is still open */
@@ -315,6 +318,7 @@ void ad_server_free(void)
 	ad_dispatch_free();
 	ad_ws_free();
 	ad_peer_free_all();
+	ad_pubsub_free();
 	if (ad_srv.db_embedded)
 		ad_embedded_stop();
 }

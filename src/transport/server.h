@@ -25,6 +25,8 @@ struct ad_server {
 	bool db_embedded;
 
 	struct ad_list ws_active; /* open WebSockets, least recently heard first */
+	struct ad_list ws_slow;   /* over slow_queue_bytes, longest first */
+	uint32_t n_slow;
 	uint32_t n_ws;            /* open WebSockets, including closing ones */
 	struct ad_list http;      /* HTTP connections */
 	uint32_t n_http;
@@ -43,9 +45,9 @@ struct ad_server {
 	uint64_t http_refused;    /* connections hung up on at accept (per-address cap) */
 	uint64_t close_heartbeat;
 	uint64_t close_slow;
+	uint64_t close_slow_time;
 	uint64_t close_too_big;
 	uint64_t http_requests;
-	uint64_t broadcasts;
 	uint64_t bytes_out;
 };
 

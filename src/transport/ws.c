@@ -12,7 +12,10 @@
  * Backpressure: reading stops while a connection has max_inflight calls
  * unanswered, or half its queue limit waiting to be sent, or half of it in
  * requests still being worked on; past the limit it is closed with 4008 and
- * its queue freed at once.
+ * its queue freed at once.  A queue can also be slow without being big: one
+ * that stays over slow_queue_bytes for slow_queue_time is closed with 4008
+ * too.  Connections over that mark sit on ad_srv.ws_slow in the order they
+ * crossed it, so the tick looks only at those whose time is up.
  */
 #include "ws.h"
 #include "auth.h"
@@ -23,9 +26,12 @@
 #include "reqparse.h"
 #include "server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #define WBUF_SIZE (64 * 1024)
 /* Grace for a closing client to read its close frame before the TCP close. */
@@ -201,6 +207,24 @@ static void update_rx_flow(struct ad_conn *c)
 	}
 }
 
+/* Keeps c on ad_srv.ws_slow exactly while its queue is over the mark. */
+static void update_slow(struct ad_conn *c)
+{
+	bool over = c->outq.bytes > ad_srv.cfg.slow_queue_bytes &&
+		    ad_srv.cfg.slow_queue_time_ms && !c->close_code;
+
+	if (over == ad_list_linked(&c->slow_node))
+		return;
+	if (over) {
+		c->slow_since_us = lws_now_usecs();
+		ad_list_add_tail(&ad_srv.ws_slow, &c->slow_node);
+		ad_srv.n_slow++;
+	} else {
+		ad_list_del(&c->slow_node);
+		ad_srv.n_slow--;
+	}
+}
+
 void ad_ws_close(struct ad_conn *c, uint16_t code)
 {
 	if (c->close_code)
@@ -208,6 +232,7 @@ void ad_ws_close(struct ad_conn *c, uint16_t code)
 	c->close_code = code;
 	ad_list_del(&c->node);
 	ad_outq_clear(&c->outq);
+	update_slow(c);
 	/*
 	 * Keep reading (and discarding, see ws_receive) until the close
 	 * handshake ends: closing a socket with unread input makes the kernel
@@ -277,6 +302,7 @@ void ad_ws_send(struct ad_conn *c, struct ad_msg *m)
 	}
 	if (c->outq.count == 1)
 		lws_callback_on_writable(c->wsi);
+	update_slow(c);
 	update_rx_flow(c);
 }
 
@@ -356,6 +382,7 @@ static int ws_writable(struct ad_conn *c)
 out:
 	if (c->outq.count || (c->close_code && !c->close_sent))
 		lws_callback_on_writable(c->wsi);
+	update_slow(c);
 	update_rx_flow(c);
 	if (ad_srv.draining && !c->req.inflight && !c->outq.count)
 		ad_ws_close(c, AD_CLOSE_SHUTDOWN);
@@ -464,6 +491,8 @@ static void conn_open(struct ad_conn *c, struct lws *wsi, struct ad_cred *cred)
 	ad_peer_ip(wsi, c->req.ip);
 	ad_list_add_tail(&ad_srv.ws_active, &c->node);
 	ad_list_add_tail(&cred->conns, &c->cred_node);
+	if (!ad_pubsub_join(c))
+		ad_log_warn("out of memory: credential %s gets no publishes", cred->id);
 	ad_ip_key(c->req.ip, key);
 	c->ip_counted = ad_iptab_take(&ws_ips, key, UINT32_MAX);
 	ad_peer_upgraded(wsi);
@@ -479,6 +508,8 @@ static void conn_closed(struct ad_conn *c)
 	flush_wait_release(c);
 	ad_requester_detach(&c->req);
 	ad_outq_clear(&c->outq);
+	update_slow(c);
+	ad_pubsub_leave(c);
 	ad_buf_free(&c->rx);
 	ad_list_del(&c->node);
 	ad_list_del(&c->cred_node);
@@ -526,18 +557,71 @@ int ad_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	}
 }
 
+/*
+ * When the kernel last received data on c's socket, on the lws_now_usecs()
+ * clock; 0 if it cannot say.
+ *
+ * This is how a ping counts as activity.  lws 4.1 answers a ping inside its
+ * frame parser (lib/roles/ws/ops-ws.c, LWSWSOPC_PING: it stashes the payload
+ * and asks for POLLOUT to send the pong) and tells the protocol nothing:
+ * only a pong is reported (LWS_CALLBACK_RECEIVE_PONG), and lws's own
+ * validity timer is confirmed by pongs, not pings.  The kernel, though,
+ * keeps the time since data last arrived on every TCP socket
+ * (TCP_INFO.tcpi_last_data_recv).  Asking it costs one getsockopt() for a
+ * socket that has reached the timeout, and nothing per message or per idle
+ * connection.  Any bytes count: a ping, a pong, or part of a message.
+ */
+static int64_t kernel_last_rx_us(const struct ad_conn *c, int64_t now)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	int fd = lws_get_socket_fd(c->wsi);
+
+	if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
+	    len < offsetof(struct tcp_info, tcpi_last_data_recv) + sizeof(ti.tcpi_last_data_recv))
+		return 0;
+	return now - (int64_t)ti.tcpi_last_data_recv * 1000;
+}
+
 void ad_ws_tick(int64_t now)
 {
 	int64_t limit = (int64_t)ad_srv.cfg.heartbeat_timeout_ms * 1000;
+	int64_t slow = (int64_t)ad_srv.cfg.slow_queue_time_ms * 1000;
 
 	while (!ad_list_empty(&ad_srv.ws_active)) {
 		struct ad_conn *c = ad_container_of(ad_list_first(&ad_srv.ws_active),
 						    struct ad_conn, node);
+		int64_t heard;
 
 		if (now - c->last_rx_us < limit)
 			break;
+		heard = kernel_last_rx_us(c, now);
+		if (now - heard < limit && heard > c->last_rx_us) {
+			/*
+			 * Bytes came that no callback saw (a ping).  Requeued
+			 * at the tail, c may be checked up to (now - heard)
+			 * late; the kernel is asked again then.
+			 */
+			c->last_rx_us = heard;
+			ad_list_move_tail(&ad_srv.ws_active, &c->node);
+			continue;
+		}
 		ad_srv.close_heartbeat++;
 		ad_ws_close(c, AD_CLOSE_HEARTBEAT);
+	}
+	while (!ad_list_empty(&ad_srv.ws_slow)) {
+		struct ad_conn *c = ad_container_of(ad_list_first(&ad_srv.ws_slow),
+						    struct ad_conn, slow_node);
+
+		if (now - c->slow_since_us < slow)
+			break;
+		ad_log_info("closing slow consumer (credential %s): over %zu bytes "
+			    "queued for %lld ms (%zu now)",
+			    c->req.cred ? c->req.cred->id : "-",
+			    ad_srv.cfg.slow_queue_bytes,
+			    (long long)((now - c->slow_since_us) / 1000), c->outq.bytes);
+		ad_srv.close_slow_time++;
+		ad_ws_close(c, AD_CLOSE_SLOW);
 	}
 }
 
@@ -553,21 +637,9 @@ void ad_ws_init(void)
 	ad_cred_set_revoke_hook(revoke_hook);
 }
 
-size_t ad_broadcast(struct ad_msg *m, ad_conn_filter_fn filter, void *arg)
+struct ad_conn *ad_ws_conn_of(struct ad_requester *r)
 {
-	struct ad_list *pos, *tmp;
-	size_t n = 0;
-
-	ad_srv.broadcasts++;
-	ad_list_foreach_safe(pos, tmp, &ad_srv.ws_active) {
-		struct ad_conn *c = ad_container_of(pos, struct ad_conn, node);
-
-		if (filter && !filter(c, arg))
-			continue;
-		ad_ws_send(c, m);
-		n++;
-	}
-	return n;
+	return r && r->ops == &ws_ops ? ad_container_of(r, struct ad_conn, req) : NULL;
 }
 
 void ad_ws_free(void)

@@ -1,6 +1,7 @@
 /*
  * ws.h - WebSocket connections: authentication at the upgrade, message
- * assembly, the outgoing queue with backpressure, heartbeats, broadcast.
+ * assembly, the outgoing queue with backpressure, slow consumers,
+ * heartbeats.
  */
 #ifndef AD_WS_H
 #define AD_WS_H
@@ -10,6 +11,7 @@
 #include "dispatch.h"
 #include "list.h"
 #include "outq.h"
+#include "pubsub.h"
 
 #include <libwebsockets.h>
 #include <stdbool.h>
@@ -29,6 +31,9 @@ struct ad_conn {
 	struct lws *wsi;
 	struct ad_list node;      /* on ad_srv.ws_active until closing */
 	struct ad_list cred_node; /* on req.cred->conns */
+	struct ad_list slow_node; /* on ad_srv.ws_slow while over slow_queue_bytes */
+	int64_t slow_since_us;
+	struct ad_ps_conn ps;     /* publish/subscribe index (pubsub.c) */
 	int64_t last_rx_us;
 	struct ad_buf rx;         /* a message arriving in several pieces */
 	struct ad_outq outq;
@@ -87,16 +92,14 @@ struct ad_revoke_hist {
 };
 extern struct ad_revoke_hist ad_revoke_hist;
 
-/* Closes sockets silent past the heartbeat timeout; drives the drain. */
+/*
+ * Closes sockets silent past the heartbeat timeout, and those whose queue
+ * stayed over slow_queue_bytes for slow_queue_time (4008).
+ */
 void ad_ws_tick(int64_t now);
 
-/*
- * Sends m to every open connection for which filter(c, arg) is true (all of
- * them if filter is NULL).  The frame is shared, not copied.  Returns the
- * number of recipients.
- */
-typedef bool (*ad_conn_filter_fn)(const struct ad_conn *c, void *arg);
-size_t ad_broadcast(struct ad_msg *m, ad_conn_filter_fn filter, void *arg);
+/* The connection behind a requester, or NULL if r is not a WebSocket. */
+struct ad_conn *ad_ws_conn_of(struct ad_requester *r);
 
 /* Tells the identity layer how revoked sockets are closed. */
 void ad_ws_init(void);

@@ -45,6 +45,8 @@ void ad_config_init(struct ad_config *c)
 	c->max_batch = 100;
 	c->max_depth = 64;
 	c->max_queue = 4 << 20;
+	c->slow_queue_bytes = 256 << 10;
+	c->slow_queue_time_ms = 10000;
 	c->max_conns_per_ip = 1000;
 	c->max_http_conns_per_ip = 64;
 	c->header_timeout_ms = 5000;
@@ -298,6 +300,10 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = ad_parse_size(v, &c->max_preauth_body);
 	else if (KEY("limits", "max_queue"))
 		r = ad_parse_size(v, &c->max_queue);
+	else if (KEY("limits", "slow_queue_bytes"))
+		r = ad_parse_size(v, &c->slow_queue_bytes);
+	else if (KEY("limits", "slow_queue_time"))
+		r = ad_parse_duration_ms(v, &c->slow_queue_time_ms);
 	else if (KEY("limits", "max_batch"))
 		r = parse_u32(v, 1, 100000, &c->max_batch);
 	else if (KEY("limits", "max_depth"))

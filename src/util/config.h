@@ -60,6 +60,8 @@ struct ad_config {
 	uint32_t max_http_conns_per_ip; /* HTTP connections per address */
 	uint32_t header_timeout_ms;    /* to send a request's headers (and body gaps) */
 	uint32_t ipv6_prefix;          /* IPv6 peers are counted per this prefix */
+	size_t slow_queue_bytes;     /* a queue above this for ... */
+	uint32_t slow_queue_time_ms; /* ... this long -> 4008 (0: never) */
 	uint32_t max_inflight;   /* calls in flight per connection */
 
 	/* [database] */

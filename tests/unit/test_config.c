@@ -115,6 +115,11 @@ int main(void)
 	ad_config_init(&c);
 	CHECK(ad_config_set(&c, "limits", "max_depth", "16", err, sizeof(err)) == 0);
 	CHECK(c.max_depth == 16);
+	CHECK(c.slow_queue_bytes == 256 << 10 && c.slow_queue_time_ms == 10000);
+	CHECK(ad_config_set(&c, "limits", "slow_queue_bytes", "64KiB", err, sizeof(err)) == 0);
+	CHECK(ad_config_set(&c, "limits", "slow_queue_time", "1500ms", err, sizeof(err)) == 0);
+	CHECK(c.slow_queue_bytes == 64 << 10 && c.slow_queue_time_ms == 1500);
+	CHECK(ad_config_set(&c, "limits", "slow_queue_time", "10", err, sizeof(err)) == -1);
 	CHECK(ad_config_set(&c, "limits", "max_depth", "x", err, sizeof(err)) == -1);
 	ad_config_free(&c);
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
-// Node.js peer for tools/bench: what a user of a TypeScript JSON-RPC
-// framework would run instead of actiond.  npm `ws` (WebSocketServer) +
-// npm `json-rpc-2.0` (JSONRPCServer), one method `heartbeat` answering
-// { time: <ISO-8601 now> } like actiond's heartbeat.
+// Node.js peer for tools/bench and tools/bench-publish: what a user of a
+// TypeScript JSON-RPC framework would run instead of actiond.  npm `ws`
+// (WebSocketServer) + npm `json-rpc-2.0` (JSONRPCServer), with two methods:
+// `heartbeat` answering { time: <ISO-8601 now> } like actiond's heartbeat,
+// and `bench.publish {size}`, which broadcasts the notification actiond's
+// test.publish sends (test.published {tag: "", pad: <size bytes>}) to every
+// connected client the usual way: serialised once, ws.send() per client.
 //
 //   node server.js --port N [--host 127.0.0.1]
 //
@@ -28,7 +31,22 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
 const rpc = new JSONRPCServer();
 rpc.addMethod('heartbeat', () => ({ time: new Date().toISOString() }));
 
-const wss = new WebSocketServer({
+let wss;
+rpc.addMethod('bench.publish', ({ size }) => {
+  const text = JSON.stringify({
+    jsonrpc: '2.0', method: 'test.published', params: { tag: '', pad: 'p'.repeat(size) },
+  });
+  let recipients = 0;
+  for (const c of wss.clients) {
+    if (c.readyState === c.OPEN) {
+      c.send(text);
+      recipients++;
+    }
+  }
+  return { recipients };
+});
+
+wss = new WebSocketServer({
   host,
   port,
   path: '/ws',
