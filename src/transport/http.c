@@ -12,6 +12,7 @@
 #include "cluster.h"
 #include "pg.h"
 #include "log.h"
+#include "outbound.h"
 #include "ratelimit.h"
 #include "server.h"
 #include "spec.h"
@@ -206,6 +207,20 @@ static int serve_metrics(struct ad_http *h, struct lws *wsi)
 	       ad_pg_stats.pending);
 	metric(&b, "actiond_db_notifications_total", "counter",
 	       "NOTIFY messages received from the database.", ad_pg_stats.notifications);
+	metric(&b, "actiond_http_client_requests_total", "counter",
+	       "Outbound HTTP requests asked for by actions.", ad_outbound_stats.requests);
+	metric(&b, "actiond_http_client_inflight", "gauge",
+	       "Outbound HTTP requests in flight.", ad_outbound_stats.inflight);
+	metric(&b, "actiond_http_client_refused_total", "counter",
+	       "Outbound HTTP requests refused at once: too many in flight.",
+	       ad_outbound_stats.refused);
+	ad_buf_puts(&b, "# HELP actiond_http_client_errors_total Outbound HTTP requests "
+			"that failed, by kind.\n"
+			"# TYPE actiond_http_client_errors_total counter\n");
+	for (int k = 1; k < AD_OUTBOUND_KINDS; k++)
+		ad_buf_printf(&b, "actiond_http_client_errors_total{kind=\"%s\"} %llu\n",
+			      ad_outbound_kind_name(k),
+			      (unsigned long long)ad_outbound_stats.errors[k]);
 	metric(&b, "actiond_credentials_cached", "gauge",
 	       "Live database credentials held in memory.", ad_auth_cache_size());
 	metric(&b, "actiond_revocations_total", "counter",

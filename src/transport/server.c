@@ -9,6 +9,7 @@
 #include "embedded.h"
 #include "http.h"
 #include "log.h"
+#include "outbound.h"
 #include "pg.h"
 #include "worker.h"
 #include "ws.h"
@@ -215,6 +216,11 @@ static struct lws_protocols protocols[] = {
 		.name = AD_PG_PROTOCOL,
 		.callback = ad_pg_callback,
 	},
+	{
+		/* libcurl's sockets (dups adopted as raw files), see http_client.c. */
+		.name = AD_OUTBOUND_PROTOCOL,
+		.callback = ad_outbound_callback,
+	},
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -272,6 +278,8 @@ int ad_server_init(void)
 
 	lws_sul_schedule(ad_srv.lws, 0, &ad_srv.tick, tick, TICK_US);
 	ad_srv.vhost = lws_get_vhost_by_name(ad_srv.lws, "default");
+	if (ad_outbound_init())
+		return -1;
 	/* With port 0 the kernel picks one; say which (tests read this line). */
 	if (ad_srv.db_conninfo[0]) {
 		struct ad_pg_options po = {
@@ -310,6 +318,7 @@ void ad_server_free(void)
 			ad_cluster_shutdown(ad_srv.db_conninfo);
 		ad_pg_shutdown();
 		ad_dispatch_shutdown();
+		ad_outbound_shutdown();
 		lws_context_destroy(ad_srv.lws); /* closes what is still open */
 		ad_srv.lws = NULL;
 	}
