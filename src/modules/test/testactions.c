@@ -183,6 +183,9 @@ static void spec_null(struct ad_call *call)
 	ad_call_reply(call, NULL);
 }
 
+/* test.http_fetch, in test_http.c. */
+void ad_test_http_fetch(struct ad_call *call);
+
 const struct ad_handler_entry ad_test_actions[] = {
 	{ "subtract", spec_subtract },
 	{ "sum", spec_sum },
@@ -199,5 +202,6 @@ const struct ad_handler_entry ad_test_actions[] = {
 	{ "test.admin_only", test_ok },
 	{ "test.limited", test_ok },
 	{ "test.limited_both", test_ok },
+	{ "test.http_fetch", ad_test_http_fetch },
 	{ NULL, NULL },
 };
