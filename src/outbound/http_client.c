@@ -46,6 +46,7 @@
 #define MAX_INFLIGHT 256
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_MAX_RESPONSE ((size_t)1 << 20)
+#define MAX_MAX_RESPONSE ((size_t)1 << 30)
 #define MAX_URL 8192
 #define MAX_METHOD 32
 #define MAX_REQ_HEADERS 64
@@ -785,6 +786,8 @@ static struct ad_http *start(const struct ad_http_request *req, ad_http_done_fn 
 	}
 	if (!why) {
 		h->max_response = req->max_response ? req->max_response : DEFAULT_MAX_RESPONSE;
+		if (h->max_response > MAX_MAX_RESPONSE)
+			h->max_response = MAX_MAX_RESPONSE;
 		if (!(h->easy = curl_easy_init()) || !setup_easy(h, req, method))
 			why = "the request could not be set up";
 		else if (curl_multi_add_handle(multi, h->easy))

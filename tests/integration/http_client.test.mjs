@@ -62,6 +62,9 @@ function handle(req, res) {
     } else if (req.url === '/redirect') {
       res.writeHead(302, { Location: '/hello' });
       res.end();
+    } else if (req.url === '/many-headers') {
+      for (let i = 0; i < 150; i++) res.setHeader(`X-Header-${i}`, 'v');
+      res.end('fine');
     } else if (req.url === '/big-declared') {
       // 5 MB with a Content-Length: refused on the headers alone.
       res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': 5 * 1024 * 1024 });
@@ -204,6 +207,12 @@ test('a 5 MB body is capped: too_large, the transfer stopped, actiond healthy', 
   assert.ok(m['actiond_http_client_requests_total'] >= 3);
 });
 
+test('more than 100 response headers: too_large', async () => {
+  const r = await fetchOk({ url: `http://127.0.0.1:${webPort}/many-headers` });
+  assert.equal(r.error, 'too_large');
+  assert.match(r.message, /headers/);
+});
+
 test('a server that never answers is timed out by timeout_ms', async () => {
   const hang = await hangServer();
   try {
@@ -288,6 +297,25 @@ test('past 256 requests in flight the next fails at once; closing the socket can
     await within((async () => { while (hang.conns.some((x) => !x.closed)) await sleep(20); })(), 10000,
       'every hanging connection closed');
     void pending;
+  } finally {
+    await hang.close();
+  }
+});
+
+test('SIGTERM with a fetch in flight: the drain cancels it, the connection closes, exit 0', async () => {
+  const hang = await hangServer();
+  const srv = await startServer({ server: { shutdown_timeout: '300ms' } });
+  try {
+    const client = await connect(srv);
+    const conn = hang.nextConn();
+    const p = fetch({ url: `http://127.0.0.1:${hang.port}/`, timeout_ms: 20000 }, client);
+    await within((await within(conn, 5000, 'connection')).gotData, 5000, 'request bytes');
+    const cn = hang.conns[0];
+    const exit = await within(srv.stop(), 10000, 'actiond exit');
+    assert.equal(exit.code, 0);
+    const r = await within(Promise.race([p, client.closed]), 1000, 'an answer or a close');
+    assert.ok(r.error?.data?.reason === 'unavailable' || r.code === 1001, JSON.stringify(r));
+    await within(cn.gone, 5000, 'the transfer\'s connection is closed');
   } finally {
     await hang.close();
   }
