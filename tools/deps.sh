@@ -3,7 +3,8 @@
 # missing on a Debian 12 machine.  Sourced by tools/test and tools/run.
 ad_install_deps() {
   local pkgs=(meson ninja-build pkg-config gcc libc6-dev libwebsockets-dev libjansson-dev
-              libsodium-dev libpq-dev libssl-dev openssl curl "$@")
+              libsodium-dev libpq-dev libcurl4-openssl-dev ca-certificates libssl-dev
+              openssl curl "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -7,6 +7,11 @@
  * verification on (the system's CA store); it can be cancelled, and a
  * request made for a call is cancelled with the call.
  *
+ * Redirects are not followed (a 3xx is a response like any other), proxies
+ * named in the environment are not used, and at most 256 requests are in
+ * flight in the whole process: past that, a request fails at once
+ * (AD_HTTP_FAILED).
+ *
  * Threads: event loop only.
  */
 #ifndef ACTIOND_HTTP_CLIENT_H
@@ -25,11 +30,16 @@ extern "C" {
 struct ad_http_request {
 	const char *method;          /* "GET", "POST", ...; NULL = GET */
 	const char *url;             /* http:// or https:// only */
-	const char *const *headers;  /* "Name: value" lines, NULL-terminated; may be NULL */
-	const char *body;            /* may be NULL */
+	/*
+	 * "Name: value" lines, NULL-terminated; may be NULL.  At most 64, no
+	 * line breaks.  No Content-Type is sent unless given here, nor
+	 * "Expect: 100-continue".
+	 */
+	const char *const *headers;
+	const char *body;            /* may be NULL; may hold NULs */
 	size_t body_len;
 	uint32_t timeout_ms;         /* whole exchange; 0 = 30 s */
-	size_t max_response;         /* body bytes kept; 0 = 1 MiB */
+	size_t max_response;         /* body bytes kept; 0 = 1 MiB; at most 1 GiB */
 };
 
 enum ad_http_error {
@@ -47,8 +57,16 @@ struct ad_http_response {
 	enum ad_http_error error;
 	const char *message;   /* why, for logs; "" when error is AD_HTTP_OK */
 	int status;            /* HTTP status, 0 without a response */
-	const char *body;      /* NUL-terminated for convenience; may hold NULs */
+	/*
+	 * NUL-terminated for convenience; may hold NULs.  With
+	 * AD_HTTP_TOO_LARGE, what arrived up to max_response.
+	 */
+	const char *body;
 	size_t body_len;
+	/*
+	 * The final response's headers: at most 100, 64 KiB in all (more is
+	 * AD_HTTP_TOO_LARGE); values without surrounding blanks.
+	 */
 	size_t nheaders;
 	const char *const *header_names;  /* lower-cased */
 	const char *const *header_values;
@@ -74,14 +92,18 @@ typedef void (*ad_http_done_fn)(void *arg, const struct ad_http_response *resp);
 struct ad_http *ad_http_fetch(const struct ad_http_request *req, ad_http_done_fn done,
 			      void *arg);
 
-/* Stops a request: done runs now with AD_HTTP_CANCELLED.  NULL is fine. */
+/*
+ * Stops a request that is still in flight (its done callback has not run):
+ * done runs now with AD_HTTP_CANCELLED.  NULL is fine.
+ */
 void ad_http_cancel(struct ad_http *h);
 
 /*
  * A request on behalf of call: it holds the call's cancel hook while it
- * runs, so cancelling or timing out the call cancels the request (done then
- * runs with AD_HTTP_CANCELLED and the call answered already; the handler
- * must still finish it).
+ * runs (replacing any the handler set, and clearing it before done runs),
+ * so cancelling or timing out the call cancels the request (done then runs
+ * with AD_HTTP_CANCELLED and the call answered already; the handler must
+ * still finish it).  done runs exactly once, possibly before this returns.
  */
 typedef void (*ad_call_http_done_fn)(struct ad_call *call, void *arg,
 				     const struct ad_http_response *resp);

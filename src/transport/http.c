@@ -13,6 +13,7 @@
 #include "pg.h"
 #include "log.h"
 #include "peer.h"
+#include "outbound.h"
 #include "ratelimit.h"
 #include "reqparse.h"
 #include "rpc.h"
@@ -78,13 +79,13 @@ fail:
 	return NULL;
 }
 
-static void http_end(struct ad_http *h);
+static void http_end(struct ad_http_exchange *h);
 
 /*
  * Writes a response at once and ends the exchange; returns what the HTTP
  * callback should return.
  */
-static int respond_now(struct ad_http *h, struct lws *wsi, int status, const char *ctype,
+static int respond_now(struct ad_http_exchange *h, struct lws *wsi, int status, const char *ctype,
 		       const char *body, size_t blen)
 {
 	size_t n;
@@ -136,7 +137,7 @@ int ad_http_reply_error(struct lws *wsi, int status, const char *reason,
 	return 1;
 }
 
-static int respond_error(struct ad_http *h, struct lws *wsi, int status, const char *reason,
+static int respond_error(struct ad_http_exchange *h, struct lws *wsi, int status, const char *reason,
 			 const char *message)
 {
 	struct ad_buf b = AD_BUF_INIT;
@@ -157,7 +158,7 @@ static void metric(struct ad_buf *b, const char *name, const char *type,
 		      type, name, (unsigned long long)v);
 }
 
-static int serve_metrics(struct ad_http *h, struct lws *wsi)
+static int serve_metrics(struct ad_http_exchange *h, struct lws *wsi)
 {
 	struct ad_buf b = AD_BUF_INIT;
 	const struct ad_dispatch_stats *d = &ad_dispatch_stats;
@@ -221,6 +222,20 @@ static int serve_metrics(struct ad_http *h, struct lws *wsi)
 	       ad_pg_stats.pending);
 	metric(&b, "actiond_db_notifications_total", "counter",
 	       "NOTIFY messages received from the database.", ad_pg_stats.notifications);
+	metric(&b, "actiond_http_client_requests_total", "counter",
+	       "Outbound HTTP requests asked for by actions.", ad_outbound_stats.requests);
+	metric(&b, "actiond_http_client_inflight", "gauge",
+	       "Outbound HTTP requests in flight.", ad_outbound_stats.inflight);
+	metric(&b, "actiond_http_client_refused_total", "counter",
+	       "Outbound HTTP requests refused at once: too many in flight.",
+	       ad_outbound_stats.refused);
+	ad_buf_puts(&b, "# HELP actiond_http_client_errors_total Outbound HTTP requests "
+			"that failed, by kind.\n"
+			"# TYPE actiond_http_client_errors_total counter\n");
+	for (int k = 1; k < AD_OUTBOUND_KINDS; k++)
+		ad_buf_printf(&b, "actiond_http_client_errors_total{kind=\"%s\"} %llu\n",
+			      ad_outbound_kind_name(k),
+			      (unsigned long long)ad_outbound_stats.errors[k]);
 	metric(&b, "actiond_credentials_cached", "gauge",
 	       "Live database credentials held in memory.", ad_auth_cache_size());
 	metric(&b, "actiond_revocations_total", "counter",
@@ -286,7 +301,7 @@ static int serve_metrics(struct ad_http *h, struct lws *wsi)
 static void http_deliver(struct ad_requester *r, const char *json, size_t len,
 			 const struct ad_answer_meta *meta)
 {
-	struct ad_http *h = ad_container_of(r, struct ad_http, req);
+	struct ad_http_exchange *h = ad_container_of(r, struct ad_http_exchange, req);
 
 	h->resp = build_response(h->wsi, meta->http_status,
 				 len ? "application/json" : NULL, json, len,
@@ -304,7 +319,7 @@ static void http_deliver(struct ad_requester *r, const char *json, size_t len,
 
 static const struct ad_requester_ops http_ops = { .deliver = http_deliver };
 
-static void http_begin(struct ad_http *h, struct lws *wsi)
+static void http_begin(struct ad_http_exchange *h, struct lws *wsi)
 {
 	if (!h->active) {
 		ad_requester_init(&h->req, &http_ops);
@@ -321,7 +336,7 @@ static void http_begin(struct ad_http *h, struct lws *wsi)
 }
 
 /* Ends one request/response exchange (the connection may live on). */
-static void http_end(struct ad_http *h)
+static void http_end(struct ad_http_exchange *h)
 {
 	ad_requester_detach(&h->req);
 	h->req.cred = ad_cred_unref(h->req.cred);
@@ -332,7 +347,7 @@ static void http_end(struct ad_http *h)
 	h->busy = false;
 }
 
-static void http_close(struct ad_http *h)
+static void http_close(struct ad_http_exchange *h)
 {
 	if (!h->active)
 		return;
@@ -350,7 +365,7 @@ static void http_close(struct ad_http *h)
  * take while an exchange is open, and its loop would spin without waiting
  * in poll.
  */
-static void wait_for_answer(struct ad_http *h, struct lws *wsi)
+static void wait_for_answer(struct ad_http_exchange *h, struct lws *wsi)
 {
 	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 	lws_rx_flow_control(wsi, 0);
@@ -362,7 +377,7 @@ static void wait_for_answer(struct ad_http *h, struct lws *wsi)
  * request was not read), the HTTP status mirroring it; error.data.reason
  * names the refusal.
  */
-static int rpc_refuse(struct ad_http *h, struct lws *wsi, int status, int code,
+static int rpc_refuse(struct ad_http_exchange *h, struct lws *wsi, int status, int code,
 		      const char *reason, const char *message)
 {
 	struct ad_buf b = AD_BUF_INIT;
@@ -376,7 +391,7 @@ static int rpc_refuse(struct ad_http *h, struct lws *wsi, int status, int code,
 	return r;
 }
 
-static int rpc_refuse_reason(struct ad_http *h, struct lws *wsi, enum ad_reason reason,
+static int rpc_refuse_reason(struct ad_http_exchange *h, struct lws *wsi, enum ad_reason reason,
 			     const char *message)
 {
 	return rpc_refuse(h, wsi, ad_reason_http_status(reason), ad_reason_code(reason),
@@ -390,7 +405,7 @@ static int rpc_refuse_reason(struct ad_http *h, struct lws *wsi, enum ad_reason 
  * built as JSON text and goes through the same path as a POST body, so the
  * same size, depth and envelope checks apply.
  */
-static int serve_get_rpc(struct ad_http *h, struct lws *wsi)
+static int serve_get_rpc(struct ad_http_exchange *h, struct lws *wsi)
 {
 	static char frag[AD_HTTP_HEADER_MAX + MAX_QUERY_ARGS];
 	struct ad_span args[MAX_QUERY_ARGS];
@@ -429,7 +444,7 @@ static int serve_get_rpc(struct ad_http *h, struct lws *wsi)
 	return 0;
 }
 
-static int on_http(struct ad_http *h, struct lws *wsi, const char *path)
+static int on_http(struct ad_http_exchange *h, struct lws *wsi, const char *path)
 {
 	bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
 	bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
@@ -510,7 +525,7 @@ static int on_http(struct ad_http *h, struct lws *wsi, const char *path)
 }
 
 int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
-		     struct ad_http *h, void *in, size_t len)
+		     struct ad_http_exchange *h, void *in, size_t len)
 {
 	switch (reason) {
 	case LWS_CALLBACK_HTTP:
@@ -562,7 +577,7 @@ void ad_http_close_idle(void)
 	struct ad_list *pos, *tmp;
 
 	ad_list_foreach_safe(pos, tmp, &ad_srv.http) {
-		struct ad_http *h = ad_container_of(pos, struct ad_http, node);
+		struct ad_http_exchange *h = ad_container_of(pos, struct ad_http_exchange, node);
 
 		if (!h->busy)
 			lws_set_timeout(h->wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE,

@@ -21,7 +21,7 @@
 #define AD_HTTP_URI_MAX (8 * 1024)
 
 /* One HTTP connection; lws allocates it as the wsi's user data. */
-struct ad_http {
+struct ad_http_exchange {
 	struct ad_requester req;
 	struct lws *wsi;
 	struct ad_list node;   /* on ad_srv.http */
@@ -38,7 +38,7 @@ struct ad_http {
 
 /* Handles the HTTP callback reasons. */
 int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
-		     struct ad_http *h, void *in, size_t len);
+		     struct ad_http_exchange *h, void *in, size_t len);
 
 /*
  * Writes a complete JSON error response {"error":{"reason":..,"message":..}}

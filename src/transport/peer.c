@@ -168,8 +168,12 @@ struct ad_peer *ad_peer_of(struct lws *wsi)
 {
 	const struct lws_protocols *proto = lws_get_protocol(wsi);
 
-	/* The database's raw-file wsis keep their own opaque data (pg.c). */
-	if (!proto || proto->callback == ad_pg_callback)
+	/*
+	 * Only client connections (HTTP, then WebSocket: the actiond.v1
+	 * protocol) carry a peer; the raw-file wsis of the database and of
+	 * outbound HTTP keep their own opaque data (pg.c, http_client.c).
+	 */
+	if (!proto || !proto->name || strcmp(proto->name, "actiond.v1") != 0)
 		return NULL;
 	return lws_get_opaque_user_data(wsi);
 }

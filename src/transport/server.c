@@ -12,6 +12,7 @@
 #include "log.h"
 #include "loop.h"
 #include "peer.h"
+#include "outbound.h"
 #include "pg.h"
 #include "worker.h"
 #include "ws.h"
@@ -32,7 +33,7 @@ struct ad_server ad_srv;
 /* lws allocates one of these per connection; which member is live depends
  * on the callback reason (HTTP or WebSocket). */
 union pss {
-	struct ad_http http;
+	struct ad_http_exchange http;
 	struct ad_conn ws;
 };
 
@@ -194,6 +195,11 @@ static struct lws_protocols protocols[] = {
 		.name = AD_PG_PROTOCOL,
 		.callback = ad_pg_callback,
 	},
+	{
+		/* libcurl's sockets (dups adopted as raw files), see http_client.c. */
+		.name = AD_OUTBOUND_PROTOCOL,
+		.callback = ad_outbound_callback,
+	},
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -269,6 +275,8 @@ int ad_server_init(void)
 	ad_srv.vhost = lws_get_vhost_by_name(ad_srv.lws, "default");
 	ad_loop = ad_srv.lws;
 	ad_loop_vhost = ad_srv.vhost;
+	if (ad_outbound_init())
+		return -1;
 	/* With port 0 the kernel picks one; say which (tests read this line). */
 	if (ad_srv.db_conninfo[0]) {
 		struct ad_pg_options po = {
@@ -310,6 +318,7 @@ void ad_server_free(void)
 		ad_pubsub_shutdown();
 		ad_pg_shutdown();
 		ad_dispatch_shutdown();
+		ad_outbound_shutdown();
 		lws_context_destroy(ad_srv.lws); /* closes what is still open */
 		ad_srv.lws = NULL;
 		ad_loop = NULL;

@@ -25,7 +25,9 @@ export function genToken() {
 }
 
 // Starts actiond.  opts.keys: {name: {org, role}}; opts.server / opts.limits /
-// opts.modules: extra INI settings; opts.tls: {cert, key}.  Resolves to a handle with the
+// opts.modules: extra INI settings; opts.tls: {cert, key}; opts.wrap: a
+// command (array) that runs actiond, given as its trailing arguments, and
+// must exec it (so signals reach actiond).  Resolves to a handle with the
 // port, the tokens by key name, and stop().
 export async function startServer(opts = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'actiond-test-'));
@@ -66,7 +68,9 @@ export async function startServer(opts = {}) {
   const conf = join(dir, 'actiond.conf');
   writeFileSync(conf, ini);
   const env = { ...process.env, ACTIOND_MASTER_KEY: opts.masterKey || TEST_MASTER_KEY };
-  const proc = spawn(ACTIOND, ['-c', conf, ...(opts.args || [])], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const argv = [ACTIOND, '-c', conf, ...(opts.args || [])];
+  if (opts.wrap) argv.unshift(...opts.wrap);
+  const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env });
   let log = '';
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('actiond did not start:\n' + log)), 10000);

@@ -272,6 +272,9 @@ static void spec_null(struct ad_call *call)
 	ad_call_reply(call, NULL);
 }
 
+/* test.http_fetch, in test_http.c. */
+void ad_test_http_fetch(struct ad_call *call);
+
 static int test_init(struct ad_module *m)
 {
 	static const struct {
@@ -301,6 +304,7 @@ static int test_init(struct ad_module *m)
 		{ "test.admin_only", test_ok },
 		{ "test.limited", test_ok },
 		{ "test.limited_both", test_ok },
+		{ "test.http_fetch", ad_test_http_fetch },
 	};
 
 	for (size_t i = 0; i < ad_test_specs_count; i++)
