@@ -9,6 +9,8 @@
 #include "embedded.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
+#include "http.h"
 #include "loop.h"
 #include "migrate.h"
 #include "module.h"
@@ -342,6 +344,7 @@ int main(int argc, char **argv)
 		status = 1;
 		goto out;
 	}
+	ad_http_set_metrics(ad_metrics_page);
 	status = ad_server_init() ? 1 : ad_server_run();
 out:
 	ad_server_free();

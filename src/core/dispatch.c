@@ -10,6 +10,7 @@
  * being dispatched, so a handler that answers synchronously can never free
  * the batch under the dispatcher's feet.
  */
+#include "worker.h"
 #include "dispatch.h"
 #include "ipkey.h"
 #include "log.h"
@@ -974,4 +975,58 @@ void ad_dispatch_free(void)
 {
 	json_decref(empty_params);
 	empty_params = NULL;
+}
+
+void ad_dispatch_metrics(struct ad_buf *b)
+{
+	const struct ad_dispatch_stats *d = &ad_dispatch_stats;
+
+	ad_buf_metric(b, "actiond_rpc_messages_total", "counter",
+		      "JSON-RPC messages received (a batch counts once).", d->messages);
+	ad_buf_metric(b, "actiond_rpc_calls_total", "counter", "JSON-RPC calls run.",
+		      d->calls);
+	ad_buf_metric(b, "actiond_rpc_errors_total", "counter",
+		      "JSON-RPC calls answered with an error.", d->errors);
+	ad_buf_metric(b, "actiond_rpc_timeouts_total", "counter", "Calls that timed out.",
+		      d->timeouts);
+	ad_buf_metric(b, "actiond_rpc_cancels_total", "counter",
+		      "Calls cancelled by their client.", d->cancels);
+	ad_buf_metric(b, "actiond_rpc_calls_inflight", "gauge", "Calls not answered yet.",
+		      d->calls_inflight);
+	ad_buf_metric(b, "actiond_rate_limit_buckets", "gauge",
+		      "Rate-limit buckets being tracked.", ad_rate_buckets());
+	ad_buf_puts(b, "# HELP actiond_method_calls_total Answers per method "
+		       "(unknown methods are not counted here).\n"
+		       "# TYPE actiond_method_calls_total counter\n");
+	for (size_t i = 0; i < ad_nspecs; i++)
+		ad_buf_printf(b, "actiond_method_calls_total{method=\"%s\"} %llu\n",
+			      ad_specs[i].method, (unsigned long long)ad_specs[i].stat_calls);
+	ad_buf_puts(b, "# HELP actiond_method_errors_total Error answers per method.\n"
+		       "# TYPE actiond_method_errors_total counter\n");
+	for (size_t i = 0; i < ad_nspecs; i++)
+		ad_buf_printf(b, "actiond_method_errors_total{method=\"%s\"} %llu\n",
+			      ad_specs[i].method, (unsigned long long)ad_specs[i].stat_errors);
+	ad_buf_puts(b, "# HELP actiond_method_seconds From a call entering the dispatch "
+		       "core to its answer.\n# TYPE actiond_method_seconds histogram\n");
+	for (size_t i = 0; i < ad_nspecs; i++) {
+		const struct ad_spec *sp = &ad_specs[i];
+		uint64_t cum = 0;
+
+		if (!sp->stat_calls)
+			continue; /* keep the page short: only methods in use */
+		for (int k = 0; k < AD_LATENCY_BUCKETS; k++) {
+			cum += sp->stat_latency[k];
+			ad_buf_printf(b, "actiond_method_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n",
+				      sp->method, ad_latency_le[k], (unsigned long long)cum);
+		}
+		ad_buf_printf(b, "actiond_method_seconds_bucket{method=\"%s\",le=\"+Inf\"} %llu\n"
+				 "actiond_method_seconds_sum{method=\"%s\"} %.6f\n"
+				 "actiond_method_seconds_count{method=\"%s\"} %llu\n",
+			      sp->method, (unsigned long long)sp->stat_calls, sp->method,
+			      sp->stat_latency_sum, sp->method,
+			      (unsigned long long)sp->stat_calls);
+	}
+	ad_buf_metric(b, "actiond_worker_queued", "gauge",
+		      "Offloaded work items waiting for a worker thread.",
+		      (uint64_t)ad_worker_queued());
 }

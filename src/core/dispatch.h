@@ -130,4 +130,6 @@ extern struct ad_dispatch_stats ad_dispatch_stats;
 /* Returns true if a JSON text nests deeper than max (outside strings). */
 bool ad_json_too_deep(const char *s, size_t n, uint32_t max);
 
+/* The core's figures for /metrics: calls, methods, rate limits, workers. */
+void ad_dispatch_metrics(struct ad_buf *b);
 #endif

@@ -1,6 +1,7 @@
 /*
  * cluster.c - instances, cross-instance credential changes and revocations.
  */
+#include "buf.h"
 #include "cluster.h"
 #include "actiond/sql.h"
 #include "pg.h"
@@ -611,4 +612,15 @@ void ad_cluster_notify(const char *payload)
 	if (op && !strcmp(op, "ack"))
 		on_ack(m);
 	json_decref(m);
+}
+
+void ad_identity_metrics(struct ad_buf *b)
+{
+	ad_buf_metric(b, "actiond_credentials_cached", "gauge",
+		      "Live database credentials held in memory.", ad_auth_cache_size());
+	ad_buf_metric(b, "actiond_revocations_total", "counter",
+		      "Revocations committed by this instance.", ad_cluster_revocations);
+	ad_buf_metric(b, "actiond_revoke_ack_timeouts_total", "counter",
+		      "Revocations answered without every instance's acknowledgement.",
+		      ad_cluster_ack_timeouts);
 }

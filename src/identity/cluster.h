@@ -41,4 +41,7 @@ void ad_cluster_notify(const char *payload);
 /* Counters for /metrics. */
 extern uint64_t ad_cluster_revocations, ad_cluster_ack_timeouts;
 
+/* Identity's figures for /metrics: the credential cache, revocations. */
+struct ad_buf;
+void ad_identity_metrics(struct ad_buf *b);
 #endif

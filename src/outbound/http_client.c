@@ -26,6 +26,7 @@
  * once, in finish(), which detaches the handle, builds the response and
  * runs the done callback.
  */
+#include "buf.h"
 #include "actiond/http_client.h"
 #include "list.h"
 #include "log.h"
@@ -878,4 +879,22 @@ void ad_outbound_shutdown(void)
 		sock_release(ad_container_of(ad_list_first(&socks), struct csock, node));
 	lws_sul_cancel(&timer_sul);
 	curl_global_cleanup();
+}
+
+void ad_outbound_metrics(struct ad_buf *b)
+{
+	ad_buf_metric(b, "actiond_http_client_requests_total", "counter",
+		      "Outbound HTTP requests asked for by actions.", ad_outbound_stats.requests);
+	ad_buf_metric(b, "actiond_http_client_inflight", "gauge",
+		      "Outbound HTTP requests in flight.", ad_outbound_stats.inflight);
+	ad_buf_metric(b, "actiond_http_client_refused_total", "counter",
+		      "Outbound HTTP requests refused at once: too many in flight.",
+		      ad_outbound_stats.refused);
+	ad_buf_puts(b, "# HELP actiond_http_client_errors_total Outbound HTTP requests "
+		       "that failed, by kind.\n"
+		       "# TYPE actiond_http_client_errors_total counter\n");
+	for (int k = 1; k < AD_OUTBOUND_KINDS; k++)
+		ad_buf_printf(b, "actiond_http_client_errors_total{kind=\"%s\"} %llu\n",
+			      ad_outbound_kind_name(k),
+			      (unsigned long long)ad_outbound_stats.errors[k]);
 }

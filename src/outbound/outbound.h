@@ -46,4 +46,7 @@ void ad_outbound_shutdown(void);
 int ad_outbound_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			 void *user, void *in, size_t len);
 
+/* Outbound HTTP's figures for /metrics. */
+struct ad_buf;
+void ad_outbound_metrics(struct ad_buf *b);
 #endif

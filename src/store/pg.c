@@ -18,6 +18,7 @@
  * AD_PG_UNAVAILABLE (they may or may not have committed, like any lost
  * connection); when no connection is up, new jobs fail at once.
  */
+#include "buf.h"
 #include "pg.h"
 #include "list.h"
 #include "log.h"
@@ -125,6 +126,20 @@ static char *listen_channel;
 static void (*on_notify)(const char *payload);
 static lws_sorted_usec_list_t pool_sul;
 static bool pool_up;
+/*
+ * Until the pool first connects (or CONNECT_TIMEOUT_US after start), jobs
+ * wait on the pending list instead of failing: a call that arrives just
+ * after "listening" is not refused because the pool is still connecting.
+ */
+static bool ever_ready;
+static int64_t startup_until_us;
+
+static bool starting(void)
+{
+	return !ever_ready && lws_now_usecs() < startup_until_us;
+}
+
+static void fail_pending(void);
 
 static atomic_int cancel_threads; /* cancel requests in flight */
 
@@ -462,7 +477,7 @@ struct ad_pg_job *ad_pg_submit(const struct ad_pg_stmt *stmts, int n,
 
 	(void)flags;
 	ad_pg_stats.jobs++;
-	if (!ad_pg_ready()) {
+	if (!ad_pg_ready() && !starting()) {
 		ad_pg_stats.unavailable++;
 		fn(arg, AD_PG_UNAVAILABLE, NULL, 0, -1);
 		return NULL;
@@ -732,15 +747,19 @@ static void conn_fail(struct pgconn *c, const char *why)
 	c->ninflight = 0;
 	conn_down(c);
 	/* With nothing left to send on, waiting jobs fail now, not later. */
-	if (!ad_pg_ready()) {
-		while (!ad_list_empty(&pending)) {
-			struct ad_pg_job *j = ad_container_of(ad_list_first(&pending),
-							      struct ad_pg_job, node);
+	if (!ad_pg_ready() && !starting())
+		fail_pending();
+}
 
-			ad_list_del(&j->node);
-			ad_pg_stats.pending--;
-			job_finish(j, AD_PG_UNAVAILABLE);
-		}
+static void fail_pending(void)
+{
+	while (!ad_list_empty(&pending)) {
+		struct ad_pg_job *j = ad_container_of(ad_list_first(&pending),
+						      struct ad_pg_job, node);
+
+		ad_list_del(&j->node);
+		ad_pg_stats.pending--;
+		job_finish(j, AD_PG_UNAVAILABLE);
 	}
 }
 
@@ -752,6 +771,7 @@ static void conn_pipeline(struct pgconn *c)
 		return;
 	}
 	c->state = C_READY;
+	ever_ready = true;
 	if (ad_pg_stats.ready_conns++ == 0)
 		ad_log_info("database connected");
 	send_pending();
@@ -868,6 +888,9 @@ static void pool_tick(lws_sorted_usec_list_t *sul)
 	(void)sul;
 	if (!pool_up)
 		return;
+	/* The start-up grace is over and nothing connected: stop waiting. */
+	if (!ever_ready && !starting() && !ad_pg_ready())
+		fail_pending();
 	for (int i = 0; i <= nconns; i++) {
 		struct pgconn *c = &conns[i];
 
@@ -1020,6 +1043,8 @@ int ad_pg_init(const struct ad_pg_options *opt, const char *channel,
 	conns[nconns].listener = true;
 	pool_sul.cb = pool_tick;
 	pool_up = true;
+	ever_ready = false;
+	startup_until_us = lws_now_usecs() + CONNECT_TIMEOUT_US;
 	for (int i = 0; i < nconns; i++)
 		conn_start(&conns[i]);
 	if (listen_channel)
@@ -1061,4 +1086,29 @@ void ad_pg_shutdown(void)
 	free(conninfo);
 	free(listen_channel);
 	conninfo = listen_channel = NULL;
+}
+
+void ad_pg_metrics(struct ad_buf *b)
+{
+	ad_buf_metric(b, "actiond_db_ready_connections", "gauge",
+		      "Pooled database connections ready.", ad_pg_stats.ready_conns);
+	ad_buf_metric(b, "actiond_db_jobs_total", "counter", "Database jobs submitted.",
+		      ad_pg_stats.jobs);
+	ad_buf_metric(b, "actiond_db_errors_total", "counter",
+		      "Database jobs whose statement failed.", ad_pg_stats.errors);
+	ad_buf_metric(b, "actiond_db_unavailable_total", "counter",
+		      "Database jobs failed for want of a connection.", ad_pg_stats.unavailable);
+	ad_buf_metric(b, "actiond_db_connects_total", "counter",
+		      "Database connection attempts.", ad_pg_stats.reconnects);
+	ad_buf_metric(b, "actiond_db_pending", "gauge",
+		      "Database jobs waiting for a connection.", ad_pg_stats.pending);
+	ad_buf_metric(b, "actiond_db_notifications_total", "counter",
+		      "NOTIFY messages received from the database.",
+		      ad_pg_stats.notifications);
+	ad_buf_metric(b, "actiond_db_cancels_total", "counter",
+		      "Cancel requests sent to PostgreSQL for cancelled or timed-out calls.",
+		      ad_pg_stats.cancels);
+	ad_buf_metric(b, "actiond_db_retries_total", "counter",
+		      "Jobs run again after a cancel meant for another job hit them.",
+		      ad_pg_stats.retries);
 }

@@ -126,4 +126,7 @@ extern struct ad_pg_stats ad_pg_stats;
 int ad_pg_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		   void *in, size_t len);
 
+/* The store's figures for /metrics. */
+struct ad_buf;
+void ad_pg_metrics(struct ad_buf *b);
 #endif

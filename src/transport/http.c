@@ -151,146 +151,22 @@ static int respond_error(struct ad_http_exchange *h, struct lws *wsi, int status
 
 /* ---- /metrics ------------------------------------------------------------ */
 
-static void metric(struct ad_buf *b, const char *name, const char *type,
-		   const char *help, uint64_t v)
+static void (*metrics_fn)(struct ad_buf *b);
+
+void ad_http_set_metrics(void (*fn)(struct ad_buf *b))
 {
-	ad_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
-		      type, name, (unsigned long long)v);
+	metrics_fn = fn;
 }
 
+/* The page is assembled by whoever set it (src/app/metrics.c). */
 static int serve_metrics(struct ad_http_exchange *h, struct lws *wsi)
 {
 	struct ad_buf b = AD_BUF_INIT;
-	const struct ad_dispatch_stats *d = &ad_dispatch_stats;
 	int r;
 
-	metric(&b, "actiond_ws_connections", "gauge", "Open WebSocket connections.",
-	       ad_srv.n_ws);
-	metric(&b, "actiond_http_connections", "gauge", "Open HTTP connections.",
-	       ad_srv.n_http);
-	metric(&b, "actiond_ws_accepted_total", "counter",
-	       "WebSocket upgrades accepted.", ad_srv.ws_accepted);
-	metric(&b, "actiond_ws_refused_total", "counter",
-	       "WebSocket upgrades refused.", ad_srv.ws_refused);
-	metric(&b, "actiond_http_refused_total", "counter",
-	       "Connections hung up on at accept: their address had "
-	       "max_http_conns_per_ip open.", ad_srv.http_refused);
-	ad_buf_puts(&b, "# HELP actiond_ws_closed_total WebSockets closed by the "
-			"server, by reason.\n# TYPE actiond_ws_closed_total counter\n");
-	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"heartbeat_timeout\"} %llu\n",
-		      (unsigned long long)ad_srv.close_heartbeat);
-	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"slow_consumer\"} %llu\n",
-		      (unsigned long long)ad_srv.close_slow);
-	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"message_too_big\"} %llu\n",
-		      (unsigned long long)ad_srv.close_too_big);
-	ad_buf_printf(&b, "actiond_ws_closed_total{reason=\"slow_consumer_time\"} %llu\n",
-		      (unsigned long long)ad_srv.close_slow_time);
-	metric(&b, "actiond_ws_slow_queues", "gauge",
-	       "WebSockets whose queue is over slow_queue_bytes.", ad_srv.n_slow);
-	metric(&b, "actiond_ws_sent_bytes_total", "counter",
-	       "Bytes handed to WebSocket sockets.", ad_srv.bytes_out);
-	metric(&b, "actiond_http_requests_total", "counter", "HTTP requests.",
-	       ad_srv.http_requests);
-	metric(&b, "actiond_rpc_messages_total", "counter",
-	       "JSON-RPC messages received (a batch counts once).", d->messages);
-	metric(&b, "actiond_rpc_calls_total", "counter", "JSON-RPC calls run.",
-	       d->calls);
-	metric(&b, "actiond_rpc_errors_total", "counter",
-	       "JSON-RPC calls answered with an error.", d->errors);
-	metric(&b, "actiond_rpc_timeouts_total", "counter", "Calls that timed out.",
-	       d->timeouts);
-	metric(&b, "actiond_rpc_cancels_total", "counter",
-	       "Calls cancelled by their client.", d->cancels);
-	metric(&b, "actiond_rpc_calls_inflight", "gauge", "Calls not answered yet.",
-	       d->calls_inflight);
-	ad_pubsub_metrics(&b);
-	metric(&b, "actiond_rate_limit_buckets", "gauge",
-	       "Rate-limit buckets being tracked.", ad_rate_buckets());
-	metric(&b, "actiond_draining", "gauge", "1 while shutting down.",
-	       ad_srv.draining);
-	metric(&b, "actiond_db_ready_connections", "gauge",
-	       "Pooled database connections ready.", ad_pg_stats.ready_conns);
-	metric(&b, "actiond_db_jobs_total", "counter", "Database jobs submitted.",
-	       ad_pg_stats.jobs);
-	metric(&b, "actiond_db_errors_total", "counter",
-	       "Database jobs whose statement failed.", ad_pg_stats.errors);
-	metric(&b, "actiond_db_unavailable_total", "counter",
-	       "Database jobs failed for want of a connection.", ad_pg_stats.unavailable);
-	metric(&b, "actiond_db_connects_total", "counter",
-	       "Database connection attempts.", ad_pg_stats.reconnects);
-	metric(&b, "actiond_db_pending", "gauge", "Database jobs waiting for a connection.",
-	       ad_pg_stats.pending);
-	metric(&b, "actiond_db_notifications_total", "counter",
-	       "NOTIFY messages received from the database.", ad_pg_stats.notifications);
-	metric(&b, "actiond_http_client_requests_total", "counter",
-	       "Outbound HTTP requests asked for by actions.", ad_outbound_stats.requests);
-	metric(&b, "actiond_http_client_inflight", "gauge",
-	       "Outbound HTTP requests in flight.", ad_outbound_stats.inflight);
-	metric(&b, "actiond_http_client_refused_total", "counter",
-	       "Outbound HTTP requests refused at once: too many in flight.",
-	       ad_outbound_stats.refused);
-	ad_buf_puts(&b, "# HELP actiond_http_client_errors_total Outbound HTTP requests "
-			"that failed, by kind.\n"
-			"# TYPE actiond_http_client_errors_total counter\n");
-	for (int k = 1; k < AD_OUTBOUND_KINDS; k++)
-		ad_buf_printf(&b, "actiond_http_client_errors_total{kind=\"%s\"} %llu\n",
-			      ad_outbound_kind_name(k),
-			      (unsigned long long)ad_outbound_stats.errors[k]);
-	metric(&b, "actiond_credentials_cached", "gauge",
-	       "Live database credentials held in memory.", ad_auth_cache_size());
-	metric(&b, "actiond_revocations_total", "counter",
-	       "Revocations committed by this instance.", ad_cluster_revocations);
-	metric(&b, "actiond_revoke_ack_timeouts_total", "counter",
-	       "Revocations answered without every instance's acknowledgement.",
-	       ad_cluster_ack_timeouts);
-	ad_buf_puts(&b, "# HELP actiond_method_calls_total Answers per method "
-			"(unknown methods are not counted here).\n"
-			"# TYPE actiond_method_calls_total counter\n");
-	for (size_t i = 0; i < ad_nspecs; i++)
-		ad_buf_printf(&b, "actiond_method_calls_total{method=\"%s\"} %llu\n",
-			      ad_specs[i].method, (unsigned long long)ad_specs[i].stat_calls);
-	ad_buf_puts(&b, "# HELP actiond_method_errors_total Error answers per method.\n"
-			"# TYPE actiond_method_errors_total counter\n");
-	for (size_t i = 0; i < ad_nspecs; i++)
-		ad_buf_printf(&b, "actiond_method_errors_total{method=\"%s\"} %llu\n",
-			      ad_specs[i].method, (unsigned long long)ad_specs[i].stat_errors);
-	ad_buf_puts(&b, "# HELP actiond_method_seconds From a call entering the dispatch "
-			"core to its answer.\n# TYPE actiond_method_seconds histogram\n");
-	for (size_t i = 0; i < ad_nspecs; i++) {
-		const struct ad_spec *sp = &ad_specs[i];
-		uint64_t cum = 0;
-
-		if (!sp->stat_calls)
-			continue; /* keep the page short: only methods in use */
-		for (int k = 0; k < AD_LATENCY_BUCKETS; k++) {
-			cum += sp->stat_latency[k];
-			ad_buf_printf(&b, "actiond_method_seconds_bucket{method=\"%s\",le=\"%g\"} %llu\n",
-				      sp->method, ad_latency_le[k], (unsigned long long)cum);
-		}
-		ad_buf_printf(&b, "actiond_method_seconds_bucket{method=\"%s\",le=\"+Inf\"} %llu\n"
-				  "actiond_method_seconds_sum{method=\"%s\"} %.6f\n"
-				  "actiond_method_seconds_count{method=\"%s\"} %llu\n",
-			      sp->method, (unsigned long long)sp->stat_calls, sp->method,
-			      sp->stat_latency_sum, sp->method,
-			      (unsigned long long)sp->stat_calls);
-	}
-	{
-		uint64_t cum = 0;
-
-		ad_buf_puts(&b, "# HELP actiond_revoke_close_seconds From a credential's "
-				"revocation to the close frame of a socket resting on it.\n"
-				"# TYPE actiond_revoke_close_seconds histogram\n");
-		for (int i = 0; i < AD_REVOKE_BUCKETS; i++) {
-			cum += ad_revoke_hist.buckets[i];
-			ad_buf_printf(&b, "actiond_revoke_close_seconds_bucket{le=\"%g\"} %llu\n",
-				      ad_revoke_bucket_le[i], (unsigned long long)cum);
-		}
-		ad_buf_printf(&b, "actiond_revoke_close_seconds_bucket{le=\"+Inf\"} %llu\n"
-				  "actiond_revoke_close_seconds_sum %.6f\n"
-				  "actiond_revoke_close_seconds_count %llu\n",
-			      (unsigned long long)ad_revoke_hist.count, ad_revoke_hist.sum,
-			      (unsigned long long)ad_revoke_hist.count);
-	}
+	if (!metrics_fn)
+		return respond_error(h, wsi, 404, "not_found", "No metrics here");
+	metrics_fn(&b);
 	r = b.oom ? -1 : respond_now(h, wsi, 200, "text/plain; version=0.0.4", b.data, b.len);
 	ad_buf_free(&b);
 	return r;

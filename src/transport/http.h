@@ -51,4 +51,7 @@ int ad_http_reply_error(struct lws *wsi, int status, const char *reason,
 /* Closes idle keep-alive connections (during the drain). */
 void ad_http_close_idle(void);
 
+/* Sets what writes the /metrics page (the app layer does). */
+void ad_http_set_metrics(void (*fn)(struct ad_buf *b));
+
 #endif

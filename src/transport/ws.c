@@ -17,6 +17,7 @@
  * too.  Connections over that mark sit on ad_srv.ws_slow in the order they
  * crossed it, so the tick looks only at those whose time is up.
  */
+#include "pubsub.h"
 #include "ws.h"
 #include "auth.h"
 #include "http.h"
@@ -647,4 +648,53 @@ void ad_ws_free(void)
 	ad_cred_unref(pending_upgrade.cred);
 	pending_upgrade.cred = NULL;
 	ad_iptab_free(&ws_ips);
+}
+
+void ad_transport_metrics(struct ad_buf *b)
+{
+	uint64_t cum = 0;
+
+	ad_buf_metric(b, "actiond_ws_connections", "gauge", "Open WebSocket connections.",
+		      ad_srv.n_ws);
+	ad_buf_metric(b, "actiond_http_connections", "gauge", "Open HTTP connections.",
+		      ad_srv.n_http);
+	ad_buf_metric(b, "actiond_ws_accepted_total", "counter",
+		      "WebSocket upgrades accepted.", ad_srv.ws_accepted);
+	ad_buf_metric(b, "actiond_ws_refused_total", "counter",
+		      "WebSocket upgrades refused.", ad_srv.ws_refused);
+	ad_buf_metric(b, "actiond_http_refused_total", "counter",
+		      "Connections hung up on at accept: their address had "
+		      "max_http_conns_per_ip open.", ad_srv.http_refused);
+	ad_buf_puts(b, "# HELP actiond_ws_closed_total WebSockets closed by the "
+		       "server, by reason.\n# TYPE actiond_ws_closed_total counter\n");
+	ad_buf_printf(b, "actiond_ws_closed_total{reason=\"heartbeat_timeout\"} %llu\n",
+		      (unsigned long long)ad_srv.close_heartbeat);
+	ad_buf_printf(b, "actiond_ws_closed_total{reason=\"slow_consumer\"} %llu\n",
+		      (unsigned long long)ad_srv.close_slow);
+	ad_buf_printf(b, "actiond_ws_closed_total{reason=\"message_too_big\"} %llu\n",
+		      (unsigned long long)ad_srv.close_too_big);
+	ad_buf_printf(b, "actiond_ws_closed_total{reason=\"slow_consumer_time\"} %llu\n",
+		      (unsigned long long)ad_srv.close_slow_time);
+	ad_buf_metric(b, "actiond_ws_slow_queues", "gauge",
+		      "WebSockets whose queue is over slow_queue_bytes.", ad_srv.n_slow);
+	ad_buf_metric(b, "actiond_ws_sent_bytes_total", "counter",
+		      "Bytes handed to WebSocket sockets.", ad_srv.bytes_out);
+	ad_buf_metric(b, "actiond_http_requests_total", "counter", "HTTP requests.",
+		      ad_srv.http_requests);
+	ad_buf_metric(b, "actiond_draining", "gauge", "1 while shutting down.",
+		      ad_srv.draining);
+	ad_pubsub_metrics(b);
+	ad_buf_puts(b, "# HELP actiond_revoke_close_seconds From a credential's "
+		       "revocation to the close frame of a socket resting on it.\n"
+		       "# TYPE actiond_revoke_close_seconds histogram\n");
+	for (int i = 0; i < AD_REVOKE_BUCKETS; i++) {
+		cum += ad_revoke_hist.buckets[i];
+		ad_buf_printf(b, "actiond_revoke_close_seconds_bucket{le=\"%g\"} %llu\n",
+			      ad_revoke_bucket_le[i], (unsigned long long)cum);
+	}
+	ad_buf_printf(b, "actiond_revoke_close_seconds_bucket{le=\"+Inf\"} %llu\n"
+			 "actiond_revoke_close_seconds_sum %.6f\n"
+			 "actiond_revoke_close_seconds_count %llu\n",
+		      (unsigned long long)ad_revoke_hist.count, ad_revoke_hist.sum,
+		      (unsigned long long)ad_revoke_hist.count);
 }

@@ -105,4 +105,6 @@ struct ad_conn *ad_ws_conn_of(struct ad_requester *r);
 void ad_ws_init(void);
 void ad_ws_free(void);
 
+/* The transport's figures for /metrics: sockets, closes, publishes, revocations. */
+void ad_transport_metrics(struct ad_buf *b);
 #endif

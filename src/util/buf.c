@@ -261,3 +261,10 @@ size_t ad_utf8_valid_prefix(const char *s, size_t n)
 	}
 	return i;
 }
+
+void ad_buf_metric(struct ad_buf *b, const char *name, const char *type,
+		   const char *help, uint64_t v)
+{
+	ad_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
+		      type, name, (unsigned long long)v);
+}

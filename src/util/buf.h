@@ -44,6 +44,10 @@ void ad_buf_json_str(struct ad_buf *b, const char *s, size_t n);
  */
 void ad_buf_json(struct ad_buf *b, const json_t *v);
 
+/* One Prometheus metric without labels: HELP, TYPE and its value. */
+void ad_buf_metric(struct ad_buf *b, const char *name, const char *type,
+		   const char *help, uint64_t v);
+
 /*
  * Formats a double in its shortest round-trip form into out (at least 32
  * bytes); returns the length.  Integral values keep a ".0" so they stay reals.
