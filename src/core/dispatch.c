@@ -55,6 +55,7 @@ struct ad_batch {
 	int success_status;       /* HTTP status of a single success, 0 = 200 */
 	size_t msg_len;           /* counted in req->inflight_bytes until answered */
 	bool is_array;
+	enum ad_transport transport;
 	uint8_t ip[16];
 	struct ad_call calls[];
 };
@@ -712,6 +713,14 @@ static void run_call(struct ad_call *c, json_t *req, unsigned flags)
 		forbidden(c, s, cred);
 		goto done_sync;
 	}
+	if (!(s->transports & AD_TRANSPORT_BIT(b->transport))) {
+		answer_error(c, AD_RPC_INVALID_REQUEST,
+			     b->transport == AD_TRANSPORT_WS
+				     ? "This method is served over HTTP only: POST /rpc"
+				     : "This method is served over WebSocket only: GET /ws",
+			     json_pack("{s:s}", "method", s->method));
+		goto done_sync;
+	}
 	if ((flags & AD_DISPATCH_READ_ONLY) && s->risk != AD_RISK_READ) {
 		answer_error(c, AD_RPC_INVALID_REQUEST,
 			     "GET /rpc serves read actions only; use POST",
@@ -801,6 +810,7 @@ static struct ad_batch *batch_new(struct ad_requester *r, uint32_t n, bool is_ar
 	b->is_array = is_array;
 	b->meta.http_status = 200;
 	memcpy(b->ip, r->ip, sizeof(b->ip));
+	b->transport = r->ops->transport;
 	ad_list_add_tail(&r->batches, &b->req_node);
 	r->inflight += n;
 	ad_dispatch_stats.calls_inflight += n;

@@ -21,6 +21,7 @@
 #include "cred.h"
 #include "buf.h"
 #include "list.h"
+#include "spec.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -49,6 +50,7 @@ struct ad_requester_ops {
 	 * of band of the answers; NULL for a transport that cannot (HTTP).
 	 */
 	void (*notify)(struct ad_requester *r, const char *json, size_t len);
+	enum ad_transport transport;
 };
 
 /* The party a batch of calls answers to: a WebSocket or an HTTP exchange. */

@@ -30,6 +30,10 @@ extern const double ad_latency_le[AD_LATENCY_BUCKETS];
 /* Rate limits an action may combine (e.g. per IP and per account). */
 #define AD_MAX_RATE_RULES 4
 
+/* Transports of ad_spec.transports and ad_requester_ops.transport. */
+enum ad_transport { AD_TRANSPORT_HTTP = 0, AD_TRANSPORT_WS };
+#define AD_TRANSPORT_BIT(t) (1u << (t))
+
 /* Bit for a caller without credentials in ad_spec.cred_mask. */
 #define AD_CRED_ANONYMOUS_BIT 1u
 #define AD_CRED_BIT(kind) (1u << (kind))
@@ -42,6 +46,7 @@ struct ad_spec {
 	uint32_t cred_mask;      /* AD_CRED_BIT()s that may call it */
 	uint32_t role_mask;      /* AD_ROLE_BIT()s for role-bearing credentials */
 	bool side_effects;
+	uint8_t transports;      /* AD_TRANSPORT_BIT()s it may be called over */
 	struct ad_rate_rule {
 		uint32_t limit;      /* calls per window_ms */
 		uint32_t window_ms;

@@ -193,7 +193,8 @@ static void http_deliver(struct ad_requester *r, const char *json, size_t len,
 		lws_callback_on_writable(h->wsi);
 }
 
-static const struct ad_requester_ops http_ops = { .deliver = http_deliver };
+static const struct ad_requester_ops http_ops = { .deliver = http_deliver,
+						  .transport = AD_TRANSPORT_HTTP };
 
 static void http_begin(struct ad_http_exchange *h, struct lws *wsi)
 {

@@ -429,7 +429,8 @@ static void ws_notify(struct ad_requester *r, const char *json, size_t len)
 }
 
 static const struct ad_requester_ops ws_ops = { .deliver = ws_deliver,
-						.notify = ws_notify };
+						.notify = ws_notify,
+						.transport = AD_TRANSPORT_WS };
 
 /* ---- receiving ----------------------------------------------------------- */
 

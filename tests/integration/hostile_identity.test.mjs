@@ -199,3 +199,24 @@ test('a login flood from 40 addresses cannot starve another address\'s login: th
   assert.deepEqual(other, []);
   assert.ok(refused >= 40 * 5, `${refused} flood logins refused at once (at most 4 wait per address)`);
 });
+
+// ---- login and logout belong to HTTP ------------------------------------------------------------
+
+test('auth.login and auth.logout over a WebSocket answer -32600 naming POST /rpc, and change nothing', async () => {
+  const a = await newAccount();
+  const cookie = await session(a);
+  const c = await connect(server, { token: null, headers: { Cookie: cookie, Origin: ORIGIN } });
+  try {
+    const l = await c.call('auth.login', { email: a.email, password: a.password });
+    assert.equal(l.error?.code, -32600, JSON.stringify(l));
+    assert.match(l.error.message, /HTTP only: POST \/rpc/);
+    const o = await c.call('auth.logout', {});
+    assert.equal(o.error?.code, -32600, JSON.stringify(o));
+    assert.equal(c.isClosed, false, 'the socket stays open');
+    assert.equal(await sessionWorks(cookie), true, 'the session was not logged out');
+    const list = await rpc(server, 'account.session_list', {}, byCookie(cookie));
+    assert.equal(list.json.result.sessions.length, 1, 'no session was made over the socket');
+  } finally {
+    await c.close();
+  }
+});
