@@ -59,7 +59,7 @@ static void usage(FILE *f)
 		"\n"
 		"Limits against hostile peers (all in README.md), for example:\n"
 		"  -s limits.header_timeout=5s         time to send a request's headers\n"
-		"  -s limits.max_http_conns_per_ip=64  HTTP connections per address\n"
+		"  -s limits.max_http_conns_per_ip=256 HTTP connections per address\n"
 		"  -s limits.ipv6_prefix=64            IPv6 peers count per this prefix\n"
 		"\n"
 		"Signals: SIGTERM or SIGINT drain in-flight calls, close sockets with\n"

@@ -38,6 +38,8 @@ struct ad_cred {
 	bool revoked;
 	bool seen;               /* scratch for ad_auth_resync() */
 	struct ad_list conns;    /* connections resting on it (their link nodes) */
+	struct ad_list org_node; /* on its org's list in the cache (auth.c) */
+	uint32_t heap_pos;       /* 1 + its place in the expiry heap, 0: none */
 };
 
 struct ad_cred *ad_cred_ref(struct ad_cred *c);

@@ -117,6 +117,133 @@ void ad_token_hash(const char *token, size_t len, uint8_t out[32])
 
 /* ---- the token table ------------------------------------------------------ */
 
+/*
+ * Two indexes beside the table, so that nothing periodic or per revocation
+ * walks every credential: each org's credentials on one list (a revocation
+ * is always within one org), and a min-heap of expiry times (the periodic
+ * expiry pops only what is due).
+ */
+struct org_bucket {
+	int64_t org_id;          /* 0: free */
+	struct ad_list creds;
+};
+static struct org_bucket *orgs;
+static size_t orgs_cap, orgs_used;
+static struct ad_cred **heap;
+static uint32_t heap_len, heap_cap;
+
+static size_t org_slot(int64_t id, size_t cap)
+{
+	return (size_t)((uint64_t)id * 0x9e3779b97f4a7c15ull >> 20) & (cap - 1);
+}
+
+/* The list of org_id's credentials, made if need be (NULL: no memory). */
+static struct ad_list *org_list(int64_t org_id, bool create)
+{
+	size_t i;
+
+	if (create && (orgs_used + 1) * 2 > orgs_cap) {
+		size_t cap = orgs_cap ? orgs_cap * 2 : 64;
+		struct org_bucket *t = calloc(cap, sizeof(*t));
+
+		if (!t)
+			return NULL;
+		for (size_t k = 0; k < orgs_cap; k++) {
+			struct ad_list *pos, *tmp;
+
+			if (!orgs[k].org_id)
+				continue;
+			for (i = org_slot(orgs[k].org_id, cap); t[i].org_id; i = (i + 1) & (cap - 1))
+				;
+			t[i].org_id = orgs[k].org_id;
+			ad_list_init(&t[i].creds);
+			ad_list_foreach_safe(pos, tmp, &orgs[k].creds)
+				ad_list_move_tail(&t[i].creds, pos);
+		}
+		free(orgs);
+		orgs = t;
+		orgs_cap = cap;
+	}
+	if (!orgs_cap)
+		return NULL;
+	for (i = org_slot(org_id, orgs_cap); orgs[i].org_id; i = (i + 1) & (orgs_cap - 1))
+		if (orgs[i].org_id == org_id)
+			return &orgs[i].creds;
+	if (!create)
+		return NULL;
+	orgs[i].org_id = org_id;
+	ad_list_init(&orgs[i].creds);
+	orgs_used++;
+	return &orgs[i].creds;
+}
+
+static void heap_set(uint32_t i, struct ad_cred *c)
+{
+	heap[i] = c;
+	c->heap_pos = i + 1;
+}
+
+static void heap_up(uint32_t i)
+{
+	struct ad_cred *c = heap[i];
+
+	while (i && heap[(i - 1) / 2]->expires_at > c->expires_at) {
+		heap_set(i, heap[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	heap_set(i, c);
+}
+
+static void heap_down(uint32_t i)
+{
+	struct ad_cred *c = heap[i];
+
+	for (;;) {
+		uint32_t k = 2 * i + 1;
+
+		if (k >= heap_len)
+			break;
+		if (k + 1 < heap_len && heap[k + 1]->expires_at < heap[k]->expires_at)
+			k++;
+		if (heap[k]->expires_at >= c->expires_at)
+			break;
+		heap_set(i, heap[k]);
+		i = k;
+	}
+	heap_set(i, c);
+}
+
+static int heap_push(struct ad_cred *c)
+{
+	if (heap_len == heap_cap) {
+		uint32_t cap = heap_cap ? heap_cap * 2 : 256;
+		struct ad_cred **t = realloc(heap, cap * sizeof(*t));
+
+		if (!t)
+			return -1;
+		heap = t;
+		heap_cap = cap;
+	}
+	heap[heap_len++] = c;
+	heap_up(heap_len - 1);
+	return 0;
+}
+
+static void heap_remove(struct ad_cred *c)
+{
+	uint32_t i;
+
+	if (!c->heap_pos)
+		return;
+	i = c->heap_pos - 1;
+	c->heap_pos = 0;
+	if (i == --heap_len)
+		return;
+	heap_set(i, heap[heap_len]);
+	heap_up(i);
+	heap_down(heap[i]->heap_pos - 1);
+}
+
 static size_t slot_of(const uint8_t hash[32], size_t cap)
 {
 	uint64_t h;
@@ -182,6 +309,8 @@ static void table_remove_at(size_t i)
 		}
 	}
 	c->cached = false;
+	ad_list_del(&c->org_node);
+	heap_remove(c);
 	ad_cred_unref(c);
 }
 
@@ -195,12 +324,28 @@ int ad_auth_cache_add(struct ad_cred *c)
 		return 0;
 	if ((table_used + 1) * 2 > table_cap && table_grow())
 		return -1;
+	{
+		struct ad_list *ol = org_list(c->org_id, true);
+
+		if (!ol || (c->expires_at && heap_push(c)))
+			return -1;
+		ad_list_add_tail(ol, &c->org_node);
+	}
 	for (i = slot_of(c->hash, table_cap); table[i]; i = (i + 1) & (table_cap - 1))
 		;
 	table[i] = ad_cred_ref(c);
 	c->cached = true;
 	table_used++;
 	return 0;
+}
+
+/* Removes c from the table (and its indexes); c stays alive while held. */
+static void table_remove(struct ad_cred *c)
+{
+	struct ad_cred **slot = table_find(c->hash);
+
+	if (slot && *slot == c)
+		table_remove_at((size_t)(slot - table));
 }
 
 size_t ad_auth_cache_size(void)
@@ -416,18 +561,23 @@ size_t ad_auth_revoke(const struct ad_revoke_scope *s, const char *reason,
 {
 	size_t closed = 0;
 
-	recent[++revocation_seq % RECENT_REVOCATIONS] = *s;
-	for (size_t i = 0; i < table_cap;) {
-		struct ad_cred *c = table[i];
+	struct ad_list *ol = org_list(s->org_id, false), *pos, *tmp;
 
-		if (!c || !scope_matches(s, c)) {
-			i++;
+	recent[++revocation_seq % RECENT_REVOCATIONS] = *s;
+	if (!ol)
+		return 0;
+	ad_list_foreach_safe(pos, tmp, ol) {
+		struct ad_cred *c = ad_container_of(pos, struct ad_cred, org_node);
+
+		if (!scope_matches(s, c))
 			continue;
-		}
 		ad_cred_ref(c);
-		table_remove_at(i); /* may move a later entry into slot i */
+		table_remove(c);
 		closed += ad_cred_close_all(c, reason, t0_us, w);
 		ad_cred_unref(c);
+		/* Closing may have unlinked neighbours: start over when tmp went. */
+		if (!ad_list_linked(tmp) && tmp != ol)
+			tmp = ol->next;
 	}
 	return closed;
 }
@@ -464,15 +614,11 @@ void ad_auth_resync(const PGresult *r)
 
 void ad_auth_expire(int64_t now_unix)
 {
-	for (size_t i = 0; i < table_cap;) {
-		struct ad_cred *c = table[i];
+	while (heap_len && heap[0]->expires_at <= now_unix) {
+		struct ad_cred *c = ad_cred_ref(heap[0]);
 
-		if (!c || !c->expires_at || c->expires_at > now_unix) {
-			i++;
-			continue;
-		}
-		ad_cred_ref(c);
-		table_remove_at(i);
+		table_remove(c);
+		heap_remove(c); /* if it was not in the table */
 		ad_cred_close_all(c, "expired", 0, NULL);
 		ad_cred_unref(c);
 	}
@@ -488,9 +634,17 @@ void ad_auth_free(void)
 	for (size_t i = 0; i < table_cap; i++)
 		if (table[i]) {
 			table[i]->cached = false;
+			ad_list_del(&table[i]->org_node);
+			table[i]->heap_pos = 0;
 			ad_cred_unref(table[i]);
 		}
 	free(table);
 	table = NULL;
 	table_cap = table_used = 0;
+	free(orgs);
+	orgs = NULL;
+	orgs_cap = orgs_used = 0;
+	free(heap);
+	heap = NULL;
+	heap_len = heap_cap = 0;
 }

@@ -48,7 +48,7 @@ void ad_config_init(struct ad_config *c)
 	c->slow_queue_bytes = 256 << 10;
 	c->slow_queue_time_ms = 10000;
 	c->max_conns_per_ip = 1000;
-	c->max_http_conns_per_ip = 64;
+	c->max_http_conns_per_ip = 256;
 	c->header_timeout_ms = 5000;
 	c->ipv6_prefix = 64;
 	c->max_inflight = 256;
