@@ -964,20 +964,50 @@ int ad_pg_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user
 	}
 }
 
+/* The first address of host, as text in ip (INET6_ADDRSTRLEN); 0 or -1. */
+static int resolve_one(const char *host, char *ip)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+	unsigned char tmp[sizeof(struct in6_addr)];
+	int rc;
+
+	/* Numeric already, or a Unix socket directory: nothing to look up. */
+	if (host[0] == '/' || inet_pton(AF_INET, host, tmp) == 1 ||
+	    inet_pton(AF_INET6, host, tmp) == 1) {
+		ip[0] = '\0';
+		return 0;
+	}
+	if ((rc = getaddrinfo(host, NULL, &hints, &res))) {
+		ad_log_error("database host %s: %s", host, gai_strerror(rc));
+		return -1;
+	}
+	if (res->ai_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip,
+			  INET6_ADDRSTRLEN);
+	else
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip,
+			  INET6_ADDRSTRLEN);
+	freeaddrinfo(res);
+	ad_log_info("database host %s is %s (resolved once, at start)", host, ip);
+	return 0;
+}
+
 /*
  * PQconnectStart() resolves host names with the blocking getaddrinfo(), and
- * it runs on the loop at every reconnect.  So a host name is resolved here,
- * once, before the loop starts, and handed to libpq as hostaddr (host stays
- * for TLS and messages).  Paths (Unix sockets) and numeric addresses need
- * nothing.  Returns a new string, or NULL on failure (logged).
+ * it runs on the loop at every reconnect.  So each host name - database.url
+ * may list several, "host=a,b" or "postgresql://a,b/db" - is resolved here,
+ * once, before the loop starts, and handed to libpq as the matching element
+ * of hostaddr (host stays, for TLS and messages); paths (Unix sockets) and
+ * numeric addresses get an empty element, which needs no lookup either.
+ * Returns a new string, or NULL on failure (logged).
  */
 static char *resolve_conninfo(const char *ci)
 {
 	PQconninfoOption *parsed = PQconninfoParse(ci, NULL), *o;
 	const char *host = NULL, *hostaddr = NULL;
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
-	char ip[INET6_ADDRSTRLEN] = "", *out = NULL;
-	int rc;
+	char *hosts = NULL, *save = NULL, *out = NULL, *list = NULL;
+	size_t len = 0, cap = 0;
+	bool any = false;
 
 	if (!parsed) {
 		ad_log_error("database.url is not a valid connection string");
@@ -989,29 +1019,43 @@ static char *resolve_conninfo(const char *ci)
 		if (!strcmp(o->keyword, "hostaddr") && o->val && *o->val)
 			hostaddr = o->val;
 	}
-	if (!host || hostaddr || host[0] == '/' || strchr(host, ',')) {
+	if (!host || hostaddr) {
 		out = strdup(ci);
 		goto done;
 	}
-	rc = getaddrinfo(host, NULL, &hints, &res);
-	if (rc) {
-		ad_log_error("database host %s: %s", host, gai_strerror(rc));
+	if (!(hosts = strdup(host)))
+		goto done;
+	for (char *h = strtok_r(hosts, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
+		char ip[INET6_ADDRSTRLEN];
+		size_t n;
+
+		if (resolve_one(h, ip))
+			goto done;
+		any |= ip[0] != '\0';
+		n = strlen(ip) + 2;
+		if (len + n > cap) {
+			char *t;
+
+			cap = (len + n) * 2;
+			if (!(t = realloc(list, cap)))
+				goto done;
+			list = t;
+		}
+		len += (size_t)sprintf(list + len, "%s%s", len ? "," : "", ip);
+	}
+	if (!any) { /* nothing was a name */
+		out = strdup(ci);
 		goto done;
 	}
-	if (res->ai_family == AF_INET)
-		inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip,
-			  sizeof(ip));
-	else
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, ip,
-			  sizeof(ip));
-	freeaddrinfo(res);
 	/* A URI ("postgresql://...") takes it as a query parameter. */
 	if (asprintf(&out, strstr(ci, "://") ? (strchr(ci, '?') ? "%s&hostaddr=%s"
 								  : "%s?hostaddr=%s")
-					     : "%s hostaddr=%s",
-		     ci, ip) < 0)
+					     : "%s hostaddr='%s'",
+		     ci, list) < 0)
 		out = NULL;
 done:
+	free(hosts);
+	free(list);
 	PQconninfoFree(parsed);
 	return out;
 }

@@ -188,10 +188,9 @@ static void uncount(struct ad_peer *p)
 
 void ad_peer_upgraded(struct lws *wsi)
 {
-	struct ad_peer *p = ad_peer_of(wsi);
-
-	if (p)
-		uncount(p);
+	/* A WebSocket keeps its address in its connection: the record goes,
+	 * so an idle socket does not pay for it. */
+	ad_peer_destroy(wsi);
 }
 
 void ad_peer_destroy(struct lws *wsi)

@@ -182,11 +182,13 @@ static struct lws_protocols protocols[] = {
 		.callback = callback,
 		.per_session_data_size = sizeof(union pss),
 		/*
-		 * The per-connection receive buffer: most JSON-RPC messages
-		 * fit, longer ones are assembled in ad_conn.rx.  Kept small
-		 * because every idle connection pays for it.
+		 * The per-connection receive buffer lws allocates for every
+		 * WebSocket: calls fit (a heartbeat is ~60 bytes, an identity
+		 * call a few hundred), longer messages are assembled in a
+		 * buffer made for them (ad_conn.rx).  1536 rather than 2048
+		 * saves ~500 bytes per idle connection (docs/benchmarks.md).
 		 */
-		.rx_buffer_size = 2048,
+		.rx_buffer_size = 1536,
 		/* Lets one lws_write carry a whole coalesced batch of frames. */
 		.tx_packet_size = 16 << 20,
 	},

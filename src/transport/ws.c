@@ -434,8 +434,18 @@ static const struct ad_requester_ops ws_ops = { .deliver = ws_deliver,
 
 /* ---- receiving ----------------------------------------------------------- */
 
+static void rx_drop(struct ad_conn *c)
+{
+	if (c->rx) {
+		ad_buf_free(c->rx);
+		free(c->rx);
+		c->rx = NULL;
+	}
+}
+
 static int ws_receive(struct ad_conn *c, const char *in, size_t len)
 {
+	size_t have;
 	struct lws *wsi = c->wsi;
 	size_t remaining = lws_remaining_packet_payload(wsi);
 	size_t max = ad_srv.cfg.max_message;
@@ -451,30 +461,31 @@ static int ws_receive(struct ad_conn *c, const char *in, size_t len)
 				 (unsigned char *)why, sizeof(why) - 1);
 		return -1;
 	}
-	if (c->rx.len + len + remaining > max) {
+	have = c->rx ? c->rx->len : 0;
+	if (have + len + remaining > max) {
 		/*
 		 * Not "return -1" here: in the middle of a frame lws would hang
 		 * up without a close frame.  Stop reading, drop what we have,
 		 * and close from the writable callback.
 		 */
 		ad_srv.close_too_big++;
-		ad_buf_free(&c->rx);
+		rx_drop(c);
 		ad_ws_close(c, AD_CLOSE_TOO_BIG);
 		return 0;
 	}
-	if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) && !c->rx.len) {
+	if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) && !have) {
 		ad_dispatch_message(&c->req, in, len, 0);
 	} else {
-		ad_buf_append(&c->rx, in, len);
-		if (c->rx.oom)
+		/* A message in pieces: assembled in a buffer made for it (an
+		 * idle connection pays a pointer, not a buffer). */
+		if (!c->rx && !(c->rx = calloc(1, sizeof(*c->rx))))
+			return -1;
+		ad_buf_append(c->rx, in, len);
+		if (c->rx->oom)
 			return -1;
 		if (lws_is_final_fragment(wsi)) {
-			ad_dispatch_message(&c->req, c->rx.data, c->rx.len, 0);
-			/* Keep a small buffer for the next one; return big ones. */
-			if (c->rx.cap > 16 * 1024)
-				ad_buf_free(&c->rx);
-			else
-				ad_buf_reset(&c->rx);
+			ad_dispatch_message(&c->req, c->rx->data, c->rx->len, 0);
+			rx_drop(c);
 		}
 	}
 	update_rx_flow(c);
@@ -512,7 +523,7 @@ static void conn_closed(struct ad_conn *c)
 	ad_outq_clear(&c->outq);
 	update_slow(c);
 	ad_pubsub_leave(c);
-	ad_buf_free(&c->rx);
+	rx_drop(c);
 	ad_list_del(&c->node);
 	ad_list_del(&c->cred_node);
 	c->req.cred = ad_cred_unref(c->req.cred);

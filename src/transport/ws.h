@@ -35,7 +35,7 @@ struct ad_conn {
 	int64_t slow_since_us;
 	struct ad_ps_conn ps;     /* publish/subscribe index (pubsub.c) */
 	int64_t last_rx_us;
-	struct ad_buf rx;         /* a message arriving in several pieces */
+	struct ad_buf *rx;        /* a message arriving in several pieces, or NULL */
 	struct ad_outq outq;
 	uint16_t close_code;      /* set: close with it once the queue is sent */
 	int64_t revoke_t0_us;     /* when the credential was revoked */

@@ -45,3 +45,20 @@ test('the pool connects over TCP to a host name and survives a restart', async (
   }
   assert.equal(status, 200, 'back after the restart');
 });
+
+test('several hosts in database.url: each name is resolved once at start, and the pool serves', async () => {
+  const port = /port=(\d+)/.exec(pg.conninfo)[1];
+  const multi = await startServer({ db: `host=localhost,localhost port=${port},${port} dbname=postgres user=actiond` });
+  try {
+    const lines = multi.log().match(/database host localhost is [0-9a-f.:]+ \(resolved once, at start\)/g) || [];
+    assert.equal(lines.length, 2, multi.log());
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 200; i++) {
+      status = (await rpc(multi, 'test.db_sleep', { ms: 0 })).status;
+      if (status !== 200) await sleep(100);
+    }
+    assert.equal(status, 200);
+  } finally {
+    await multi.stop();
+  }
+});
