@@ -52,7 +52,12 @@ struct ad_cred *ad_cred_new_db(enum ad_cred_kind kind, int64_t db_id,
 	char id[64];
 	struct ad_cred *c;
 
-	snprintf(id, sizeof(id), "%s:%lld", ad_cred_kind_name(kind), (long long)db_id);
+	/* Named by its public id: it appears in notifications and logs. */
+	snprintf(id, sizeof(id), "%s:%lld", ad_cred_kind_name(kind),
+		 (long long)ad_keys_id_out(kind == AD_CRED_SESSION     ? AD_ID_SESSION
+					   : kind == AD_CRED_API_TOKEN ? AD_ID_API_TOKEN
+								       : AD_ID_AGENT_TOKEN,
+					   db_id));
 	c = cred_alloc(kind, kind == AD_CRED_AGENT ? AD_ROLE_NONE : role, org, id);
 	if (!c)
 		return NULL;

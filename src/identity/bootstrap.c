@@ -104,11 +104,11 @@ int ad_bootstrap(const char *conninfo, const struct ad_bootstrap_opts *o)
 		if (!insert_id(c, "INSERT INTO orgs (slug, name) VALUES ($1, $2) RETURNING id",
 			       2, org_p, "org (does it exist already?)", org_id) ||
 		    !insert_id(c,
-			       "WITH a AS (INSERT INTO accounts (email, password_hash) "
-			       "VALUES (lower($1), $2) RETURNING id), "
+			       "WITH a AS (INSERT INTO accounts (org_id, email, password_hash) "
+			       "VALUES ($3::bigint, lower($1), $2) RETURNING id), "
 			       "m AS (INSERT INTO memberships (org_id, account_id, role) "
 			       "SELECT $3, id, 'owner' FROM a) SELECT id FROM a",
-			       3, acct_p, "owner account (does the email exist already?)",
+			       3, acct_p, "owner account",
 			       account_id) ||
 		    !insert_id(c,
 			       "INSERT INTO agent_sessions (org_id, name, integrations, created_by) "

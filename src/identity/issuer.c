@@ -53,6 +53,16 @@ void ad_identity_sql_org(struct ad_sql *q, int64_t org_id)
 	ad_sql_set_org(q, org_id);
 }
 
+int64_t ad_identity_id_out(enum ad_id_kind kind, int64_t id)
+{
+	return ad_keys_id_out((int)kind, id);
+}
+
+int64_t ad_identity_id_in(enum ad_id_kind kind, int64_t pub)
+{
+	return ad_keys_id_in((int)kind, pub);
+}
+
 void ad_token_new(const char *prefix, struct ad_token *t)
 {
 	ad_keys_new_token(prefix, t->text);

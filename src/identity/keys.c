@@ -14,6 +14,7 @@
 
 static uint8_t token_key[crypto_generichash_KEYBYTES];
 static uint8_t seal_key[crypto_secretbox_KEYBYTES];
+static uint8_t id_key[crypto_generichash_KEYBYTES];
 
 static int parse_hex_key(const char *text, uint8_t out[32])
 {
@@ -96,6 +97,7 @@ int ad_keys_init(const struct ad_config *cfg, bool embedded)
 	}
 	crypto_kdf_derive_from_key(token_key, sizeof(token_key), 1, "actiondT", master);
 	crypto_kdf_derive_from_key(seal_key, sizeof(seal_key), 2, "actiondS", master);
+	crypto_kdf_derive_from_key(id_key, sizeof(id_key), 3, "actiondI", master);
 	sodium_memzero(master, sizeof(master));
 	return 0;
 }
@@ -104,6 +106,7 @@ void ad_keys_free(void)
 {
 	sodium_memzero(token_key, sizeof(token_key));
 	sodium_memzero(seal_key, sizeof(seal_key));
+	sodium_memzero(id_key, sizeof(id_key));
 }
 
 void ad_keys_token_hash(const char *token, size_t len, uint8_t out[32])
@@ -136,4 +139,60 @@ int ad_keys_open(const uint8_t *in, size_t len, uint8_t *out)
 		return -1;
 	return crypto_secretbox_open_easy(out, in + crypto_secretbox_NONCEBYTES,
 					  len - crypto_secretbox_NONCEBYTES, in, seal_key);
+}
+
+/*
+ * Public ids: a keyed permutation of 52-bit numbers (a four-round Feistel
+ * network on two 26-bit halves, keyed BLAKE2b as the round function, the
+ * kind mixed in so that account 5 and session 5 look unrelated), plus one
+ * so that no public id is 0.  Every public id stays below 2^53, a safe JSON
+ * integer.  Without the key, consecutive internal ids give unrelated public
+ * ones, so a client learns nothing of how busy other orgs are.
+ */
+#define HALF_BITS 26
+#define HALF_MASK ((1u << HALF_BITS) - 1)
+
+static uint32_t round_fn(int kind, int round, uint32_t half)
+{
+	uint8_t in[6] = { (uint8_t)kind, (uint8_t)round, (uint8_t)half,
+			  (uint8_t)(half >> 8), (uint8_t)(half >> 16), (uint8_t)(half >> 24) };
+	uint8_t out[8];
+
+	crypto_generichash(out, sizeof(out), in, sizeof(in), id_key, sizeof(id_key));
+	return ((uint32_t)out[0] | (uint32_t)out[1] << 8 | (uint32_t)out[2] << 16 |
+		(uint32_t)out[3] << 24) & HALF_MASK;
+}
+
+int64_t ad_keys_id_out(int kind, int64_t id)
+{
+	uint32_t l = (uint32_t)((uint64_t)id >> HALF_BITS) & HALF_MASK;
+	uint32_t r = (uint32_t)id & HALF_MASK;
+
+	if (id <= 0 || (uint64_t)id >> (2 * HALF_BITS))
+		return 0;
+	for (int i = 0; i < 4; i++) {
+		uint32_t t = r;
+
+		r = l ^ round_fn(kind, i, r);
+		l = t;
+	}
+	return (int64_t)(((uint64_t)l << HALF_BITS | r) + 1);
+}
+
+int64_t ad_keys_id_in(int kind, int64_t pub)
+{
+	uint64_t v = (uint64_t)pub - 1;
+	uint32_t l, r;
+
+	if (pub <= 0 || v >> (2 * HALF_BITS))
+		return 0;
+	l = (uint32_t)(v >> HALF_BITS) & HALF_MASK;
+	r = (uint32_t)v & HALF_MASK;
+	for (int i = 3; i >= 0; i--) {
+		uint32_t t = l;
+
+		l = r ^ round_fn(kind, i, l);
+		r = t;
+	}
+	return (int64_t)((uint64_t)l << HALF_BITS | r);
 }

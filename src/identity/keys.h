@@ -36,4 +36,12 @@ void ad_keys_new_token(const char *prefix, char *out);
 void ad_keys_seal(const uint8_t *in, size_t len, uint8_t *out);
 int ad_keys_open(const uint8_t *in, size_t len, uint8_t *out);
 
+/*
+ * The public id of an internal one of a kind (AD_ID_*), and back; 0 when
+ * the input is not a valid id (ad_keys_id_in of a number no public id has
+ * maps to some internal id that will not be found in the caller's org).
+ */
+int64_t ad_keys_id_out(int kind, int64_t id);
+int64_t ad_keys_id_in(int kind, int64_t pub);
+
 #endif

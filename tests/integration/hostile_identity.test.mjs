@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { startServer, connect, http, rpc, sessionCookie, within, sleep } from './lib.mjs';
 
-const KEYS = { admin: { org: 'acme', role: 'owner' } };
+const KEYS = { admin: { org: 'acme', role: 'owner' }, other: { org: 'globex', role: 'owner' } };
 const ORIGIN = 'http://app.test';
 let server;
 
@@ -219,4 +219,40 @@ test('auth.login and auth.logout over a WebSocket answer -32600 naming POST /rpc
   } finally {
     await c.close();
   }
+});
+
+// ---- nothing crosses orgs -------------------------------------------------------------------
+
+test('an email with an account in another org can be created here: no "exists" from elsewhere', async () => {
+  const a = await newAccount();
+  const r = await rpc(server, 'admin.account_create', { email: a.email, password: 'globex-password-1', role: 'member' }, { token: server.tokens.other });
+  assert.equal(r.status, 200, r.body);
+  assert.notEqual(r.json.result.account_id, a.id);
+  // Each password opens its own org's account; no org needs naming.
+  const inAcme = await login(a);
+  assert.equal(inAcme.status, 200, inAcme.body);
+  assert.equal(inAcme.json.result.org, 'acme');
+  const inGlobex = await login(a, 'globex-password-1');
+  assert.equal(inGlobex.status, 200, inGlobex.body);
+  assert.equal(inGlobex.json.result.org, 'globex');
+  // Twice in the same org is still a conflict.
+  const dup = await rpc(server, 'admin.account_create', { email: a.email, password: 'another-pass-1', role: 'member' }, { token: server.tokens.other });
+  assert.equal(dup.status, 409, dup.body);
+});
+
+test('ids handed to clients are opaque: consecutive accounts get unrelated ids, and they work as params', async () => {
+  const ids = [];
+  for (let i = 0; i < 4; i++) ids.push((await newAccount()).id);
+  for (const id of ids) assert.ok(Number.isSafeInteger(id) && id > 0, String(id));
+  const steps = ids.slice(1).map((id, i) => id - ids[i]);
+  assert.ok(steps.some((d) => Math.abs(d) > 1000), `ids ${ids} look like a sequence`);
+  // An id from one kind is not another kind's: a session id does not name an account.
+  const a = await newAccount();
+  const l = await login(a);
+  const sid = l.json.result.session_id;
+  assert.equal(l.json.result.account_id, a.id, 'login answers the same account id');
+  const r = await rpc(server, 'admin.account_disable', { account_id: sid });
+  assert.equal(r.json?.error?.data?.reason, 'not_found', r.body);
+  const d = await rpc(server, 'admin.account_disable', { account_id: a.id });
+  assert.equal(d.status, 200, d.body);
 });

@@ -109,7 +109,8 @@ test('bad input leaves nothing written: a duplicate email is a conflict and the 
   const email = 'twice@acme.test';
   const first = await rpc(server, 'admin.account_create', { email, password: 'first-password', role: 'member' });
   assert.equal(first.status, 200, first.body);
-  const id = first.json.result.account_id;
+  // Ids on the wire are opaque: find the row by its email.
+  const id = pg.psql(`select id from accounts where email = '${email}'`);
   const hash = pg.psql(`select password_hash from accounts where id = ${id}`);
   const events = count('select count(*) from identity_events');
   for (const e of [email, 'TWICE@acme.test', 'Twice@Acme.Test']) {

@@ -51,6 +51,24 @@ void ad_identity_set_cookie(struct ad_call *call, const char *value);
 /* Runs q in org_id's scope instead of the caller's. */
 void ad_identity_sql_org(struct ad_sql *q, int64_t org_id);
 
+/* ---- ids handed to clients ------------------------------------------------- */
+
+/*
+ * Ids on the wire are opaque: a keyed permutation of the internal id (a
+ * safe JSON integer, 1..2^53), different for each kind, so they reveal
+ * nothing about other orgs' activity.  Convert every id going out and every
+ * id coming in; an id that came in and is no valid one converts to 0.
+ */
+enum ad_id_kind {
+	AD_ID_ACCOUNT = 1,
+	AD_ID_SESSION,
+	AD_ID_API_TOKEN,
+	AD_ID_AGENT_SESSION,
+	AD_ID_AGENT_TOKEN,
+};
+int64_t ad_identity_id_out(enum ad_id_kind kind, int64_t id);
+int64_t ad_identity_id_in(enum ad_id_kind kind, int64_t pub);
+
 /* ---- tokens -------------------------------------------------------------- */
 
 #define AD_TOKEN_TEXT_MAX 64

@@ -36,11 +36,14 @@ static void account_created(struct ad_call *call, void *arg, const struct ad_sql
 
 	if (ad_sql_rows(r, 0) == 0) {
 		acreate_free(&a->pw);
-		ad_call_fail(call, AD_REASON_CONFLICT, "An account with this email exists", NULL);
+		ad_call_fail(call, AD_REASON_CONFLICT, "An account with this email exists in this org",
+			     NULL);
 		return;
 	}
 	ad_call_reply(call, json_pack("{s:I,s:s,s:s}", "account_id",
-				      (json_int_t)ad_sql_int(r, 0, 0, 0), "email", a->email,
+				      (json_int_t)ad_identity_id_out(AD_ID_ACCOUNT,
+								     ad_sql_int(r, 0, 0, 0)),
+				      "email", a->email,
 				      "role", a->role));
 	acreate_free(&a->pw);
 }
@@ -66,8 +69,9 @@ static void account_hashed(struct ad_call *call, struct id_pw *pw)
 	p[3] = a->role;
 	p[4] = id_actor(call);
 	ad_sql_add(q,
-		   "WITH a AS (INSERT INTO accounts (email, password_hash) VALUES ($1, $2) "
-		   "ON CONFLICT (email) DO NOTHING RETURNING id), "
+		   "WITH a AS (INSERT INTO accounts (org_id, email, password_hash) "
+		   "VALUES ($3::bigint, $1, $2) ON CONFLICT (org_id, email) DO NOTHING "
+		   "RETURNING id), "
 		   "m AS (INSERT INTO memberships (org_id, account_id, role) "
 		   "SELECT $3::bigint, id, $4 FROM a RETURNING account_id) "
 		   "SELECT account_id, actiond_audit($3::bigint, $5, 'account_create', "
@@ -109,7 +113,7 @@ void id_account_create(struct ad_call *call)
 void id_account_disable(struct ad_call *call)
 {
 	struct ad_identity_caller c;
-	int64_t target = 0;
+	int64_t pub = 0, target;
 	struct id_num org, acct, self;
 	const char *p[4], *p2[2], *ev[3];
 	struct ad_revoke_scope scope;
@@ -117,7 +121,8 @@ void id_account_disable(struct ad_call *call)
 	struct ad_sql *q;
 
 	ad_identity_caller(call, &c);
-	(void)ad_param_int(call, "account_id", &target);
+	(void)ad_param_int(call, "account_id", &pub);
+	target = ad_identity_id_in(AD_ID_ACCOUNT, pub);
 	if (target == c.account_id) {
 		ad_call_fail(call, AD_REASON_CONFLICT, "You cannot disable yourself", NULL);
 		return;
@@ -167,7 +172,9 @@ static void account_list_done(struct ad_call *call, void *arg, const struct ad_s
 
 	for (int i = 0; i < n; i++)
 		json_array_append_new(list, json_pack("{s:I,s:o,s:o,s:b,s:o}", "account_id",
-						      (json_int_t)ad_sql_int(r, 0, i, 0), "email",
+						      (json_int_t)ad_identity_id_out(
+							      AD_ID_ACCOUNT, ad_sql_int(r, 0, i, 0)),
+						      "email",
 						      ad_sql_string(r, 0, i, 1), "role",
 						      ad_sql_string(r, 0, i, 2), "disabled",
 						      ad_sql_bool(r, 0, i, 3), "created_at",
@@ -191,7 +198,7 @@ void id_account_list(struct ad_call *call)
 		return;
 	}
 	ad_identity_caller(call, &c);
-	id_page_read(call, pg);
+	id_page_read(call, AD_ID_ACCOUNT, pg);
 	org = id_num(c.org_id);
 	p[0] = org.v;
 	p[1] = pg->after.v;
@@ -209,14 +216,20 @@ void id_account_list(struct ad_call *call)
 static void admin_revoke_all(struct ad_call *call, const char *kind, enum ad_cred_kind k)
 {
 	struct ad_identity_caller c;
-	int64_t account = 0;
+	int64_t pub = 0, account;
 	struct id_num org, acct, ex;
 	const char *p[4];
 	char target[40] = "";
 	struct ad_revoke_scope scope;
 
 	ad_identity_caller(call, &c);
-	(void)ad_param_int(call, "account_id", &account);
+	(void)ad_param_int(call, "account_id", &pub);
+	/* Absent or 0: everyone's; anything else names one account. */
+	account = pub ? ad_identity_id_in(AD_ID_ACCOUNT, pub) : 0;
+	if (pub && !account) {
+		ad_call_fail(call, AD_REASON_NOT_FOUND, "No such account", NULL);
+		return;
+	}
 	org = id_num(c.org_id);
 	acct = id_num(account);
 	ex = id_num(c.cred_id);

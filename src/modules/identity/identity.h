@@ -43,22 +43,31 @@ const char *id_actor(struct ad_call *call);
  * parameters; pages fetch limit + 1 rows to know whether another follows.
  */
 struct id_page {
+	enum ad_id_kind kind;      /* of the ids paged through (the cursor) */
 	int64_t limit;
 	struct id_num after;
 	struct id_num fetch;       /* limit + 1 */
 };
-void id_page_read(struct ad_call *call, struct id_page *pg);
+void id_page_read(struct ad_call *call, enum ad_id_kind kind, struct id_page *pg);
 /* The next_cursor of a page whose last row has id last: a string, or null. */
 json_t *id_page_next(const struct id_page *pg, int rows, int64_t last);
 
 /* ---- passwords on the worker threads ------------------------------------- */
 
+#define ID_PW_CANDIDATES 4
+
 struct id_pw {
 	char *password;          /* len bytes, may hold NUL; wiped and freed */
 	size_t len;
-	char hash[crypto_pwhash_STRBYTES]; /* verify: in; hash: out */
+	char hash[crypto_pwhash_STRBYTES]; /* hash: out */
+	/* verify: the hashes to try (an email may have accounts in several
+	 * orgs, each with its own password); matched gets a bit for each that
+	 * the password opens. */
+	char candidates[ID_PW_CANDIDATES][crypto_pwhash_STRBYTES];
+	int ncandidates;
+	unsigned matched;
 	bool verify;
-	bool ok;
+	bool ok;                 /* hash: it worked; verify: matched != 0 */
 	/* On the loop, unless the call was cancelled meanwhile (then the
 	 * module frees the job and finishes the call itself). */
 	void (*then)(struct ad_call *call, struct id_pw *pw);

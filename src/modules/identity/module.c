@@ -67,11 +67,13 @@ const char *id_actor(struct ad_call *call)
 	return ad_call_credential_id(call);
 }
 
-void id_page_read(struct ad_call *call, struct id_page *pg)
+void id_page_read(struct ad_call *call, enum ad_id_kind kind, struct id_page *pg)
 {
 	const char *cursor = ad_param_str(call, "cursor", NULL);
-	int64_t after = cursor ? strtoll(cursor, NULL, 10) : 0;
+	/* The cursor is the public id of the last row shown. */
+	int64_t after = cursor ? ad_identity_id_in(kind, strtoll(cursor, NULL, 10)) : 0;
 
+	pg->kind = kind;
 	pg->limit = 50;
 	(void)ad_param_int(call, "limit", &pg->limit);
 	pg->after = id_num(after);
@@ -84,7 +86,7 @@ json_t *id_page_next(const struct id_page *pg, int rows, int64_t last)
 
 	if (rows <= pg->limit)
 		return json_null();
-	snprintf(v, sizeof(v), "%lld", (long long)last);
+	snprintf(v, sizeof(v), "%lld", (long long)ad_identity_id_out(pg->kind, last));
 	return json_string(v);
 }
 
@@ -103,9 +105,12 @@ static void pw_run(void *arg)
 {
 	struct id_pw *pw = arg;
 
-	if (pw->verify)
-		pw->ok = crypto_pwhash_str_verify(pw->hash, pw->password, pw->len) == 0;
-	else
+	if (pw->verify) {
+		for (int i = 0; i < pw->ncandidates && i < ID_PW_CANDIDATES; i++)
+			if (crypto_pwhash_str_verify(pw->candidates[i], pw->password, pw->len) == 0)
+				pw->matched |= 1u << i;
+		pw->ok = pw->matched != 0;
+	} else
 		pw->ok = crypto_pwhash_str(pw->hash, pw->password, pw->len,
 					   crypto_pwhash_OPSLIMIT_INTERACTIVE,
 					   crypto_pwhash_MEMLIMIT_INTERACTIVE) == 0;

@@ -15,11 +15,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One account the email names: a candidate until the password picks it. */
+struct login_acct {
+	int64_t account_id, org_id;
+	bool disabled;
+	char slug[64];
+	char role[16];
+};
+
 struct login {
 	struct id_pw pw;         /* first: freed through it */
 	char *email;
 	char *org;
-	bool found, ambiguous, disabled;
+	struct login_acct acct[ID_PW_CANDIDATES];
+	int nacct;
+	/* The one the password opened. */
 	int64_t account_id, org_id;
 	char slug[64];
 	char role[16];
@@ -76,8 +86,10 @@ static void login_created(struct ad_call *call, void *arg, const struct ad_sql_r
 	ad_identity_set_cookie(call, cookie);
 	sodium_memzero(cookie, sizeof(cookie));
 	ad_call_reply(call, json_pack("{s:I,s:I,s:s,s:s,s:s,s:o}", "session_id",
-				      (json_int_t)is.db_id, "account_id",
-				      (json_int_t)l->account_id, "email", l->email, "org",
+				      (json_int_t)ad_identity_id_out(AD_ID_SESSION, is.db_id),
+				      "account_id",
+				      (json_int_t)ad_identity_id_out(AD_ID_ACCOUNT, l->account_id),
+				      "email", l->email, "org",
 				      l->slug, "role", l->role, "expires_at",
 				      ad_sql_string(r, 0, 0, 1)));
 	login_free(&l->pw);
@@ -86,28 +98,44 @@ static void login_created(struct ad_call *call, void *arg, const struct ad_sql_r
 static void login_verified(struct ad_call *call, struct id_pw *pw)
 {
 	struct login *l = (struct login *)pw;
-	struct id_num org = id_num(l->org_id), acct = id_num(l->account_id),
-		      ttl = id_num(ad_identity_settings()->session_ttl_s);
-	const char *p[5] = { org.v, acct.v, l->tok.hex, ttl.v, ad_identity_instance() };
+	struct id_num org, acct, ttl = id_num(ad_identity_settings()->session_ttl_s);
+	const char *p[5] = { NULL, NULL, l->tok.hex, ttl.v, ad_identity_instance() };
 	struct ad_sql *q;
 
-	id_guard_result(call, l->email, pw->ok && l->found);
-	if (!pw->ok || !l->found) {
+	int pick = -1, matches = 0;
+
+	for (int i = 0; i < l->nacct; i++)
+		if (pw->matched & (1u << i)) {
+			matches++;
+			pick = i;
+		}
+	id_guard_result(call, l->email, matches > 0);
+	if (!matches) {
 		login_free(pw);
 		ad_call_fail(call, AD_REASON_UNAUTHENTICATED, "Wrong email or password", NULL);
 		return;
 	}
-	if (l->ambiguous) {
+	/* The same password opens accounts in several orgs: which one? */
+	if (matches > 1) {
 		login_free(pw);
 		ad_call_fail_params(call, "", "required",
-				    "this account belongs to several orgs: name one in org");
+				    "this email and password open accounts in several orgs: "
+				    "name one in org");
 		return;
 	}
-	if (l->disabled) {
+	if (l->acct[pick].disabled) {
 		login_free(pw);
 		ad_call_fail(call, AD_REASON_FORBIDDEN, "This account is disabled", NULL);
 		return;
 	}
+	l->account_id = l->acct[pick].account_id;
+	l->org_id = l->acct[pick].org_id;
+	memcpy(l->slug, l->acct[pick].slug, sizeof(l->slug));
+	memcpy(l->role, l->acct[pick].role, sizeof(l->role));
+	org = id_num(l->org_id);
+	acct = id_num(l->account_id);
+	p[0] = org.v;
+	p[1] = acct.v;
 	if (!(q = ad_sql_new(call, 0))) {
 		login_free(pw);
 		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
@@ -140,17 +168,23 @@ static void login_found(struct ad_call *call, void *arg, const struct ad_sql_res
 	const char *password;
 	size_t len = 0;
 
-	l->found = rows > 0;
-	l->ambiguous = rows > 1;
 	/* Unknown email: verify against the dummy all the same. */
-	snprintf(l->pw.hash, sizeof(l->pw.hash), "%s",
-		 rows ? ad_sql_text(r, 0, 0, 1, NULL) : id_dummy_hash);
-	if (rows) {
-		l->account_id = ad_sql_int(r, 0, 0, 0);
-		l->disabled = ad_sql_bool(r, 0, 0, 2);
-		l->org_id = ad_sql_int(r, 0, 0, 3);
-		snprintf(l->slug, sizeof(l->slug), "%s", ad_sql_text(r, 0, 0, 4, NULL));
-		snprintf(l->role, sizeof(l->role), "%s", ad_sql_text(r, 0, 0, 5, NULL));
+	l->nacct = rows < ID_PW_CANDIDATES ? rows : ID_PW_CANDIDATES;
+	for (int i = 0; i < l->nacct; i++) {
+		struct login_acct *a = &l->acct[i];
+
+		snprintf(l->pw.candidates[i], sizeof(l->pw.candidates[i]), "%s",
+			 ad_sql_text(r, 0, i, 1, NULL));
+		a->account_id = ad_sql_int(r, 0, i, 0);
+		a->disabled = ad_sql_bool(r, 0, i, 2);
+		a->org_id = ad_sql_int(r, 0, i, 3);
+		snprintf(a->slug, sizeof(a->slug), "%s", ad_sql_text(r, 0, i, 4, NULL));
+		snprintf(a->role, sizeof(a->role), "%s", ad_sql_text(r, 0, i, 5, NULL));
+	}
+	l->pw.ncandidates = l->nacct;
+	if (!l->nacct) {
+		snprintf(l->pw.candidates[0], sizeof(l->pw.candidates[0]), "%s", id_dummy_hash);
+		l->pw.ncandidates = 1;
 	}
 	l->pw.verify = true;
 	l->pw.then = login_verified;
@@ -198,7 +232,7 @@ void id_auth_login(struct ad_call *call)
 		   "FROM accounts a JOIN memberships m ON m.account_id = a.id "
 		   "JOIN orgs o ON o.id = m.org_id "
 		   "WHERE a.email = $1 AND ($2 = '' OR o.slug = $2) "
-		   "ORDER BY m.org_id LIMIT 2",
+		   "ORDER BY m.org_id LIMIT 4",
 		   2, p);
 	ad_sql_run(q, login_found, l, login_free_arg);
 }
@@ -245,14 +279,15 @@ void id_revoke_own(struct ad_call *call, const char *kind, enum ad_cred_kind k,
 		   const char *param)
 {
 	struct ad_identity_caller c;
-	int64_t target = 0;
+	int64_t pub = 0, target;
 	struct id_num id, acct, org;
 	char tgt[48];
 	const char *p[4];
 	struct ad_revoke_scope scope;
 
 	ad_identity_caller(call, &c);
-	(void)ad_param_int(call, param, &target);
+	(void)ad_param_int(call, param, &pub);
+	target = ad_identity_id_in(k == AD_CRED_SESSION ? AD_ID_SESSION : AD_ID_API_TOKEN, pub);
 	id = id_num(target);
 	acct = id_num(c.account_id);
 	org = id_num(c.org_id);
@@ -262,7 +297,7 @@ void id_revoke_own(struct ad_call *call, const char *kind, enum ad_cred_kind k,
 	p[3] = kind;
 	scope = (struct ad_revoke_scope){ .org_id = c.org_id, .cred_id = target,
 					  .account_id = c.account_id, .kind = k };
-	snprintf(tgt, sizeof(tgt), "%s:%lld", kind, (long long)target);
+	snprintf(tgt, sizeof(tgt), "%s:%lld", kind, (long long)pub);
 	id_revoke(call, &scope, "revoked",
 	       "UPDATE credentials SET revoked_at = now() WHERE id = $1::bigint "
 	       "AND account_id = $2::bigint AND org_id = $3::bigint AND kind = $4 "
@@ -312,7 +347,8 @@ static void session_list_done(struct ad_call *call, void *arg, const struct ad_s
 	for (int i = 0; i < ad_sql_rows(r, 0); i++) {
 		int64_t id = ad_sql_int(r, 0, i, 0);
 
-		json_array_append_new(list, json_pack("{s:I,s:o,s:o,s:b}", "id", (json_int_t)id,
+		json_array_append_new(list, json_pack("{s:I,s:o,s:o,s:b}", "id",
+						      (json_int_t)ad_identity_id_out(AD_ID_SESSION, id),
 						      "created_at", ad_sql_string(r, 0, i, 1),
 						      "expires_at", ad_sql_string(r, 0, i, 2),
 						      "current", c.cred_id == id));

@@ -75,7 +75,8 @@ static void token_created(struct ad_call *call, void *arg, const struct ad_sql_r
 		id_issue_lost(call, is.db_id, is.org_id);
 		return;
 	}
-	ad_call_reply(call, json_pack("{s:I,s:s,s:s,s:o,s:o}", "id", (json_int_t)is.db_id,
+	ad_call_reply(call, json_pack("{s:I,s:s,s:s,s:o,s:o}", "id",
+				      (json_int_t)ad_identity_id_out(AD_ID_API_TOKEN, is.db_id),
 				      "token", t->tok.text, "name", t->name, "created_at",
 				      ad_sql_string(r, 0, 0, 1), "expires_at",
 				      ad_sql_string(r, 0, 0, 2)));
@@ -140,7 +141,9 @@ static void token_list_done(struct ad_call *call, void *arg, const struct ad_sql
 	(void)arg;
 	for (int i = 0; i < ad_sql_rows(r, 0); i++)
 		json_array_append_new(list, json_pack("{s:I,s:o,s:o,s:o}", "id",
-						      (json_int_t)ad_sql_int(r, 0, i, 0), "name",
+						      (json_int_t)ad_identity_id_out(
+							      AD_ID_API_TOKEN, ad_sql_int(r, 0, i, 0)),
+						      "name",
 						      ad_sql_string(r, 0, i, 1), "created_at",
 						      ad_sql_string(r, 0, i, 2), "expires_at",
 						      ad_sql_string(r, 0, i, 3)));
@@ -198,7 +201,9 @@ static void agent_created(struct ad_call *call, void *arg, const struct ad_sql_r
 		return;
 	}
 	ad_call_reply(call, json_pack("{s:I,s:s,s:s,s:O}", "agent_session_id",
-				      (json_int_t)is.agent_session_id, "token", t->tok.text,
+				      (json_int_t)ad_identity_id_out(AD_ID_AGENT_SESSION,
+								     is.agent_session_id),
+				      "token", t->tok.text,
 				      "name", t->name, "integrations", t->integrations));
 	issued_free(t);
 }
@@ -259,7 +264,7 @@ void id_agent_session_create(struct ad_call *call)
 void id_agent_session_revoke(struct ad_call *call)
 {
 	struct ad_identity_caller c;
-	int64_t target = 0;
+	int64_t pub = 0, target;
 	struct id_num id, org;
 	const char *p[2];
 	char tgt[48];
@@ -267,7 +272,8 @@ void id_agent_session_revoke(struct ad_call *call)
 	struct ad_revocation *rv;
 
 	ad_identity_caller(call, &c);
-	(void)ad_param_int(call, "agent_session_id", &target);
+	(void)ad_param_int(call, "agent_session_id", &pub);
+	target = ad_identity_id_in(AD_ID_AGENT_SESSION, pub);
 	id = id_num(target);
 	org = id_num(c.org_id);
 	p[0] = id.v;
@@ -277,7 +283,7 @@ void id_agent_session_revoke(struct ad_call *call)
 		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
 		return;
 	}
-	snprintf(tgt, sizeof(tgt), "agent_session:%lld", (long long)target);
+	snprintf(tgt, sizeof(tgt), "agent_session:%lld", (long long)pub);
 	ad_revocation_mark(rv,
 			   "UPDATE agent_sessions SET revoked_at = now() WHERE id = $1::bigint "
 			   "AND org_id = $2::bigint AND revoked_at IS NULL RETURNING id",
@@ -300,7 +306,9 @@ static void agent_list_done(struct ad_call *call, void *arg, const struct ad_sql
 		json_t *integ = ad_sql_json(r, 0, i, 2);
 
 		json_array_append_new(list, json_pack("{s:I,s:o,s:o,s:o,s:o}", "agent_session_id",
-						      (json_int_t)ad_sql_int(r, 0, i, 0), "name",
+						      (json_int_t)ad_identity_id_out(
+							      AD_ID_AGENT_SESSION, ad_sql_int(r, 0, i, 0)),
+						      "name",
 						      ad_sql_string(r, 0, i, 1), "integrations",
 						      json_is_array(integ) ? integ : json_array(),
 						      "created_at", ad_sql_string(r, 0, i, 3),
@@ -328,7 +336,7 @@ void id_agent_session_list(struct ad_call *call)
 		return;
 	}
 	ad_identity_caller(call, &c);
-	id_page_read(call, pg);
+	id_page_read(call, AD_ID_AGENT_SESSION, pg);
 	org = id_num(c.org_id);
 	p[0] = org.v;
 	p[1] = pg->after.v;
