@@ -40,6 +40,14 @@ typedef void (*ad_offload_done_fn)(struct ad_call *call, void *arg, bool ran);
 int ad_call_offload(struct ad_call *call, ad_offload_run_fn run,
 		    ad_offload_done_fn done, void *arg);
 
+/*
+ * The same, ahead of all ordinary work: for work the module knows is wanted
+ * (a login from an address its account has used lately), so that a flood
+ * of ordinary work from elsewhere cannot delay it.  Bounded like the rest.
+ */
+int ad_call_offload_first(struct ad_call *call, ad_offload_run_fn run,
+			  ad_offload_done_fn done, void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -50,8 +50,8 @@ static void offload_cancel(struct ad_call *call, void *arg)
 	atomic_store(&o->cancelled, true);
 }
 
-int ad_call_offload(struct ad_call *call, ad_offload_run_fn run, ad_offload_done_fn done,
-		    void *arg)
+static int offload(struct ad_call *call, ad_offload_run_fn run, ad_offload_done_fn done,
+		   void *arg, bool urgent)
 {
 	struct offload *o = calloc(1, sizeof(*o));
 
@@ -63,10 +63,22 @@ int ad_call_offload(struct ad_call *call, ad_offload_run_fn run, ad_offload_done
 	o->run = run;
 	o->done = done;
 	o->arg = arg;
-	if (!ad_worker_submit(&o->w, ad_call_fair_key(call))) {
+	if (!ad_worker_submit(&o->w, ad_call_fair_key(call), urgent)) {
 		free(o);
 		return -1;
 	}
 	ad_call_on_cancel(call, offload_cancel, o);
 	return 0;
+}
+
+int ad_call_offload(struct ad_call *call, ad_offload_run_fn run, ad_offload_done_fn done,
+		    void *arg)
+{
+	return offload(call, run, done, arg, false);
+}
+
+int ad_call_offload_first(struct ad_call *call, ad_offload_run_fn run,
+			  ad_offload_done_fn done, void *arg)
+{
+	return offload(call, run, done, arg, true);
 }

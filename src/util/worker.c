@@ -22,6 +22,7 @@ struct keyq {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static struct keyq *keys;       /* max_queue slots */
+static struct keyq urgent_q;    /* served before any key */
 static int turn;                /* the slot the next take starts looking at */
 static struct ad_work *done_head, *done_tail;
 static int waiting, max_queue, max_per_key, nthreads;
@@ -53,6 +54,11 @@ static struct ad_work *pop(struct ad_work **head, struct ad_work **tail)
 /* The next waiting item, taking keys in turn; NULL if none.  Locked. */
 static struct ad_work *take(void)
 {
+	if (urgent_q.count) {
+		urgent_q.count--;
+		waiting--;
+		return pop(&urgent_q.head, &urgent_q.tail);
+	}
 	for (int i = 0; i < max_queue && waiting; i++) {
 		struct keyq *q = &keys[(turn + i) % max_queue];
 		struct ad_work *w;
@@ -110,14 +116,19 @@ int ad_worker_init(int n, int max_queued, int per_key)
 	return 0;
 }
 
-bool ad_worker_submit(struct ad_work *w, uint64_t key)
+bool ad_worker_submit(struct ad_work *w, uint64_t key, bool urgent)
 {
 	struct keyq *q = NULL, *free_slot = NULL;
 	bool ok = false;
 
 	pthread_mutex_lock(&lock);
-	if (stopping || !keys || waiting >= max_queue)
+	if (stopping || !keys || (!urgent && waiting - urgent_q.count >= max_queue) ||
+	    (urgent && urgent_q.count >= max_queue))
 		goto out;
+	if (urgent) {
+		q = &urgent_q;
+		goto queue;
+	}
 	for (int i = 0; i < max_queue; i++) {
 		if (keys[i].count && keys[i].key == key) {
 			q = &keys[i];
@@ -134,6 +145,7 @@ bool ad_worker_submit(struct ad_work *w, uint64_t key)
 	}
 	if (q->count >= max_per_key)
 		goto out;
+queue:
 	w->ran = false;
 	w->key = key;
 	push(&q->head, &q->tail, w);

@@ -30,8 +30,13 @@ struct ad_work {
 
 /* Starts n threads; 0 or -1. */
 int ad_worker_init(int n, int max_queued, int max_per_key);
-/* Queues w under key; false if a limit is reached or the pool is stopped. */
-bool ad_worker_submit(struct ad_work *w, uint64_t key);
+/*
+ * Queues w under key; false if a limit is reached or the pool is stopped.
+ * An urgent item goes ahead of every ordinary one (its own FIFO, bounded
+ * by max_queued too): for work its submitter knows is wanted, which no
+ * flood of ordinary work may delay.
+ */
+bool ad_worker_submit(struct ad_work *w, uint64_t key, bool urgent);
 /* Runs done() for every finished item; call from the loop thread. */
 void ad_worker_reap(void);
 /* Stops the threads; items not started are completed with run() skipped. */

@@ -116,6 +116,13 @@ bool id_guard_allows(struct ad_call *call, const char *email, uint32_t *ret_retr
 	return false;
 }
 
+bool id_guard_known(struct ad_call *call, const char *email)
+{
+	struct acct *a = lookup(email_key(email), false);
+
+	return a && known(a, peer_key(call));
+}
+
 void id_guard_result(struct ad_call *call, const char *email, bool success)
 {
 	struct acct *a = lookup(email_key(email), true);

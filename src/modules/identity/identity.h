@@ -79,6 +79,9 @@ struct id_pw {
  */
 void id_pw_start(struct ad_call *call, struct id_pw *pw, const char *password,
 		 size_t len);
+/* The same, ahead of ordinary work (a login from a known address). */
+void id_pw_start_first(struct ad_call *call, struct id_pw *pw, const char *password,
+		       size_t len);
 void id_pw_clear(struct id_pw *pw);
 
 /* A hash of a random password, verified against for unknown emails. */
@@ -88,6 +91,8 @@ extern char id_dummy_hash[crypto_pwhash_STRBYTES];
 
 /* False (with when to retry) if email's failure budget is spent here. */
 bool id_guard_allows(struct ad_call *call, const char *email, uint32_t *ret_retry_ms);
+/* True if this address logged in to email's account lately. */
+bool id_guard_known(struct ad_call *call, const char *email);
 /* Counts a checked login of email: a failure, or a success from this address. */
 void id_guard_result(struct ad_call *call, const char *email, bool success);
 

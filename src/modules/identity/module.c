@@ -135,8 +135,8 @@ static void pw_done(struct ad_call *call, void *arg, bool ran)
 	pw->then(call, pw);
 }
 
-void id_pw_start(struct ad_call *call, struct id_pw *pw, const char *password,
-		 size_t len)
+static void pw_start(struct ad_call *call, struct id_pw *pw, const char *password,
+		     size_t len, bool first)
 {
 	pw->len = len;
 	pw->password = malloc(len ? len : 1);
@@ -146,13 +146,25 @@ void id_pw_start(struct ad_call *call, struct id_pw *pw, const char *password,
 		return;
 	}
 	memcpy(pw->password, password, len);
-	if (ad_call_offload(call, pw_run, pw_done, pw)) {
+	if ((first ? ad_call_offload_first : ad_call_offload)(call, pw_run, pw_done, pw)) {
 		id_pw_clear(pw);
 		pw->free_fn(pw);
 		ad_call_fail(call, AD_REASON_RATE_LIMITED,
 			     "Too many password checks are waiting; try again shortly",
 			     json_pack("{s:i}", "retry_after_ms", 1000));
 	}
+}
+
+void id_pw_start(struct ad_call *call, struct id_pw *pw, const char *password,
+		 size_t len)
+{
+	pw_start(call, pw, password, len, false);
+}
+
+void id_pw_start_first(struct ad_call *call, struct id_pw *pw, const char *password,
+		       size_t len)
+{
+	pw_start(call, pw, password, len, true);
 }
 
 /* ---- a credential that lost a race with a revocation ----------------------- */

@@ -189,7 +189,11 @@ static void login_found(struct ad_call *call, void *arg, const struct ad_sql_res
 	l->pw.verify = true;
 	l->pw.then = login_verified;
 	password = ad_param_str(call, "password", &len);
-	id_pw_start(call, &l->pw, password, len);
+	/* An address this account uses goes ahead of whatever floods in. */
+	if (id_guard_known(call, l->email))
+		id_pw_start_first(call, &l->pw, password, len);
+	else
+		id_pw_start(call, &l->pw, password, len);
 }
 
 void id_auth_login(struct ad_call *call)
