@@ -10,7 +10,9 @@
  * the directory in modules.dir.
  *
  * Loading a module is all or nothing.  The loader checks the API version
- * before running any of the module's code, then calls init() with a
+ * before calling any of the module's functions (ELF constructors excepted:
+ * they run when the file is opened, so a plugin must not have any), then
+ * calls init() with a
  * registration handle.  init() adds action specs (JSON, checked against
  * protocol/spec.schema.json exactly like the built-in ones), binds a
  * handler to each, and may add versioned SQL migrations.  If anything is
