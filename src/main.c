@@ -339,7 +339,7 @@ int main(int argc, char **argv)
 		status = 1;
 		goto out;
 	}
-	if (ad_identity_init() || ad_worker_init(2, 64, 2)) {
+	if (ad_identity_init() || ad_worker_init(2, 128, 2)) {
 		ad_log_error("cannot start worker threads");
 		status = 1;
 		goto out;

@@ -82,6 +82,12 @@ const char *ad_call_org(const struct ad_call *call);
 int64_t ad_call_org_id(const struct ad_call *call);
 int64_t ad_call_account_id(const struct ad_call *call);
 int64_t ad_call_agent_session_id(const struct ad_call *call);
+/*
+ * The integrations the caller's agent session may use (agent tokens only;
+ * 0 for anything else): their count, and the i-th name.
+ */
+size_t ad_call_integration_count(const struct ad_call *call);
+const char *ad_call_integration(const struct ad_call *call, size_t i);
 /* A stable name of the credential, safe to log: "api_token:12". */
 const char *ad_call_credential_id(const struct ad_call *call);
 enum ad_cred_kind ad_call_credential_kind(const struct ad_call *call);

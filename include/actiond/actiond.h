@@ -14,6 +14,7 @@
 #include "actiond/module.h"
 #include "actiond/offload.h"
 #include "actiond/publish.h"
+#include "actiond/secrets.h"
 #include "actiond/sql.h"
 
 #endif

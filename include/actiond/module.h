@@ -105,6 +105,13 @@ int ad_module_add_action(struct ad_module *m, const char *json, size_t len,
 int ad_module_add_migration(struct ad_module *m, uint32_t version, const char *name,
 			    const char *sql);
 
+/*
+ * The module's setting key from the configuration (section [module.NAME],
+ * or -s module.NAME.KEY=VALUE), or NULL.  Valid for the process; callable
+ * from init() on, on the main or loop thread.
+ */
+const char *ad_module_setting(const char *module, const char *key);
+
 /* Records why the module cannot load (shown in the refusal); returns -1. */
 int ad_module_refuse(struct ad_module *m, const char *reason);
 

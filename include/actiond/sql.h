@@ -86,6 +86,20 @@ typedef void (*ad_sql_done_fn)(struct ad_call *call, void *arg,
 void ad_sql_run(struct ad_sql *q, ad_sql_done_fn done, void *arg,
 		void (*free_arg)(void *));
 
+/* ---- work of no call (timers, sweepers) ------------------------------------ */
+
+/*
+ * A batch run for no call, e.g. from a module's timer: one transaction,
+ * read-write, with the pool's default statement timeout.  Outside an org
+ * (the default) tenant tables show every org's rows - background work
+ * that spans orgs, such as expiring what is overdue, is what this is for;
+ * ad_sql_in_org() scopes it to one org instead.  Errors always reach done.
+ */
+struct ad_sql *ad_sql_new_background(unsigned flags);
+void ad_sql_in_org(struct ad_sql *q, int64_t org_id);
+typedef void (*ad_sql_bg_done_fn)(void *arg, const struct ad_sql_result *res);
+void ad_sql_run_background(struct ad_sql *q, ad_sql_bg_done_fn done, void *arg);
+
 /* ---- reading results ---------------------------------------------------- */
 
 /*

@@ -428,6 +428,18 @@ int64_t ad_call_agent_session_id(const struct ad_call *c)
 	return c->batch->cred ? c->batch->cred->agent_session_id : 0;
 }
 
+size_t ad_call_integration_count(const struct ad_call *c)
+{
+	const struct ad_cred *cr = c->batch->cred;
+
+	return cr && cr->kind == AD_CRED_AGENT ? cr->n_integrations : 0;
+}
+
+const char *ad_call_integration(const struct ad_call *c, size_t i)
+{
+	return i < ad_call_integration_count(c) ? c->batch->cred->integrations[i] : NULL;
+}
+
 void ad_call_log(const struct ad_call *c, enum ad_log_level level, const char *fmt, ...)
 {
 	char msg[768], id[64] = "-";

@@ -4,6 +4,7 @@
  */
 #include "module.h"
 #include "log.h"
+#include "loop.h"
 #include "migrate.h"
 #include "spec.h"
 
@@ -274,4 +275,9 @@ size_t ad_modules_count(void)
 const struct ad_module_info *ad_modules_info(size_t i)
 {
 	return i < nloaded ? loaded[i].info : NULL;
+}
+
+const char *ad_module_setting(const char *module, const char *key)
+{
+	return ad_config_module_setting(ad_cfg, module, key);
 }

@@ -21,11 +21,11 @@
 #define MIN_TIMEOUT_MS 10
 
 struct ad_sql {
-	struct ad_call *call;
+	struct ad_call *call;    /* NULL: background work */
 	unsigned flags;
 	int n;
 	struct ad_pg_stmt stmts[MAX_STMTS]; /* texts and params owned here */
-	int64_t org_id;
+	int64_t org_id;          /* background: 0 = every org */
 	bool broken;
 };
 
@@ -96,8 +96,12 @@ int ad_sql_add(struct ad_sql *q, const char *sql, int nparams, const char *const
 		return -1;
 	if (!sql || q->n == MAX_STMTS || nparams < 0 || nparams > MAX_PARAMS ||
 	    (nparams && !params)) {
-		ad_call_log(q->call, AD_LOG_ERROR, "bad SQL statement #%d (%s)", q->n,
-			    q->n == MAX_STMTS ? "too many statements" : "bad parameters");
+		if (q->call)
+			ad_call_log(q->call, AD_LOG_ERROR, "bad SQL statement #%d (%s)", q->n,
+				    q->n == MAX_STMTS ? "too many statements"
+						      : "bad parameters");
+		else
+			ad_log_error("bad background SQL statement #%d", q->n);
 		q->broken = true;
 		return -1;
 	}
@@ -224,6 +228,78 @@ void ad_sql_run(struct ad_sql *q, ad_sql_done_fn done, void *arg, void (*free_ar
 	stmts_free(q);
 	if (op->completed) /* answered inside ad_pg_submit() */
 		free(op);
+}
+
+/* ---- background batches ---------------------------------------------------- */
+
+struct bgop {
+	ad_sql_bg_done_fn done;
+	void *arg;
+};
+
+struct ad_sql *ad_sql_new_background(unsigned flags)
+{
+	struct ad_sql *q = calloc(1, sizeof(*q));
+
+	if (q)
+		q->flags = flags | AD_SQL_SEE_ERRORS;
+	return q;
+}
+
+void ad_sql_in_org(struct ad_sql *q, int64_t org_id)
+{
+	q->org_id = org_id;
+}
+
+static void bg_complete(void *arg, enum ad_pg_status status, PGresult *const *results,
+			int n, int failed)
+{
+	struct bgop *op = arg;
+	struct ad_sql_result res = { .r = results, .n = n, .failed = failed };
+
+	if (status == AD_PG_ERROR) {
+		const PGresult *e = failed >= 0 && failed < n ? results[failed] : NULL;
+		const char *st = e ? PQresultErrorField(e, PG_DIAG_SQLSTATE) : NULL;
+		const char *msg = e ? PQresultErrorField(e, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+		res.state = st ? st : "XX000";
+		res.message = msg ? msg : "statement failed";
+	} else if (status != AD_PG_OK) {
+		res.state = "unavailable";
+		res.message = "The database is unavailable";
+		res.failed = -1;
+	}
+	if (op->done)
+		op->done(op->arg, &res);
+	free(op);
+}
+
+/*
+ * app.org is "*" for background work across orgs: the tenant policies
+ * (migration 005) let that see every org; a call's batch can never have it
+ * (ad_sql_run() sets a number or nothing).
+ */
+void ad_sql_run_background(struct ad_sql *q, ad_sql_bg_done_fn done, void *arg)
+{
+	struct bgop *op = q->broken ? NULL : calloc(1, sizeof(*op));
+	char org[24] = "*";
+	struct ad_pg_scope scope = { .org = org };
+
+	if (!op) {
+		struct ad_sql_result res = { .state = "XX000", .message = "not built",
+					     .failed = -1 };
+
+		stmts_free(q);
+		if (done)
+			done(arg, &res);
+		return;
+	}
+	if (q->org_id > 0)
+		snprintf(org, sizeof(org), "%lld", (long long)q->org_id);
+	op->done = done;
+	op->arg = arg;
+	ad_pg_submit(q->stmts, q->n, 0, &scope, bg_complete, op);
+	stmts_free(q);
 }
 
 /* ---- results ------------------------------------------------------------- */

@@ -2,6 +2,7 @@
  * keys.c - master key loading and the derived token-hash and sealing keys.
  */
 #include "keys.h"
+#include "actiond/secrets.h"
 #include "log.h"
 
 #include <errno.h>
@@ -195,4 +196,14 @@ int64_t ad_keys_id_in(int kind, int64_t pub)
 		r = t;
 	}
 	return (int64_t)((uint64_t)l << HALF_BITS | r);
+}
+
+void ad_secret_seal(const uint8_t *in, size_t len, uint8_t *out)
+{
+	ad_keys_seal(in, len, out);
+}
+
+int ad_secret_open(const uint8_t *in, size_t len, uint8_t *out)
+{
+	return ad_keys_open(in, len, out);
 }

@@ -83,6 +83,12 @@ void ad_config_free(struct ad_config *c)
 		free(c->api_keys[i].org);
 	}
 	free(c->api_keys);
+	for (size_t i = 0; i < c->n_module_settings; i++) {
+		free(c->module_settings[i].module);
+		free(c->module_settings[i].key);
+		free(c->module_settings[i].value);
+	}
+	free(c->module_settings);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -274,6 +280,51 @@ static int parse_listen(struct ad_config *c, const char *v)
 	return 0;
 }
 
+/* Keeps module's setting key = v (the last one wins). */
+static int module_setting_add(struct ad_config *c, const char *module, size_t mlen,
+			      const char *key, const char *v)
+{
+	struct ad_module_setting *arr, *m;
+
+	hint = "[module.NAME] sections hold NAME's own settings (key = value)";
+	if (!mlen || !*key || mlen > 64 || strlen(key) > 64 || strlen(v) > 4096)
+		return -1;
+	for (size_t i = 0; i < c->n_module_settings; i++) {
+		m = &c->module_settings[i];
+		if (strlen(m->module) == mlen && !strncmp(m->module, module, mlen) &&
+		    !strcmp(m->key, key))
+			return set_str(&m->value, v);
+	}
+	if (c->n_module_settings >= 1024)
+		return -1;
+	arr = realloc(c->module_settings, (c->n_module_settings + 1) * sizeof(*arr));
+	if (!arr)
+		return -1;
+	c->module_settings = arr;
+	m = &arr[c->n_module_settings];
+	m->module = strndup(module, mlen);
+	m->key = strdup(key);
+	m->value = strdup(v);
+	if (!m->module || !m->key || !m->value) {
+		free(m->module);
+		free(m->key);
+		free(m->value);
+		return -1;
+	}
+	c->n_module_settings++;
+	return 0;
+}
+
+const char *ad_config_module_setting(const struct ad_config *c, const char *module,
+				     const char *key)
+{
+	for (size_t i = 0; c && i < c->n_module_settings; i++)
+		if (!strcmp(c->module_settings[i].module, module) &&
+		    !strcmp(c->module_settings[i].key, key))
+			return c->module_settings[i].value;
+	return NULL;
+}
+
 int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		  const char *v, char *err, size_t errlen)
 {
@@ -341,6 +392,12 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = ad_parse_duration_ms(v, &c->session_ttl_ms);
 	else if (!strcmp(section, "rate_limits"))
 		r = add_rate_override(c, key, v);
+	else if (!strncmp(section, "module.", 7))
+		r = module_setting_add(c, section + 7, strlen(section + 7), key, v);
+	else if (!strcmp(section, "module") && strchr(key, '.'))
+		/* -s module.NAME.KEY=VALUE */
+		r = module_setting_add(c, key, (size_t)(strchr(key, '.') - key),
+				       strchr(key, '.') + 1, v);
 	else if (KEY("database", "enabled")) {
 		bool on;
 
@@ -469,7 +526,8 @@ int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errl
 			} else if (!strcmp(s, "server") || !strcmp(s, "limits") ||
 				   !strcmp(s, "database") || !strcmp(s, "security") ||
 				   !strcmp(s, "modules") ||
-				   !strcmp(s, "rate_limits")) {
+				   !strcmp(s, "rate_limits") ||
+				   (!strncmp(s, "module.", 7) && s[7])) {
 				snprintf(section, sizeof(section), "%s", s);
 			} else {
 				snprintf(why, sizeof(why), "unknown section [%s]", s);

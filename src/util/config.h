@@ -93,7 +93,19 @@ struct ad_config {
 
 	struct ad_api_key *api_keys;
 	size_t n_api_keys;
+
+	/* [module.NAME] sections: settings actiond passes to modules as they are. */
+	struct ad_module_setting {
+		char *module;
+		char *key;
+		char *value;
+	} *module_settings;
+	size_t n_module_settings;
 };
+
+/* A module's setting (section [module.NAME]), or NULL. */
+const char *ad_config_module_setting(const struct ad_config *c, const char *module,
+				     const char *key);
 
 /* Fills c with the defaults. */
 void ad_config_init(struct ad_config *c);

@@ -181,16 +181,23 @@ test('70 guesses at one account from 7 addresses: only its failure budget is che
   assert.equal(away.status, 429, away.body);
 });
 
-test('a login flood from 40 addresses cannot starve another address\'s login: the hashing queue is fair and bounded', { timeout: 60000 }, async () => {
+test('a login flood from 40 addresses cannot starve the owner\'s login: the hashing queue is fair, bounded and refuses at once', { timeout: 60000 }, async () => {
   const owner = await newAccount('member');
+  const home = freshIp();
+  const before = await rpc(server, 'auth.login', { email: owner.email, password: owner.password }, { token: null, localAddress: home });
+  assert.equal(before.status, 200, before.body);
   const batch = Array.from({ length: 10 }, (_, i) => ({
     jsonrpc: '2.0', id: i, method: 'auth.login',
     params: { email: `nobody-${randomBytes(4).toString('hex')}@flood.test`, password: 'flooding-' + i },
   }));
   const flood = Array.from({ length: 40 }, () => http(server, '/rpc', { method: 'POST', token: null, body: batch, localAddress: freshIp() }));
   await sleep(50); // the flood is queued first
-  const mine = await rpc(server, 'auth.login', { email: owner.email, password: owner.password }, { token: null, localAddress: freshIp() });
+  // From the address the owner uses: ahead of the flood.
+  const mine = await rpc(server, 'auth.login', { email: owner.email, password: owner.password }, { token: null, localAddress: home });
   assert.equal(mine.status, 200, `the owner's login: ${mine.body}`);
+  // From a new address: its turn among the others, or a refusal at once - never a wait past the timeout.
+  const away = await rpc(server, 'auth.login', { email: owner.email, password: owner.password }, { token: null, localAddress: freshIp() });
+  assert.ok(away.status === 200 || away.json?.error?.data?.reason === 'rate_limited', away.body);
   const answers = (await Promise.all(flood)).flatMap((r) => r.json);
   const refused = answers.filter((a) => a.error?.data?.reason === 'rate_limited').length;
   // The rest were checked, or waited their turn until their own timeout.

@@ -64,6 +64,22 @@ test('with the org setting unset (an anonymous call) the same SELECT sees nothin
   assert.deepEqual(r.json.result, { event_orgs: [], events: 0, secrets: 0 });
 });
 
+test('a background batch (no call, as a sweeper runs) sees every org\'s tenant rows', async () => {
+  const r = await rpc(server, 'test.background_orgs', {}, { token: server.tokens.acme });
+  assert.equal(r.status, 200, r.body);
+  assert.equal(r.json.result.orgs, 2);
+});
+
+test('module settings: [module.NAME] reaches the module, and nothing else does', async () => {
+  const s2 = await startServer({ args: ['-s', 'module.test.greeting=hello there', '-s', 'module.other.greeting=no'] });
+  try {
+    assert.deepEqual((await rpc(s2, 'test.setting', { key: 'greeting' })).json.result, { value: 'hello there' });
+    assert.deepEqual((await rpc(s2, 'test.setting', { key: 'missing' })).json.result, { value: null });
+  } finally {
+    await s2.stop();
+  }
+});
+
 test('a cancelled call\'s pg_sleep(30) leaves pg_stat_activity within 1 s', { timeout: 20000 }, async () => {
   const c = await connect(server, { token: server.tokens.acme });
   try {

@@ -187,6 +187,41 @@ static void test_tenant_rows(struct ad_call *call)
 	ad_sql_run(q, tenant_rows_done, NULL, NULL);
 }
 
+/*
+ * test.background_orgs: a background batch (as a sweeper would run) sees
+ * the tenant rows of every org; the call itself only finishes when it is
+ * back, through a pointer the batch carries.
+ */
+static void background_done(void *arg, const struct ad_sql_result *r)
+{
+	struct ad_call *call = arg;
+
+	if (ad_sql_error(r, NULL))
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, ad_sql_error_message(r), NULL);
+	else
+		ad_call_reply(call, json_pack("{s:I}", "orgs", (json_int_t)ad_sql_int(r, 0, 0, 0)));
+}
+
+static void test_background_orgs(struct ad_call *call)
+{
+	struct ad_sql *q = ad_sql_new_background(0);
+
+	if (!q) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	ad_sql_add(q, "SELECT count(DISTINCT org_id) FROM identity_events", 0, NULL);
+	ad_sql_run_background(q, background_done, call);
+}
+
+/* test.setting {key}: what [module.test] says. */
+static void test_setting(struct ad_call *call)
+{
+	const char *v = ad_module_setting("test", ad_param_str(call, "key", NULL));
+
+	ad_call_reply(call, json_pack("{s:s?}", "value", v));
+}
+
 /* test.progress {steps}: progress notifications, then an accepted (202) answer. */
 static void test_progress(struct ad_call *call)
 {
@@ -292,6 +327,8 @@ static int test_init(struct ad_module *m)
 		{ "test.db_sleep_timeout", test_db_sleep },
 		{ "test.tenant_rows", test_tenant_rows },
 		{ "test.progress", test_progress },
+		{ "test.background_orgs", test_background_orgs },
+		{ "test.setting", test_setting },
 		{ "test.offload", test_offload },
 		{ "test.echo", test_echo },
 		{ "test.blob", test_blob },
