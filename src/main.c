@@ -61,6 +61,11 @@ static void usage(FILE *f)
 		"  -s limits.header_timeout=5s         time to send a request's headers\n"
 		"  -s limits.max_http_conns_per_ip=256 HTTP connections per address\n"
 		"  -s limits.ipv6_prefix=64            IPv6 peers count per this prefix\n"
+		"  -s security.trusted_proxies=10.0.0.0/8,::1\n"
+		"                                      peers whose X-Forwarded-For names the client\n"
+		"  -s security.metrics_token=TOKEN     /metrics for this Bearer token from anywhere\n"
+		"                                      (without it: loopback clients only)\n"
+		"  -s server.access_log=off            no access lines (on by default, at info)\n"
 		"\n"
 		"Signals: SIGTERM or SIGINT drain in-flight calls, close sockets with\n"
 		"1001, and exit 0.\n");

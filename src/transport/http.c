@@ -10,6 +10,7 @@
 #include "http.h"
 #include "auth.h"
 #include "cluster.h"
+#include "ipkey.h"
 #include "pg.h"
 #include "log.h"
 #include "peer.h"
@@ -21,11 +22,89 @@
 #include "spec.h"
 #include "ws.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define HDR_ROOM 512
+
+/* ---- the access log -------------------------------------------------------- */
+
+/* The request's method, from the header lws filed its target under. */
+static const char *method_of(struct lws *wsi, enum lws_token_indexes *ret_tok)
+{
+	static const struct {
+		enum lws_token_indexes tok;
+		const char *name;
+	} methods[] = {
+		{ WSI_TOKEN_GET_URI, "GET" },       { WSI_TOKEN_POST_URI, "POST" },
+		{ WSI_TOKEN_PUT_URI, "PUT" },       { WSI_TOKEN_PATCH_URI, "PATCH" },
+		{ WSI_TOKEN_DELETE_URI, "DELETE" }, { WSI_TOKEN_OPTIONS_URI, "OPTIONS" },
+		{ WSI_TOKEN_HEAD_URI, "HEAD" },
+	};
+
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+		if (lws_hdr_total_length(wsi, methods[i].tok) > 0) {
+			*ret_tok = methods[i].tok;
+			return methods[i].name;
+		}
+	return NULL;
+}
+
+/*
+ * Logs one answered request: method, path (the query string is never
+ * logged: GET /rpc carries params there), status, time since its first
+ * byte, client (and proxy), credential id, bytes in and out.  The path is
+ * the client's text: it is cut at 200 bytes and anything but printable
+ * ASCII is escaped, so it cannot forge a line.
+ */
+static void access_http(struct lws *wsi, const uint8_t ip[16], const uint8_t via[16],
+			int64_t start_us, int status, const char *cred_id,
+			size_t in_bytes, size_t out_bytes)
+{
+	static char raw[AD_HTTP_URI_MAX + 1];
+	char path[4 * 200 + 4], a[AD_IP_TEXT_MAX], b[AD_IP_TEXT_MAX];
+	enum lws_token_indexes tok = WSI_TOKEN_GET_URI;
+	const char *method;
+	size_t o = 0;
+	int n;
+
+	if (!ad_srv.cfg.access_log || ad_log_level < AD_LOG_INFO)
+		return;
+	method = method_of(wsi, &tok);
+	n = method ? lws_hdr_copy(wsi, raw, sizeof(raw), tok) : -1;
+	if (n < 0)
+		snprintf(raw, sizeof(raw), "-");
+	for (const unsigned char *q = (const unsigned char *)raw; *q; q++) {
+		if (q - (const unsigned char *)raw >= 200) {
+			memcpy(path + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (*q > ' ' && *q < 0x7f && *q != '\\')
+			path[o++] = (char)*q;
+		else
+			o += (size_t)snprintf(path + o, sizeof(path) - o, "\\x%02x", *q);
+	}
+	path[o] = '\0';
+	ad_ip_format(ip, a);
+	ad_ip_format(via, b);
+	ad_log_info("access http peer=%s%s%s method=%s path=%s status=%d ms=%.1f "
+		    "credential=%s bytes_in=%zu bytes_out=%zu",
+		    a, memcmp(ip, via, 16) ? " via=" : "", memcmp(ip, via, 16) ? b : "",
+		    method ? method : "-", path, status,
+		    start_us ? (double)(lws_now_usecs() - start_us) / 1000.0 : 0.0,
+		    cred_id ? cred_id : "-", in_bytes, out_bytes);
+}
+
+/* When the current request's first byte came (rxguard.c saw it). */
+static int64_t request_start(struct lws *wsi)
+{
+	struct ad_peer *p = ad_peer_of(wsi);
+
+	return p && p->rx.req_start_us ? p->rx.req_start_us : lws_now_usecs();
+}
 
 /*
  * Builds status line, headers and body into one buffer with LWS_PRE bytes of
@@ -96,6 +175,8 @@ static int respond_now(struct ad_http_exchange *h, struct lws *wsi, int status, 
 		return -1;
 	r = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
 	free(buf);
+	access_http(wsi, h->req.ip, h->via, h->start_us, status,
+		    h->req.cred ? h->req.cred->id : NULL, h->body.len, n);
 	http_end(h);
 	/*
 	 * Answered before its body was read: lws would discard the body and
@@ -134,6 +215,12 @@ int ad_http_reply_error(struct lws *wsi, int status, const char *reason,
 		return -1;
 	}
 	free(buf);
+	if (ad_srv.cfg.access_log) {
+		uint8_t ip[16], via[16];
+
+		ad_peer_client_ip(wsi, ip, via);
+		access_http(wsi, ip, via, request_start(wsi), status, NULL, 0, n);
+	}
 	return 1;
 }
 
@@ -172,6 +259,33 @@ static int serve_metrics(struct ad_http_exchange *h, struct lws *wsi)
 	return r;
 }
 
+/*
+ * Whether /metrics may be served: to a loopback client (the address after
+ * trusted proxies, so a local proxy does not open it to the world), or to
+ * anyone presenting security.metrics_token as a Bearer token.  The tokens
+ * are compared as BLAKE2b hashes with sodium_memcmp(), which takes the
+ * same time wherever they differ and whatever their lengths.
+ */
+static bool metrics_allowed(struct ad_http_exchange *h, struct lws *wsi)
+{
+	static char hdr[AD_HTTP_HEADER_MAX + 1];
+	unsigned char want[32], got[32];
+	const char *tok = ad_srv.cfg.metrics_token;
+	struct ad_span bearer;
+	int n;
+
+	if (ad_ip_is_loopback(h->req.ip))
+		return true;
+	if (!tok || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) <= 0 ||
+	    (n = lws_hdr_copy(wsi, hdr, sizeof(hdr), WSI_TOKEN_HTTP_AUTHORIZATION)) <= 0 ||
+	    ad_parse_bearer(hdr, (size_t)n, &bearer))
+		return false;
+	crypto_generichash(want, sizeof(want), (const unsigned char *)tok, strlen(tok), NULL, 0);
+	crypto_generichash(got, sizeof(got), (const unsigned char *)bearer.p, bearer.n, NULL, 0);
+	sodium_memzero(hdr, (size_t)n);
+	return sodium_memcmp(want, got, sizeof(want)) == 0;
+}
+
 /* ---- the requester side -------------------------------------------------- */
 
 static void http_deliver(struct ad_requester *r, const char *json, size_t len,
@@ -179,6 +293,7 @@ static void http_deliver(struct ad_requester *r, const char *json, size_t len,
 {
 	struct ad_http_exchange *h = ad_container_of(r, struct ad_http_exchange, req);
 
+	h->resp_status = meta->http_status;
 	h->resp = build_response(h->wsi, meta->http_status,
 				 len ? "application/json" : NULL, json, len,
 				 meta->retry_after_ms, meta->set_cookie, &h->resp_len);
@@ -208,7 +323,8 @@ static void http_begin(struct ad_http_exchange *h, struct lws *wsi)
 	h->busy = true;
 	h->too_big = false;
 	ad_buf_reset(&h->body);
-	ad_peer_ip(wsi, h->req.ip);
+	ad_peer_client_ip(wsi, h->req.ip, h->via);
+	h->start_us = request_start(wsi);
 	ad_srv.http_requests++;
 }
 
@@ -338,6 +454,13 @@ static int on_http(struct ad_http_exchange *h, struct lws *wsi, const char *path
 		ad_log_debug("closing a connection that pipelined a request with a body");
 		return -1;
 	}
+	{
+		struct ad_peer *p = ad_peer_of(wsi);
+
+		/* A body, if any, is read as it comes (rxguard.h). */
+		if (p)
+			ad_rxguard_set_mode(&p->rx, AD_RXG_BODY);
+	}
 	http_begin(h, wsi);
 	h->body_unread = post || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
 	if (!strcmp(path, "/healthz"))
@@ -353,8 +476,17 @@ static int on_http(struct ad_http_exchange *h, struct lws *wsi, const char *path
 		return respond_now(h, wsi, 200, "application/json",
 				   "{\"status\":\"ready\"}", 18);
 	}
-	if (!strcmp(path, "/metrics"))
+	if (!strcmp(path, "/metrics")) {
+		if (!metrics_allowed(h, wsi)) {
+			ad_srv.metrics_refused++;
+			return respond_error(h, wsi, 403, "forbidden",
+					     ad_srv.cfg.metrics_token
+					     ? "Metrics are served to loopback addresses, "
+					       "or with the metrics Bearer token"
+					     : "Metrics are served to loopback addresses only");
+		}
 		return serve_metrics(h, wsi);
+	}
 	if (!strcmp(path, "/ws"))
 		return respond_error(h, wsi, 426, "upgrade_required",
 				     "/ws speaks WebSocket only");
@@ -433,6 +565,8 @@ int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		if (!h->active || !h->resp)
 			return 0;
 		r = lws_write(wsi, h->resp + LWS_PRE, h->resp_len, LWS_WRITE_HTTP_FINAL);
+		access_http(wsi, h->req.ip, h->via, h->start_us, h->resp_status,
+			    h->req.cred ? h->req.cred->id : NULL, h->body.len, h->resp_len);
 		http_end(h);
 		if (r < 0 || ad_srv.draining)
 			return -1;

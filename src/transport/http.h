@@ -26,9 +26,12 @@ struct ad_http_exchange {
 	struct lws *wsi;
 	struct ad_list node;   /* on ad_srv.http */
 	struct ad_buf body;    /* request body being received */
+	uint8_t via[16];       /* the TCP peer (req.ip is the client) */
+	int64_t start_us;      /* when the request's first byte came */
 	size_t body_limit;
 	unsigned char *resp;   /* LWS_PRE bytes, then the whole response */
 	size_t resp_len;
+	int resp_status;       /* for the access log */
 	bool active;           /* initialised and counted */
 	bool busy;             /* a request is being served */
 	bool too_big;          /* the body passed body_limit */

@@ -146,6 +146,14 @@ void ad_iptab_free(struct ad_iptab *t)
 
 static struct ad_iptab http_ips;
 
+static bool is_trusted(const uint8_t ip[16])
+{
+	for (size_t i = 0; i < ad_srv.cfg.n_trusted_proxies; i++)
+		if (ad_cidr_match(&ad_srv.cfg.trusted_proxies[i], ip))
+			return true;
+	return false;
+}
+
 int ad_peer_accept(struct lws *wsi)
 {
 	struct ad_peer *p = calloc(1, sizeof(*p));
@@ -154,12 +162,23 @@ int ad_peer_accept(struct lws *wsi)
 		return -1;
 	ad_peer_ip(wsi, p->ip);
 	ad_ip_key(p->ip, p->key);
-	if (!ad_iptab_take(&http_ips, p->key, ad_srv.cfg.max_http_conns_per_ip)) {
-		free(p);
-		ad_srv.http_refused++;
-		return -1;
+	p->trusted = is_trusted(p->ip);
+	/*
+	 * A trusted proxy carries the connections of many clients, and which
+	 * client a connection is for is known only from its headers: the cap
+	 * per address would throttle everyone behind the proxy, so it is not
+	 * applied to it.  Its clients meet the WebSocket cap and the rate
+	 * limits under their own addresses.
+	 */
+	if (!p->trusted) {
+		if (!ad_iptab_take(&http_ips, p->key, ad_srv.cfg.max_http_conns_per_ip)) {
+			free(p);
+			ad_srv.http_refused++;
+			return -1;
+		}
+		p->http_counted = true;
 	}
-	p->http_counted = true;
+	ad_rxguard_attach(&p->rx, wsi, ad_srv.tls);
 	lws_set_opaque_user_data(wsi, p);
 	return 0;
 }
@@ -188,9 +207,11 @@ static void uncount(struct ad_peer *p)
 
 void ad_peer_upgraded(struct lws *wsi)
 {
-	/* A WebSocket keeps its address in its connection: the record goes,
-	 * so an idle socket does not pay for it. */
-	ad_peer_destroy(wsi);
+	struct ad_peer *p = ad_peer_of(wsi);
+
+	/* It stays: the frame check (rxguard.c) reads through it. */
+	if (p)
+		uncount(p);
 }
 
 void ad_peer_destroy(struct lws *wsi)
@@ -200,6 +221,7 @@ void ad_peer_destroy(struct lws *wsi)
 	if (!p)
 		return;
 	uncount(p);
+	ad_rxguard_detach(&p->rx);
 	lws_set_opaque_user_data(wsi, NULL);
 	free(p);
 }
@@ -243,6 +265,7 @@ void ad_peer_mark_exchange(struct lws *wsi)
 		return;
 	p->marked = true;
 	p->mark_known = rx_consumed(wsi, &p->rx_mark);
+	ad_rxguard_set_mode(&p->rx, AD_RXG_HEADERS);
 }
 
 bool ad_peer_maybe_pipelined(struct lws *wsi)
@@ -257,6 +280,75 @@ bool ad_peer_maybe_pipelined(struct lws *wsi)
 	if (!p->mark_known || !rx_consumed(wsi, &now))
 		return true;
 	return now == p->rx_mark;
+}
+
+/* The longest X-Forwarded-For walked, and the most entries looked at. */
+#define XFF_MAX 2048
+#define XFF_HOPS 32
+
+/*
+ * Strips an entry of X-Forwarded-For down to its address: spaces around
+ * it, and the brackets and port of "[v6]:port" or the port of "v4:port".
+ */
+static int xff_entry(const char *s, size_t n, uint8_t out[16])
+{
+	const char *colon;
+
+	while (n && (*s == ' ' || *s == '\t'))
+		s++, n--;
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	if (n && *s == '[') {
+		const char *close = memchr(s, ']', n);
+
+		if (!close)
+			return -1;
+		return ad_ip_parse(s + 1, (size_t)(close - s - 1), out);
+	}
+	colon = memchr(s, ':', n);
+	if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - s)))
+		n = (size_t)(colon - s); /* a.b.c.d:port */
+	return ad_ip_parse(s, n, out);
+}
+
+void ad_peer_client_ip(struct lws *wsi, uint8_t out[16], uint8_t ret_via[16])
+{
+	static char xff[XFF_MAX + 1];
+	struct ad_peer *p = ad_peer_of(wsi);
+	uint8_t peer[16], hop[16];
+	int n, hops = 0;
+
+	if (p)
+		memcpy(peer, p->ip, 16);
+	else
+		ad_peer_ip(wsi, peer);
+	if (ret_via)
+		memcpy(ret_via, peer, 16);
+	memcpy(out, peer, 16);
+	if (!p || !p->trusted ||
+	    (n = lws_hdr_total_length(wsi, WSI_TOKEN_X_FORWARDED_FOR)) <= 0)
+		return;
+	/* Longer than any real chain of proxies: the proxy is the client. */
+	if (n > XFF_MAX || lws_hdr_copy(wsi, xff, sizeof(xff), WSI_TOKEN_X_FORWARDED_FOR) <= 0)
+		return;
+	/*
+	 * From the right: each trusted proxy names the address it got the
+	 * request from; the first that is not one of ours is the client.  An
+	 * entry that is not an address ends the walk at the proxy that wrote
+	 * it, which is as far as trust reaches.
+	 */
+	for (size_t end = (size_t)n; hops < XFF_HOPS; hops++) {
+		size_t start = end;
+
+		while (start && xff[start - 1] != ',')
+			start--;
+		if (xff_entry(xff + start, end - start, hop))
+			return;
+		memcpy(out, hop, 16);
+		if (!is_trusted(hop) || !start)
+			return;
+		end = start - 1;
+	}
 }
 
 void ad_peer_free_all(void)

@@ -9,6 +9,8 @@
 #ifndef AD_PEER_H
 #define AD_PEER_H
 
+#include "rxguard.h"
+
 #include <libwebsockets.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,6 +42,8 @@ void ad_iptab_free(struct ad_iptab *t);
 struct ad_peer {
 	uint8_t ip[16];       /* the full address */
 	uint8_t key[16];      /* ad_ip_key(ip) */
+	struct ad_rxguard rx; /* what it sends, checked before lws parses it */
+	bool trusted;         /* a trusted proxy (security.trusted_proxies) */
 	bool http_counted;    /* counts against max_http_conns_per_ip */
 	bool marked;          /* an exchange was completed on it */
 	bool mark_known;      /* rx_mark is valid */
@@ -70,6 +74,15 @@ void ad_peer_mark_exchange(struct lws *wsi);
  * opposed to a read made after it.  Errs on the side of true.
  */
 bool ad_peer_maybe_pipelined(struct lws *wsi);
+
+/*
+ * The address of the client behind wsi's request: the TCP peer, or, when
+ * the peer is a trusted proxy, the rightmost address of X-Forwarded-For
+ * that is not a trusted proxy itself (see README: security.trusted_proxies).
+ * Headers must still be available (an HTTP request, or the upgrade).
+ * ret_via, if not NULL, gets the TCP peer's address.
+ */
+void ad_peer_client_ip(struct lws *wsi, uint8_t out[16], uint8_t ret_via[16]);
 
 /* Open HTTP connections (not yet upgraded) of key's address. */
 uint32_t ad_peer_http_count(const uint8_t key[16]);

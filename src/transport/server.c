@@ -14,6 +14,7 @@
 #include "peer.h"
 #include "outbound.h"
 #include "pg.h"
+#include "rxguard.h"
 #include "worker.h"
 #include "ws.h"
 
@@ -221,6 +222,10 @@ int ad_server_init(void)
 	ad_list_init(&ad_srv.ws_active);
 	ad_list_init(&ad_srv.ws_slow);
 	ad_list_init(&ad_srv.http);
+	if (ad_rxguard_init()) {
+		ad_log_error("out of memory");
+		return -1;
+	}
 	ad_log_hook_lws();
 	ad_ip_key_prefix(ad_srv.cfg.ipv6_prefix);
 
@@ -329,6 +334,7 @@ void ad_server_free(void)
 	ad_dispatch_free();
 	ad_ws_free();
 	ad_peer_free_all();
+	ad_rxguard_free();
 	ad_pubsub_free();
 	if (ad_srv.db_embedded)
 		ad_embedded_stop();

@@ -47,6 +47,8 @@ struct ad_server {
 	uint64_t close_slow;
 	uint64_t close_slow_time;
 	uint64_t close_too_big;
+	uint64_t close_protocol;  /* 1002: the client broke RFC 6455 */
+	uint64_t metrics_refused; /* /metrics answered 403 */
 	uint64_t http_requests;
 	uint64_t bytes_out;
 };

@@ -29,6 +29,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -67,6 +68,8 @@ static void revoke_observe(int64_t t0_us)
 static struct {
 	struct lws *wsi;
 	struct ad_cred *cred;
+	uint8_t ip[16];  /* the client (see ad_peer_client_ip) */
+	uint8_t via[16]; /* the TCP peer */
 } pending_upgrade;
 
 /* Open WebSockets per address key (ad_ip_key). */
@@ -143,8 +146,9 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 	char uri[64];
 	int n;
 	struct ad_cred *cred;
+	struct ad_peer *p = ad_peer_of(wsi);
 	const char *why;
-	uint8_t ip[16];
+	uint8_t ip[16], via[16], key[16];
 
 	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
 	    strcmp(uri, "/ws") != 0)
@@ -153,6 +157,18 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 	if (ad_srv.draining)
 		return ad_http_reply_error(wsi, 503, "unavailable",
 					   "The server is shutting down");
+	/*
+	 * The frame check (rxguard.c) must start at the first byte after the
+	 * request.  It can only if lws holds none of them, which is so unless
+	 * the client sent them in the same read as the request: behind a
+	 * request body, or before the answer, which RFC 6455 (4.1) forbids.
+	 */
+	if (!p || !ad_rxguard_upgrade_ok(&p->rx)) {
+		ad_srv.ws_refused++;
+		return ad_http_reply_error(wsi, 400, "invalid_request",
+					   "Send the upgrade request alone, and nothing "
+					   "after it before the answer");
+	}
 	/*
 	 * lws selects a subprotocol by its name among all of ours, and the
 	 * database sockets are one of them (AD_PG_PROTOCOL): a client naming
@@ -174,9 +190,9 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 									 : "unauthenticated",
 					   why);
 	}
-	ad_peer_ip(wsi, ip);
-	ad_ip_key(ip, ip);
-	if (ad_iptab_count(&ws_ips, ip) >= ad_srv.cfg.max_conns_per_ip) {
+	ad_peer_client_ip(wsi, ip, via);
+	ad_ip_key(ip, key);
+	if (ad_iptab_count(&ws_ips, key) >= ad_srv.cfg.max_conns_per_ip) {
 		ad_cred_unref(cred);
 		ad_srv.ws_refused++;
 		return ad_http_reply_error(wsi, 429, "rate_limited",
@@ -185,6 +201,8 @@ int ad_ws_confirm_upgrade(struct lws *wsi)
 	ad_cred_unref(pending_upgrade.cred);
 	pending_upgrade.wsi = wsi;
 	pending_upgrade.cred = cred;
+	memcpy(pending_upgrade.ip, ip, 16);
+	memcpy(pending_upgrade.via, via, 16);
 	return 0;
 }
 
@@ -226,13 +244,18 @@ static void update_slow(struct ad_conn *c)
 	}
 }
 
-void ad_ws_close(struct ad_conn *c, uint16_t code)
+/*
+ * Decides to close c with code.  keep_queue: what is queued goes out ahead
+ * of the close frame (else it is dropped).
+ */
+static void close_with(struct ad_conn *c, uint16_t code, bool keep_queue)
 {
 	if (c->close_code)
 		return;
 	c->close_code = code;
 	ad_list_del(&c->node);
-	ad_outq_clear(&c->outq);
+	if (!keep_queue)
+		ad_outq_clear(&c->outq);
 	update_slow(c);
 	/*
 	 * Keep reading (and discarding, see ws_receive) until the close
@@ -246,6 +269,11 @@ void ad_ws_close(struct ad_conn *c, uint16_t code)
 	lws_callback_on_writable(c->wsi);
 	/* A peer that never reads never makes us writable: bound the wait. */
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_GRACE_SECS);
+}
+
+void ad_ws_close(struct ad_conn *c, uint16_t code)
+{
+	close_with(c, code, false);
 }
 
 /* c's close frame is out (or c is gone): let its waiter know. */
@@ -301,15 +329,48 @@ void ad_ws_send(struct ad_conn *c, struct ad_msg *m)
 		ad_ws_close(c, AD_CLOSE_SLOW);
 		return;
 	}
+	c->msgs_out++;
 	if (c->outq.count == 1)
 		lws_callback_on_writable(c->wsi);
 	update_slow(c);
 	update_rx_flow(c);
 }
 
-static const char *close_reason(uint16_t code)
+void ad_ws_protocol_error(struct lws *wsi, const char *why)
 {
-	switch (code) {
+	struct ad_peer *p = ad_peer_of(wsi);
+	struct ad_conn *c = lws_wsi_user(wsi);
+
+	if (!p || p->rx.mode < AD_RXG_WS || !c || !c->established || c->close_code)
+		return;
+	ad_log_debug("closing a WebSocket (credential %s) with 1002: %s",
+		     c->req.cred ? c->req.cred->id : "-", why);
+	ad_srv.close_protocol++;
+	c->close_why = why;
+	/*
+	 * Answers already queued (to messages ahead of the violation) go out
+	 * before the close frame; calls still in flight are cancelled.
+	 */
+	ad_requester_detach(&c->req);
+	close_with(c, AD_CLOSE_PROTOCOL, true);
+}
+
+void ad_ws_peer_close_seen(struct lws *wsi)
+{
+	struct ad_peer *p = ad_peer_of(wsi);
+	struct ad_conn *c = lws_wsi_user(wsi);
+
+	if (!p || p->rx.mode < AD_RXG_WS || !c || !c->established)
+		return;
+	c->peer_close_seen = true;
+	if (c->close_sent)
+		lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, LWS_TO_KILL_ASYNC);
+}
+
+static const char *close_reason(const struct ad_conn *c)
+{
+	switch (c->close_code) {
+	case AD_CLOSE_PROTOCOL: return c->close_why ? c->close_why : "protocol error";
 	case AD_CLOSE_HEARTBEAT: return "heartbeat timeout";
 	case AD_CLOSE_SLOW: return "slow consumer";
 	case AD_CLOSE_REVOKED: return "credential revoked";
@@ -327,7 +388,7 @@ static int ws_writable(struct ad_conn *c)
 		/* lws_write() may use LWS_PRE bytes in front of the frame. */
 		static unsigned char buf[LWS_PRE + 2 + 2 + 64];
 		unsigned char *frame = buf + LWS_PRE;
-		const char *r = close_reason(c->close_code);
+		const char *r = close_reason(c);
 		size_t rl = strlen(r);
 
 		if (c->close_sent)
@@ -352,6 +413,9 @@ static int ws_writable(struct ad_conn *c)
 		if (lws_write(c->wsi, frame, 4 + rl, LWS_WRITE_HTTP) < 0)
 			return -1;
 		flush_wait_release(c);
+		/* After a protocol error the peer's close may be in already. */
+		if (c->peer_close_seen)
+			lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, LWS_TO_KILL_ASYNC);
 		return 0;
 	}
 	while ((m = ad_outq_peek(&c->outq))) {
@@ -459,6 +523,7 @@ static int ws_receive(struct ad_conn *c, const char *in, size_t len)
 
 		lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
 				 (unsigned char *)why, sizeof(why) - 1);
+		c->close_code = LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE; /* for the log */
 		return -1;
 	}
 	have = c->rx ? c->rx->len : 0;
@@ -473,6 +538,8 @@ static int ws_receive(struct ad_conn *c, const char *in, size_t len)
 		ad_ws_close(c, AD_CLOSE_TOO_BIG);
 		return 0;
 	}
+	if (lws_is_final_fragment(wsi) && !remaining)
+		c->msgs_in++;
 	if (lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) && !have) {
 		ad_dispatch_message(&c->req, in, len, 0);
 	} else {
@@ -492,16 +559,36 @@ static int ws_receive(struct ad_conn *c, const char *in, size_t len)
 	return 0;
 }
 
-static void conn_open(struct ad_conn *c, struct lws *wsi, struct ad_cred *cred)
+/* The access log's name for a peer: the client, and the proxy it came by. */
+static void peer_text(const uint8_t ip[16], const uint8_t via[16], char *out, size_t len)
 {
+	char a[AD_IP_TEXT_MAX], b[AD_IP_TEXT_MAX];
+
+	ad_ip_format(ip, a);
+	if (!memcmp(ip, via, 16)) {
+		snprintf(out, len, "%s", a);
+		return;
+	}
+	ad_ip_format(via, b);
+	snprintf(out, len, "%s via=%s", a, b);
+}
+
+static void conn_open(struct ad_conn *c, struct lws *wsi, struct ad_cred *cred,
+		      const uint8_t ip[16], const uint8_t via[16])
+{
+	struct ad_peer *p = ad_peer_of(wsi);
 	uint8_t key[16];
 
 	ad_requester_init(&c->req, &ws_ops);
 	c->req.cred = cred;
 	c->wsi = wsi;
 	c->established = true;
-	c->last_rx_us = lws_now_usecs();
-	ad_peer_ip(wsi, c->req.ip);
+	c->last_rx_us = c->opened_us = lws_now_usecs();
+	memcpy(c->req.ip, ip, 16);
+	memcpy(c->via, via, 16);
+	/* From here on every frame header is checked before lws parses it. */
+	if (p)
+		ad_rxguard_set_mode(&p->rx, AD_RXG_WS);
 	ad_list_add_tail(&ad_srv.ws_active, &c->node);
 	ad_list_add_tail(&cred->conns, &c->cred_node);
 	if (!ad_pubsub_join(c))
@@ -511,13 +598,37 @@ static void conn_open(struct ad_conn *c, struct lws *wsi, struct ad_cred *cred)
 	ad_peer_upgraded(wsi);
 	ad_srv.n_ws++;
 	ad_srv.ws_accepted++;
+	if (ad_srv.cfg.access_log && ad_log_level >= AD_LOG_INFO) {
+		char peer[2 * AD_IP_TEXT_MAX + 8];
+
+		peer_text(ip, via, peer, sizeof(peer));
+		ad_log_info("access ws open peer=%s credential=%s", peer, cred->id);
+	}
 }
 
 static void conn_closed(struct ad_conn *c)
 {
+	struct ad_peer *p;
+
 	if (!c->established)
 		return;
 	c->established = false;
+	if ((p = ad_peer_of(c->wsi)))
+		ad_rxguard_set_mode(&p->rx, AD_RXG_BODY); /* nothing more to check */
+	if (ad_srv.cfg.access_log && ad_log_level >= AD_LOG_INFO) {
+		char peer[2 * AD_IP_TEXT_MAX + 8];
+		/* Ours if we closed first, else the peer's; 1006: no close frame. */
+		unsigned code = c->close_code ? c->close_code
+			      : c->peer_close_code ? c->peer_close_code : 1006;
+
+		peer_text(c->req.ip, c->via, peer, sizeof(peer));
+		ad_log_info("access ws close peer=%s credential=%s code=%u by=%s ms=%lld "
+			    "msgs_in=%llu msgs_out=%llu",
+			    peer, c->req.cred ? c->req.cred->id : "-", code,
+			    c->close_code ? "server" : c->peer_close_code ? "client" : "none",
+			    (long long)((lws_now_usecs() - c->opened_us) / 1000),
+			    (unsigned long long)c->msgs_in, (unsigned long long)c->msgs_out);
+	}
 	flush_wait_release(c);
 	ad_requester_detach(&c->req);
 	ad_outq_clear(&c->outq);
@@ -545,19 +656,50 @@ int ad_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return 1; /* not through CONFIRM_UPGRADE: refuse */
 		memset(c, 0, sizeof(*c));
 		c->req.cred = pending_upgrade.cred;
+		memcpy(c->req.ip, pending_upgrade.ip, 16);
+		memcpy(c->via, pending_upgrade.via, 16);
 		pending_upgrade.cred = NULL;
 		pending_upgrade.wsi = NULL;
 		return 0;
-	case LWS_CALLBACK_ESTABLISHED:
+	case LWS_CALLBACK_ESTABLISHED: {
+		uint8_t ip[16], via[16];
+
 		if (!c->req.cred)
 			return -1;
-		conn_open(c, wsi, c->req.cred);
+		memcpy(ip, c->req.ip, 16);
+		memcpy(via, c->via, 16);
+		conn_open(c, wsi, c->req.cred, ip, via);
 		return 0;
+	}
 	case LWS_CALLBACK_RECEIVE:
 		return c->established ? ws_receive(c, in, len) : -1;
 	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		/*
+		 * lws has already replaced a code not allowed on the wire with
+		 * 1002 here, but rxguard.c closed such a socket before lws saw
+		 * the frame; what arrives is a valid close.
+		 */
+		if (c && len >= 2 && !c->peer_close_code) {
+			struct ad_peer *p = ad_peer_of(wsi);
+			uint8_t *code = in;
+
+			/*
+			 * lws 4.1 also takes 1012-1014 (registered since) for
+			 * reserved and would echo 1002: put back what came,
+			 * which rxguard.c kept, before lws echoes it.
+			 */
+			if (p && p->rx.mode == AD_RXG_WS &&
+			    ad_close_code_valid((unsigned)p->rx.close_code[0] << 8 |
+						p->rx.close_code[1])) {
+				code[0] = p->rx.close_code[0];
+				code[1] = p->rx.close_code[1];
+			}
+			c->peer_close_code = (uint16_t)(code[0] << 8 | code[1]);
+		}
+		else if (c && !c->peer_close_code)
+			c->peer_close_code = 1005; /* no status code present */
 		/* Our own close frame went first: hang up without echoing. */
-		return c->close_sent ? 1 : 0;
+		return c && c->close_sent ? 1 : 0;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return c->established ? ws_writable(c) : -1;
 	case LWS_CALLBACK_CLOSED:
@@ -687,6 +829,10 @@ void ad_transport_metrics(struct ad_buf *b)
 		      (unsigned long long)ad_srv.close_too_big);
 	ad_buf_printf(b, "actiond_ws_closed_total{reason=\"slow_consumer_time\"} %llu\n",
 		      (unsigned long long)ad_srv.close_slow_time);
+	ad_buf_printf(b, "actiond_ws_closed_total{reason=\"protocol_error\"} %llu\n",
+		      (unsigned long long)ad_srv.close_protocol);
+	ad_buf_metric(b, "actiond_metrics_refused_total", "counter",
+		      "Requests for /metrics answered 403.", ad_srv.metrics_refused);
 	ad_buf_metric(b, "actiond_ws_slow_queues", "gauge",
 		      "WebSockets whose queue is over slow_queue_bytes.", ad_srv.n_slow);
 	ad_buf_metric(b, "actiond_ws_sent_bytes_total", "counter",

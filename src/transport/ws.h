@@ -40,8 +40,14 @@ struct ad_conn {
 	uint16_t close_code;      /* set: close with it once the queue is sent */
 	int64_t revoke_t0_us;     /* when the credential was revoked */
 	struct ad_flush_wait *flush_wait; /* told when the close frame is out */
+	const char *close_why;    /* the reason sent with a 1002 close */
+	int64_t opened_us;        /* for the access log */
+	uint64_t msgs_in, msgs_out;
+	uint8_t via[16];          /* the TCP peer (a proxy, or the client) */
+	uint16_t peer_close_code; /* the code of the peer's close frame */
 	bool established;
 	bool close_sent;          /* our close frame is out; awaiting the peer's */
+	bool peer_close_seen;     /* the peer's close came (after a violation) */
 	bool rx_paused;
 	bool ip_counted;
 };
@@ -72,6 +78,20 @@ void ad_ws_send(struct ad_conn *c, struct ad_msg *m);
 
 /* Asks for c to be closed with code from the next writable callback. */
 void ad_ws_close(struct ad_conn *c, uint16_t code);
+
+/*
+ * The client broke RFC 6455 (rxguard.c found why, a short static text):
+ * nothing it sent after the violation is processed, answers already queued
+ * go out, and the socket is closed with 1002.  Ignored unless wsi is an
+ * open WebSocket.
+ */
+void ad_ws_protocol_error(struct lws *wsi, const char *why);
+
+/*
+ * After a protocol error, the client's close frame came: the socket is hung
+ * up on once ours is out.
+ */
+void ad_ws_peer_close_seen(struct lws *wsi);
 
 /*
  * The credential under c was revoked: in-flight calls are cancelled, the

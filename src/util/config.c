@@ -40,6 +40,7 @@ void ad_config_init(struct ad_config *c)
 	c->log_level = AD_LOG_INFO;
 	c->heartbeat_timeout_ms = 60000;
 	c->shutdown_timeout_ms = 10000;
+	c->access_log = true;
 	c->max_message = 1 << 20;
 	c->max_preauth_body = 16 << 10;
 	c->max_batch = 100;
@@ -78,6 +79,10 @@ void ad_config_free(struct ad_config *c)
 	for (size_t i = 0; i < c->n_origins; i++)
 		free(c->origins[i]);
 	free(c->origins);
+	free(c->trusted_proxies);
+	if (c->metrics_token)
+		memset(c->metrics_token, 0, strlen(c->metrics_token));
+	free(c->metrics_token);
 	for (size_t i = 0; i < c->n_api_keys; i++) {
 		free(c->api_keys[i].name);
 		free(c->api_keys[i].org);
@@ -220,6 +225,34 @@ static int parse_origins(struct ad_config *c, const char *v)
 	return 0;
 }
 
+/* A comma-separated list of addresses and CIDR ranges, IPv4 or IPv6. */
+static int parse_proxies(struct ad_config *c, const char *v)
+{
+	char *copy = strdup(v), *save = NULL;
+	struct ad_cidr *list = NULL;
+	size_t n = 0;
+
+	hint = "comma-separated addresses or CIDR ranges, e.g. 10.0.0.0/8, ::1";
+	if (!copy)
+		return -1;
+	for (char *t = strtok_r(copy, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+		struct ad_cidr *l = realloc(list, (n + 1) * sizeof(*l));
+
+		if (!l || ad_cidr_parse(t, &l[n])) {
+			free(l ? l : list);
+			free(copy);
+			return -1;
+		}
+		list = l;
+		n++;
+	}
+	free(copy);
+	free(c->trusted_proxies);
+	c->trusted_proxies = list;
+	c->n_trusted_proxies = n;
+	return 0;
+}
+
 /* "N/DURATION" (e.g. 100/1m) or "off". */
 static int add_rate_override(struct ad_config *c, const char *method, const char *v)
 {
@@ -345,6 +378,8 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = ad_parse_duration_ms(v, &c->heartbeat_timeout_ms);
 	else if (KEY("server", "shutdown_timeout"))
 		r = ad_parse_duration_ms(v, &c->shutdown_timeout_ms);
+	else if (KEY("server", "access_log"))
+		r = parse_bool(v, &c->access_log);
 	else if (KEY("limits", "max_message"))
 		r = ad_parse_size(v, &c->max_message);
 	else if (KEY("limits", "max_preauth_body"))
@@ -390,6 +425,23 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = parse_origins(c, v);
 	else if (KEY("security", "session_ttl"))
 		r = ad_parse_duration_ms(v, &c->session_ttl_ms);
+	else if (KEY("security", "trusted_proxies"))
+		r = parse_proxies(c, v);
+	else if (KEY("security", "metrics_token")) {
+		hint = "16 to 256 bytes of printable ASCII without spaces";
+		r = strlen(v) < 16 || strlen(v) > 256 ? -1 : 0;
+		for (const char *q = v; !r && *q; q++)
+			if (*q <= ' ' || *q > '~')
+				r = -1;
+		if (!r)
+			r = set_str(&c->metrics_token, v);
+		if (r) {
+			/* A secret: the message names the key, never the value. */
+			snprintf(err, errlen, "bad value for security.metrics_token (expected %s)",
+				 hint);
+			return -1;
+		}
+	}
 	else if (!strcmp(section, "rate_limits"))
 		r = add_rate_override(c, key, v);
 	else if (!strncmp(section, "module.", 7))

@@ -18,6 +18,8 @@
 #ifndef AD_CONFIG_H
 #define AD_CONFIG_H
 
+#include "ipkey.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +51,7 @@ struct ad_config {
 	int log_level;
 	uint32_t heartbeat_timeout_ms; /* close a silent socket with 4000 */
 	uint32_t shutdown_timeout_ms;  /* SIGTERM drain deadline */
+	bool access_log;               /* a line per HTTP request and WebSocket */
 
 	/* [limits] */
 	size_t max_message;      /* WebSocket message / HTTP body, bytes */
@@ -82,6 +85,9 @@ struct ad_config {
 	size_t n_origins;
 	uint32_t session_ttl_ms;
 	uint32_t token_ttl_max_ms; /* longest expiry an api token may ask for */
+	struct ad_cidr *trusted_proxies; /* peers whose X-Forwarded-For counts */
+	size_t n_trusted_proxies;
+	char *metrics_token;     /* Bearer token that opens /metrics to anyone */
 
 	/* [rate_limits]: per-method overrides of the specs' limits */
 	struct ad_rate_override {
