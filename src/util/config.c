@@ -534,30 +534,38 @@ static int api_key_add(struct ad_config *c, const char *name)
 	return 0;
 }
 
-int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errlen)
-{
-	char line[4096], section[64] = "", why[256];
-	struct ad_api_key *key = NULL;
-	int lineno = 0, ret = -1;
-	FILE *f;
+/* The longest line the reader takes, without its line break. */
+#define LINE_MAX_LEN 4095
 
-	if (!(f = fopen(path, "re"))) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -1;
-	}
-	while (fgets(line, sizeof(line), f)) {
+int ad_config_parse(struct ad_config *c, const char *name, const char *text, size_t len,
+		    char *err, size_t errlen)
+{
+	char line[LINE_MAX_LEN + 1], section[64] = "", why[256];
+	struct ad_api_key *key = NULL;
+	size_t lineno = 0, pos = 0;
+
+	while (pos < len) {
+		const char *nl = memchr(text + pos, '\n', len - pos);
+		size_t n = (nl ? (size_t)(nl - text) : len) - pos;
 		char *s, *eq, *k, *v;
 
 		lineno++;
-		if (!strchr(line, '\n') && !feof(f)) {
+		if (n > LINE_MAX_LEN) {
 			snprintf(why, sizeof(why), "line too long");
 			goto bad;
 		}
+		if (memchr(text + pos, '\0', n)) {
+			snprintf(why, sizeof(why), "NUL byte in the line");
+			goto bad;
+		}
+		memcpy(line, text + pos, n);
+		line[n] = '\0';
+		pos += n + 1;
 		s = trim(line);
 		if (!*s || *s == '#' || *s == ';')
 			continue;
 		if (*s == '[') {
-			char *end = strchr(s, ']'), *name;
+			char *end = strchr(s, ']'), *kname;
 
 			if (!end || end[1]) {
 				snprintf(why, sizeof(why), "malformed section header");
@@ -567,8 +575,8 @@ int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errl
 			s = trim(s + 1);
 			key = NULL;
 			if (!strncmp(s, "api_key", 7) && isspace((unsigned char)s[7])) {
-				name = trim(s + 7);
-				if (!*name || api_key_add(c, name)) {
+				kname = trim(s + 7);
+				if (!*kname || api_key_add(c, kname)) {
 					snprintf(why, sizeof(why),
 						 "api_key needs a unique name");
 					goto bad;
@@ -612,11 +620,47 @@ int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errl
 		if (ad_config_set(c, section, k, v, why, sizeof(why)))
 			goto bad;
 	}
-	ret = 0;
-	goto out;
+	return 0;
 bad:
-	snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+	snprintf(err, errlen, "%s:%zu: %s", name, lineno, why);
+	return -1;
+}
+
+/* Configuration files are small; this bounds what a wrong -c can cost. */
+#define FILE_MAX_LEN (1 << 20)
+
+int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errlen)
+{
+	char *text = NULL;
+	size_t len = 0, cap = 0;
+	int ret = -1;
+	FILE *f;
+
+	if (!(f = fopen(path, "re"))) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (!feof(f) && !ferror(f) && len <= FILE_MAX_LEN) {
+		if (len == cap) {
+			char *t = realloc(text, cap + 65536);
+
+			if (!t) {
+				snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+				goto out;
+			}
+			text = t;
+			cap += 65536;
+		}
+		len += fread(text + len, 1, cap - len, f);
+	}
+	if (ferror(f))
+		snprintf(err, errlen, "%s: read error", path);
+	else if (len > FILE_MAX_LEN)
+		snprintf(err, errlen, "%s: larger than 1 MiB", path);
+	else
+		ret = ad_config_parse(c, path, text ? text : "", len, err, errlen);
 out:
+	free(text);
 	fclose(f);
 	return ret;
 }

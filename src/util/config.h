@@ -118,10 +118,20 @@ void ad_config_init(struct ad_config *c);
 void ad_config_free(struct ad_config *c);
 
 /*
- * Reads an INI file into c.  On error returns -1 and writes "file:line: why"
- * into err.
+ * Reads an INI file (at most 1 MiB) into c.  On error returns -1 and writes
+ * "file:line: why" into err ("file: why" when the file cannot be read).
  */
 int ad_config_load(struct ad_config *c, const char *path, char *err, size_t errlen);
+
+/*
+ * Reads INI text of len bytes (no terminating NUL needed) into c, as
+ * ad_config_load() reads a file's contents; name stands for the file in
+ * error messages ("name:line: why").  Lines are at most 4095 bytes and hold
+ * no NUL byte.  Settings read before an error stay in c (ad_config_free()
+ * releases them).  Returns 0, or -1 with the reason in err.
+ */
+int ad_config_parse(struct ad_config *c, const char *name, const char *text, size_t len,
+		    char *err, size_t errlen);
 
 /*
  * Sets one key.  section is "server", "limits", "database", "modules",

@@ -111,6 +111,59 @@ int main(void)
 	CHECK(load(&c, "[modules]\npath = /x\n", err, sizeof(err)) == -1);
 	ad_config_free(&c);
 
+	/* From memory: the name stands for the file; the last line needs no break. */
+	{
+		static const char text[] = "[server]\r\nlisten = 127.0.0.1:9100\r\n"
+					   "[limits]\nmax_batch = 7";
+		static const char nul[] = "[server]\nlog_level = info\0debug\n";
+		char longline[5000];
+
+		ad_config_init(&c);
+		CHECK(ad_config_parse(&c, "mem", text, strlen(text), err, sizeof(err)) == 0);
+		CHECK(c.listen_port == 9100 && c.max_batch == 7);
+		ad_config_free(&c);
+		/* Only len bytes are read: the cut value is "1", not "10". */
+		ad_config_init(&c);
+		CHECK(ad_config_parse(&c, "mem", "[limits]\nmax_batch = 10", 22, err,
+				      sizeof(err)) == 0);
+		CHECK(c.max_batch == 1);
+		ad_config_free(&c);
+		ad_config_init(&c);
+		CHECK(ad_config_parse(&c, "mem", "[limits]\n\nmax_batch = 0\n", 24, err,
+				      sizeof(err)) == -1);
+		CHECK(strncmp(err, "mem:3: bad value for limits.max_batch", 37) == 0);
+		ad_config_free(&c);
+		ad_config_init(&c);
+		CHECK(ad_config_parse(&c, "mem", nul, sizeof(nul) - 1, err, sizeof(err)) == -1);
+		CHECK_STR(err, "mem:2: NUL byte in the line");
+		ad_config_free(&c);
+		memset(longline, 'x', sizeof(longline));
+		memcpy(longline, "[server]\n#", 10);
+		ad_config_init(&c);
+		CHECK(ad_config_parse(&c, "mem", longline, sizeof(longline), err,
+				      sizeof(err)) == -1);
+		CHECK_STR(err, "mem:2: line too long");
+		ad_config_free(&c);
+		/* 4095 bytes is the longest line taken. */
+		ad_config_init(&c);
+		CHECK(ad_config_parse(&c, "mem", longline, 9 + 4095, err, sizeof(err)) == 0);
+		CHECK(ad_config_parse(&c, "mem", longline, 9 + 4096, err, sizeof(err)) == -1);
+		ad_config_free(&c);
+	}
+
+	/* A file over 1 MiB is not read. */
+	{
+		FILE *f = fopen(path, "w");
+
+		for (int i = 0; i < 70000; i++)
+			fputs("# sixteen bytes\n", f);
+		fclose(f);
+		ad_config_init(&c);
+		CHECK(ad_config_load(&c, path, err, sizeof(err)) == -1);
+		CHECK(strstr(err, ": larger than 1 MiB") != NULL);
+		ad_config_free(&c);
+	}
+
 	/* The same setter serves --set. */
 	ad_config_init(&c);
 	CHECK(ad_config_set(&c, "limits", "max_depth", "16", err, sizeof(err)) == 0);
