@@ -200,29 +200,45 @@ static int parse_bool(const char *s, bool *ret)
 	return 0;
 }
 
-/* A comma-separated list of origins such as https://app.example.com. */
+/*
+ * A comma-separated list of origins such as https://app.example.com.  The
+ * list replaces the one in c only if every entry is good.
+ */
 static int parse_origins(struct ad_config *c, const char *v)
 {
-	char *copy = strdup(v), *save = NULL;
+	char *copy = strdup(v), *save = NULL, **list = NULL;
+	size_t n = 0;
+	int ret = -1;
 
 	hint = "comma-separated origins such as https://app.example.com";
 	if (!copy)
 		return -1;
+	for (char *t = strtok_r(copy, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+		char **o;
+
+		if (strncmp(t, "http://", 7) && strncmp(t, "https://", 8))
+			goto out;
+		if (!(o = realloc(list, (n + 1) * sizeof(*o))))
+			goto out;
+		list = o;
+		if (!(list[n] = strdup(t)))
+			goto out;
+		n++;
+	}
 	for (size_t i = 0; i < c->n_origins; i++)
 		free(c->origins[i]);
-	c->n_origins = 0;
-	for (char *t = strtok_r(copy, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
-		char **o = realloc(c->origins, (c->n_origins + 1) * sizeof(*o));
-
-		if (!o || (strncmp(t, "http://", 7) && strncmp(t, "https://", 8))) {
-			free(copy);
-			return -1;
-		}
-		c->origins = o;
-		c->origins[c->n_origins++] = strdup(t);
-	}
+	free(c->origins);
+	c->origins = list;
+	c->n_origins = n;
+	list = NULL;
+	n = 0;
+	ret = 0;
+out:
+	for (size_t i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
 	free(copy);
-	return 0;
+	return ret;
 }
 
 /* A comma-separated list of addresses and CIDR ranges, IPv4 or IPv6. */
@@ -271,9 +287,11 @@ static int add_rate_override(struct ad_config *c, const char *method, const char
 			return -1;
 	}
 	arr = realloc(c->rate_overrides, (c->n_rate_overrides + 1) * sizeof(*arr));
-	if (!arr || !(o.method = strdup(method)))
+	if (!arr)
 		return -1;
-	c->rate_overrides = arr;
+	c->rate_overrides = arr; /* the old array may be gone already */
+	if (!(o.method = strdup(method)))
+		return -1;
 	arr[c->n_rate_overrides++] = o;
 	return 0;
 }
@@ -371,10 +389,14 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = set_str(&c->tls_cert, v);
 	else if (KEY("server", "tls_key"))
 		r = set_str(&c->tls_key, v);
-	else if (KEY("server", "log_level"))
-		hint = "error, warn, info or debug",
-		r = (c->log_level = ad_log_level_parse(v)) < 0 ? -1 : 0;
-	else if (KEY("server", "heartbeat_timeout"))
+	else if (KEY("server", "log_level")) {
+		int level = ad_log_level_parse(v);
+
+		hint = "error, warn, info or debug";
+		if (level >= 0)
+			c->log_level = level;
+		r = level < 0 ? -1 : 0;
+	} else if (KEY("server", "heartbeat_timeout"))
 		r = ad_parse_duration_ms(v, &c->heartbeat_timeout_ms);
 	else if (KEY("server", "shutdown_timeout"))
 		r = ad_parse_duration_ms(v, &c->shutdown_timeout_ms);
@@ -453,8 +475,8 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 	else if (KEY("database", "enabled")) {
 		bool on;
 
-		r = parse_bool(v, &on);
-		c->db_disabled = !on;
+		if ((r = parse_bool(v, &on)) == 0)
+			c->db_disabled = !on;
 	} else {
 		snprintf(err, errlen, "unknown setting %s.%s", section, key);
 		return -1;

@@ -151,6 +151,30 @@ int main(void)
 		ad_config_free(&c);
 	}
 
+	/* A refused origin list leaves the previous one as it was. */
+	CHECK(load(&c, "[security]\nallowed_origins = https://a.example, http://b.example\n"
+		       "allowed_origins = https://c.example, ftp://d.example\n",
+		   err, sizeof(err)) == -1);
+	CHECK(strstr(err, ":3: bad value for security.allowed_origins") != NULL);
+	CHECK(c.n_origins == 2);
+	if (c.n_origins == 2) {
+		CHECK_STR(c.origins[0], "https://a.example");
+		CHECK_STR(c.origins[1], "http://b.example");
+	}
+	ad_config_free(&c);
+	CHECK(load(&c, "[security]\nallowed_origins = https://a.example\n"
+		       "allowed_origins = http://x.example https://y.example\n",
+		   err, sizeof(err)) == 0);
+	CHECK(c.n_origins == 2);
+	ad_config_free(&c);
+
+	/* So does a refused log level. */
+	ad_config_init(&c);
+	CHECK(ad_config_set(&c, "server", "log_level", "debug", err, sizeof(err)) == 0);
+	CHECK(ad_config_set(&c, "server", "log_level", "loud", err, sizeof(err)) == -1);
+	CHECK(c.log_level == 3);
+	ad_config_free(&c);
+
 	/* A file over 1 MiB is not read. */
 	{
 		FILE *f = fopen(path, "w");
