@@ -469,43 +469,28 @@ static void ack_flushed(struct ad_flush_wait *f)
 	free(f);
 }
 
-static void on_revoke(json_t *m)
+static void on_revoke(const struct ad_cluster_msg *m)
 {
-	json_t *sc = json_object_get(m, "scope");
-	struct ad_revoke_scope s = {
-		.cred_id = json_integer_value(json_object_get(sc, "cred")),
-		.account_id = json_integer_value(json_object_get(sc, "account")),
-		.agent_session_id = json_integer_value(json_object_get(sc, "agent")),
-		.org_id = json_integer_value(json_object_get(sc, "org")),
-		.kind = (enum ad_cred_kind)json_integer_value(json_object_get(sc, "kind")),
-		.except_cred_id = json_integer_value(json_object_get(sc, "except")),
-	};
-	const char *reason = json_string_value(json_object_get(m, "reason"));
-	int64_t sent = json_integer_value(json_object_get(m, "t"));
 	/* Wall-clock send time mapped onto the monotonic clock, for the
 	 * histogram (instances on other hosts add their clock skew). */
-	int64_t t0 = lws_now_usecs() - (wall_us() - sent);
-	json_t *ack = json_pack("{s:s,s:O,s:s}", "op", "ack", "req",
-				json_object_get(m, "req"), "from", instance_id);
+	int64_t t0 = lws_now_usecs() - (wall_us() - m->sent_us);
+	json_t *ack = json_pack("{s:s,s:O,s:s}", "op", "ack", "req", m->req_json, "from",
+				instance_id);
 	char *payload = json_dumps(ack, JSON_COMPACT);
 	struct ad_flush_wait *f = payload ? ad_flush_wait_new(ack_flushed, payload) : NULL;
 
 	json_decref(ack);
-	ad_auth_revoke(&s, reason ? reason : "revoked", t0, f);
+	ad_auth_revoke(&m->scope, m->reason, t0, f);
 	if (f)
 		ad_flush_wait_arm(f); /* acknowledges once the close frames are out */
 	else
 		free(payload);
 }
 
-static void on_ack(json_t *m)
+static void on_ack(const char *req, const char *from)
 {
-	const char *req = json_string_value(json_object_get(m, "req"));
-	const char *from = json_string_value(json_object_get(m, "from"));
 	struct ad_list *pos, *tmp;
 
-	if (!req || !from)
-		return;
 	ad_list_foreach_safe(pos, tmp, &waits) {
 		struct revwait *w = ad_container_of(pos, struct revwait, node);
 
@@ -544,7 +529,7 @@ static void cred_loaded(void *arg, enum ad_pg_status st, PGresult *const *r, int
 
 static char *load_one_sql;
 
-static void on_cred(json_t *m)
+static void on_cred(int64_t cred_id)
 {
 	char id[32];
 	const char *p[1] = { id };
@@ -555,8 +540,7 @@ static void on_cred(json_t *m)
 		load_one_sql = NULL;
 		return;
 	}
-	snprintf(id, sizeof(id), "%lld",
-		 (long long)json_integer_value(json_object_get(m, "id")));
+	snprintf(id, sizeof(id), "%lld", (long long)cred_id);
 	s = (struct ad_pg_stmt){ load_one_sql, 1, p };
 	ad_pg_submit(&s, 1, 0, NULL, cred_loaded, (void *)(uintptr_t)ad_auth_revocation_seq());
 }
@@ -586,10 +570,63 @@ void ad_cluster_on(const char *op, void (*fn)(const json_t *msg))
 	foreign_fn = fn;
 }
 
+enum ad_cluster_op ad_cluster_parse(const char *payload, struct ad_cluster_msg *m)
+{
+	const char *op;
+	json_t *sc;
+	json_int_t kind;
+
+	memset(m, 0, sizeof(*m));
+	m->msg = json_loads(payload, 0, NULL);
+	op = json_string_value(json_object_get(m->msg, "op"));
+	m->from = json_string_value(json_object_get(m->msg, "from"));
+	if (!op)
+		return m->op;
+	/* Acknowledgements count whoever sent them (on_ack() matches them). */
+	if (!strcmp(op, "ack")) {
+		m->req = json_string_value(json_object_get(m->msg, "req"));
+		if (m->req && m->from)
+			m->op = AD_CLUSTER_ACK;
+		return m->op;
+	}
+	/* Everything else this instance did already when it sent it. */
+	if (!m->from || !strcmp(m->from, instance_id))
+		return m->op;
+	if (!strcmp(op, "revoke")) {
+		sc = json_object_get(m->msg, "scope");
+		kind = json_integer_value(json_object_get(sc, "kind"));
+		m->scope = (struct ad_revoke_scope){
+			.cred_id = json_integer_value(json_object_get(sc, "cred")),
+			.account_id = json_integer_value(json_object_get(sc, "account")),
+			.agent_session_id = json_integer_value(json_object_get(sc, "agent")),
+			.org_id = json_integer_value(json_object_get(sc, "org")),
+			.except_cred_id = json_integer_value(json_object_get(sc, "except")),
+		};
+		m->scope.kind = (enum ad_cred_kind)kind;
+		m->reason = json_string_value(json_object_get(m->msg, "reason"));
+		if (!m->reason)
+			m->reason = "revoked";
+		m->sent_us = json_integer_value(json_object_get(m->msg, "t"));
+		m->req_json = json_object_get(m->msg, "req");
+		m->op = AD_CLUSTER_REVOKE;
+	} else if (!strcmp(op, "cred")) {
+		m->cred_id = json_integer_value(json_object_get(m->msg, "id"));
+		m->op = AD_CLUSTER_CRED;
+	} else if (foreign_fn && !strcmp(op, foreign_op)) {
+		m->op = AD_CLUSTER_FOREIGN;
+	}
+	return m->op;
+}
+
+void ad_cluster_msg_free(struct ad_cluster_msg *m)
+{
+	json_decref(m->msg);
+	memset(m, 0, sizeof(*m));
+}
+
 void ad_cluster_notify(const char *payload)
 {
-	json_t *m;
-	const char *op, *from;
+	struct ad_cluster_msg m;
 
 	if (!payload) {
 		struct ad_pg_stmt s = { ad_auth_load_sql, 0, NULL };
@@ -598,20 +635,23 @@ void ad_cluster_notify(const char *payload)
 			ad_pg_submit(&s, 1, 0, NULL, resync_loaded, NULL);
 		return;
 	}
-	m = json_loads(payload, 0, NULL);
-	op = json_string_value(json_object_get(m, "op"));
-	from = json_string_value(json_object_get(m, "from"));
-	if (op && from && strcmp(from, instance_id) != 0) {
-		if (!strcmp(op, "revoke"))
-			on_revoke(m);
-		else if (!strcmp(op, "cred"))
-			on_cred(m);
-		else if (foreign_fn && !strcmp(op, foreign_op))
-			foreign_fn(m);
+	switch (ad_cluster_parse(payload, &m)) {
+	case AD_CLUSTER_REVOKE:
+		on_revoke(&m);
+		break;
+	case AD_CLUSTER_CRED:
+		on_cred(m.cred_id);
+		break;
+	case AD_CLUSTER_ACK:
+		on_ack(m.req, m.from);
+		break;
+	case AD_CLUSTER_FOREIGN:
+		foreign_fn(m.msg);
+		break;
+	case AD_CLUSTER_IGNORE:
+		break;
 	}
-	if (op && !strcmp(op, "ack"))
-		on_ack(m);
-	json_decref(m);
+	ad_cluster_msg_free(&m);
 }
 
 void ad_identity_metrics(struct ad_buf *b)

@@ -35,8 +35,45 @@ const char *ad_cluster_instance(void);
 #include <jansson.h>
 void ad_cluster_on(const char *op, void (*fn)(const json_t *msg));
 
-/* LISTEN callback (NULL payload: the listener reconnected). */
+/*
+ * LISTEN callback (NULL payload: the listener reconnected): reads the
+ * payload with ad_cluster_parse() and does what it asks.
+ */
 void ad_cluster_notify(const char *payload);
+
+/* What a notification on the channel asks of this instance. */
+enum ad_cluster_op {
+	AD_CLUSTER_IGNORE = 0, /* not JSON, no op, sent by this instance, or an
+				* op nobody here takes */
+	AD_CLUSTER_REVOKE,     /* close what scope covers, then acknowledge */
+	AD_CLUSTER_CRED,       /* load credential cred_id into the cache */
+	AD_CLUSTER_ACK,        /* instance "from" closed what revocation req covered */
+	AD_CLUSTER_FOREIGN,    /* the op of ad_cluster_on(): msg goes to its handler */
+};
+
+/* A notification as read, before anything is done about it. */
+struct ad_cluster_msg {
+	enum ad_cluster_op op;
+	json_t *msg;                 /* the whole payload (owned), NULL if not JSON */
+	const char *from;            /* the sending instance; points into msg */
+	/* AD_CLUSTER_REVOKE */
+	struct ad_revoke_scope scope;
+	const char *reason;          /* "revoked" when the payload gives none */
+	int64_t sent_us;             /* wall-clock send time; 0 when not given */
+	const json_t *req_json;      /* echoed in the acknowledgement; NULL: none is sent */
+	/* AD_CLUSTER_ACK: req and from are strings */
+	const char *req;
+	/* AD_CLUSTER_CRED */
+	int64_t cred_id;
+};
+
+/*
+ * Reads a payload (a NUL-terminated string, as NOTIFY delivers it) into m
+ * without side effects: no cache, database or socket is touched.  Returns
+ * m->op; m must be released with ad_cluster_msg_free() whatever it is.
+ */
+enum ad_cluster_op ad_cluster_parse(const char *payload, struct ad_cluster_msg *m);
+void ad_cluster_msg_free(struct ad_cluster_msg *m);
 
 /* Counters for /metrics. */
 extern uint64_t ad_cluster_revocations, ad_cluster_ack_timeouts;
