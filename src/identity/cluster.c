@@ -469,11 +469,25 @@ static void ack_flushed(struct ad_flush_wait *f)
 	free(f);
 }
 
+/*
+ * The monotonic time of a wall-clock time sent_us, for the revoke-to-close
+ * histogram (instances on other hosts add their clock skew).  A send time
+ * that is missing or more than a day away from now counts as now: the
+ * difference would mean nothing, and could overflow.
+ */
+static int64_t sent_to_monotonic(int64_t sent_us)
+{
+	const int64_t day = 86400ll * 1000000;
+	int64_t now = lws_now_usecs(), wall = wall_us();
+
+	if (sent_us < wall - day || sent_us > wall + day)
+		return now;
+	return now - (wall - sent_us);
+}
+
 static void on_revoke(const struct ad_cluster_msg *m)
 {
-	/* Wall-clock send time mapped onto the monotonic clock, for the
-	 * histogram (instances on other hosts add their clock skew). */
-	int64_t t0 = lws_now_usecs() - (wall_us() - m->sent_us);
+	int64_t t0 = sent_to_monotonic(m->sent_us);
 	json_t *ack = json_pack("{s:s,s:O,s:s}", "op", "ack", "req", m->req_json, "from",
 				instance_id);
 	char *payload = json_dumps(ack, JSON_COMPACT);
@@ -602,7 +616,10 @@ enum ad_cluster_op ad_cluster_parse(const char *payload, struct ad_cluster_msg *
 			.org_id = json_integer_value(json_object_get(sc, "org")),
 			.except_cred_id = json_integer_value(json_object_get(sc, "except")),
 		};
-		m->scope.kind = (enum ad_cred_kind)kind;
+		if (kind >= 0 && kind <= AD_CRED_AGENT)
+			m->scope.kind = (enum ad_cred_kind)kind;
+		else
+			m->scope.org_id = 0; /* a kind this instance does not know */
 		m->reason = json_string_value(json_object_get(m->msg, "reason"));
 		if (!m->reason)
 			m->reason = "revoked";

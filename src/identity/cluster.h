@@ -57,7 +57,7 @@ struct ad_cluster_msg {
 	json_t *msg;                 /* the whole payload (owned), NULL if not JSON */
 	const char *from;            /* the sending instance; points into msg */
 	/* AD_CLUSTER_REVOKE */
-	struct ad_revoke_scope scope;
+	struct ad_revoke_scope scope; /* an unknown kind leaves org_id 0: covers nothing */
 	const char *reason;          /* "revoked" when the payload gives none */
 	int64_t sent_us;             /* wall-clock send time; 0 when not given */
 	const json_t *req_json;      /* echoed in the acknowledgement; NULL: none is sent */
