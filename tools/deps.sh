@@ -4,7 +4,7 @@
 ad_install_deps() {
   local pkgs=(meson ninja-build pkg-config gcc libc6-dev libwebsockets-dev libjansson-dev
               libsodium-dev libpq-dev libcurl4-openssl-dev ca-certificates libssl-dev
-              openssl curl "$@")
+              openssl curl systemd "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
