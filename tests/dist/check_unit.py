@@ -7,7 +7,8 @@
   program to exist; a copy with a misspelt setting shows the check can
   fail here);
 - `systemd-analyze security --offline` rates its exposure 2.0 or less;
-- it restarts on failure, has no ExecReload, sends SIGTERM to actiond
+- it restarts on failure but not on a refused configuration (exit status
+  2), has no ExecReload, sends SIGTERM to actiond
   alone, and gives the drain, the close handshakes and the embedded
   PostgreSQL's stop (server.shutdown_timeout + 4 s + 15 s) time to end.
 
@@ -94,6 +95,8 @@ else:
 # 4. Restarts, reloads, stopping.
 if settings.get('Restart') != ['on-failure']:
     fail(f'Restart={settings.get("Restart")}, not on-failure')
+if settings.get('RestartPreventExitStatus') != ['2']:
+    fail('a refused configuration (exit status 2) would be restarted over and over')
 if 'ExecReload' in settings:
     fail('ExecReload is set, but actiond does not reload')
 if settings.get('KillMode') != ['mixed']:
