@@ -609,7 +609,8 @@ int ad_config_parse(struct ad_config *c, const char *name, const char *text, siz
 				   !strcmp(s, "database") || !strcmp(s, "security") ||
 				   !strcmp(s, "modules") ||
 				   !strcmp(s, "rate_limits") ||
-				   (!strncmp(s, "module.", 7) && s[7])) {
+				   (!strncmp(s, "module.", 7) && s[7] &&
+				    strlen(s) < sizeof(section))) {
 				snprintf(section, sizeof(section), "%s", s);
 			} else {
 				snprintf(why, sizeof(why), "unknown section [%s]", s);
