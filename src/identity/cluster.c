@@ -36,6 +36,8 @@ struct revwait {
 	size_t npending, ninstances;
 	long long revoked;
 	size_t closed;
+	char report_field[32];   /* "" or the name of an extra count answered */
+	long long report;
 	bool none_is_error;
 	bool in_revoke;        /* inside ad_auth_revoke(): defer a cancel */
 	bool cancelled;
@@ -197,12 +199,18 @@ static void revwait_answer(struct revwait *w)
 		return;
 	}
 	ad_call_on_cancel(call, NULL, NULL);
-	ad_call_reply(call, json_pack("{s:I,s:I,s:I,s:I,s:o}", "revoked",
+	{
+		json_t *a = json_pack("{s:I,s:I,s:I,s:I,s:o}", "revoked",
 				      (json_int_t)w->revoked, "sockets_closed",
 				      (json_int_t)w->closed, "instances",
 				      (json_int_t)w->ninstances, "instances_acked",
 				      (json_int_t)(w->ninstances - json_array_size(missing)),
-				      "instances_missing", missing));
+				      "instances_missing", missing);
+
+		if (a && w->report_field[0])
+			json_object_set_new(a, w->report_field, json_integer(w->report));
+		ad_call_reply(call, a);
+	}
 	revwait_free(w);
 }
 
@@ -290,6 +298,8 @@ struct revstate {
 	char reason[64];
 	char req[64];
 	int nstmts;
+	int report_stmt;         /* -1, or the statement whose rows are reported */
+	char report_field[32];
 	bool none_is_error;
 };
 
@@ -323,6 +333,10 @@ static void revoke_committed(struct ad_call *call, void *arg,
 	w->call = call;
 	w->none_is_error = st->none_is_error;
 	w->revoked = ad_sql_rows(res, 0);
+	if (st->report_stmt > 0) {
+		snprintf(w->report_field, sizeof(w->report_field), "%s", st->report_field);
+		w->report = ad_sql_affected(res, st->report_stmt);
+	}
 	memcpy(w->req, st->req, sizeof(w->req));
 	w->pending = calloc((size_t)ninst + 1, sizeof(char *));
 	/* Nothing revoked, nothing sent: no instance has anything to say. */
@@ -373,6 +387,7 @@ struct ad_revocation *ad_revocation_new(struct ad_call *call,
 	if (!rv->st || !rv->q)
 		goto fail;
 	rv->st->scope = *scope;
+	rv->st->report_stmt = -1;
 	snprintf(rv->st->reason, sizeof(rv->st->reason), "%s", reason);
 	snprintf(rv->st->req, sizeof(rv->st->req), "%s/%llu", instance_id,
 		 (unsigned long long)++revoke_seq);
@@ -416,6 +431,12 @@ int ad_revocation_mark(struct ad_revocation *rv, const char *sql, int nparams,
 struct ad_sql *ad_revocation_sql(struct ad_revocation *rv)
 {
 	return rv->q;
+}
+
+void ad_revocation_report(struct ad_revocation *rv, const char *field)
+{
+	rv->st->report_stmt = ad_sql_count(rv->q) - 1;
+	snprintf(rv->st->report_field, sizeof(rv->st->report_field), "%s", field);
 }
 
 void ad_revocation_run(struct ad_revocation *rv, bool none_is_error)

@@ -149,6 +149,11 @@ int ad_revocation_mark(struct ad_revocation *rv, const char *sql, int nparams,
 /* The batch, to add what must commit with the revocation (audit events). */
 struct ad_sql *ad_revocation_sql(struct ad_revocation *rv);
 /*
+ * The rows the statement last added to the batch touched are answered too,
+ * as field (e.g. "credentials_revoked").
+ */
+void ad_revocation_report(struct ad_revocation *rv, const char *field);
+/*
  * Runs it.  Answers once every socket it covers, on every live instance,
  * got its 4001 close: {revoked, sockets_closed, instances, instances_acked,
  * instances_missing}; "not_found" when nothing was revoked and

@@ -156,6 +156,7 @@ void id_account_disable(struct ad_call *call)
 		   "FROM memberships WHERE org_id = $1::bigint AND account_id = $2::bigint "
 		   "AND disabled_at = now())",
 		   2, p2);
+	ad_revocation_report(rv, "credentials_revoked");
 	ad_sql_add(q,
 		   "SELECT actiond_audit($1::bigint, $2, 'account_disable', 'account:' || $3) "
 		   "FROM memberships WHERE org_id = $1::bigint AND account_id = $3::bigint "
