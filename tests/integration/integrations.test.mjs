@@ -640,3 +640,33 @@ test('audit.verify walks the chain; a changed event is the first broken link', a
   } catch { refused = true; }
   assert.ok(refused, 'linked events are append-only');
 });
+
+test('an invocation left executing by a process that died is failed as interrupted, never re-run', async () => {
+  const C = await startServer({ db: pg.conninfo, keys: KEYS, args: settings(['-s', 'module.integrations.sentry.timeout_ms=30000']) });
+  let killed = false;
+  try {
+    const ag = await newAgent();
+    await usable(C, ag.token);
+    const adminWs = await connect(A, { token: admin.token });
+    const before = up.matching((q) => q.path === '/sentry/issues/hang/').length;
+    const pending = call(C, ag.token, 'actions.invoke', { integration: 'sentry', action: 'get_issue', params: { issue_id: 'hang' } });
+    pending.catch(() => {});
+    for (let i = 0; i < 100 && up.matching((q) => q.path === '/sentry/issues/hang/').length === before; i++) await sleep(20);
+    const list = await call(A, admin.token, 'invocations.list', { agent_session_id: ag.agent_session_id, status: 'executing' });
+    assert.equal(list.json.result.invocations.length, 1, list.body);
+    const id = list.json.result.invocations[0].invocation_id;
+    C.proc.kill('SIGKILL');
+    killed = true;
+    const t0 = performance.now();
+    const done = await note(adminWs, 'invocation_completed', id, 15000);
+    console.log(`# interrupted invocation failed ${(performance.now() - t0).toFixed(0)} ms after its process died`);
+    assert.equal(done.status, 'failed');
+    assert.match(done.error, /interrupted/);
+    await sleep(500);
+    assert.equal(up.matching((q) => q.path === '/sentry/issues/hang/').length - before, 1, 'not re-run');
+    await adminWs.close();
+  } finally {
+    if (!killed) await C.stop();
+    else await C.exited;
+  }
+});
