@@ -155,6 +155,41 @@ const char *ad_param_str(const struct ad_call *call, const char *key, size_t *re
  */
 bool ad_call_cancel_request(struct ad_call *call, const json_t *request_id);
 
+/*
+ * JSON Schema (draft-07) for values a module reads from elsewhere than the
+ * params, such as the params of an integration action named inside them:
+ * the same validator the core runs on every call's params.
+ *
+ * ad_json_schema_new compiles schema (copied; a local document: no "$ref"
+ * to other documents) and returns NULL when it is malformed, with why in
+ * err (errlen bytes).  Call it from init(); the compiled schema is
+ * immutable and may be used for the process.  ad_json_schema_free accepts
+ * NULL.
+ *
+ * ad_call_check_value validates value; when it breaks the schema the call
+ * is answered -32602 exactly as for its own params, with prefix (a JSON
+ * pointer inside the call's params, "" for none) put before the pointer of
+ * the failing value, and false is returned: the handler's part is over.
+ */
+struct ad_json_schema;
+struct ad_json_schema *ad_json_schema_new(const json_t *schema, char *err, size_t errlen);
+void ad_json_schema_free(struct ad_json_schema *s);
+bool ad_call_check_value(struct ad_call *call, const struct ad_json_schema *s,
+			 const json_t *value, const char *prefix);
+
+/*
+ * Ids on the wire are opaque: a keyed permutation of the internal id, one
+ * per kind, the same the identity actions show (admin.agent_session_list,
+ * admin.account_list).  ad_public_id_in answers 0 for a number that is no
+ * valid public id of that kind.
+ */
+enum ad_public_kind {
+	AD_PUBLIC_ACCOUNT = 1,
+	AD_PUBLIC_AGENT_SESSION,
+};
+int64_t ad_public_id_out(enum ad_public_kind kind, int64_t id);
+int64_t ad_public_id_in(enum ad_public_kind kind, int64_t pub);
+
 /* The OpenRPC 1.2 document of every registered action (new reference). */
 json_t *ad_openrpc(void);
 

@@ -30,6 +30,7 @@
 
 #include "actiond/action.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -111,6 +112,16 @@ int ad_module_add_migration(struct ad_module *m, uint32_t version, const char *n
  * from init() on, on the main or loop thread.
  */
 const char *ad_module_setting(const char *module, const char *key);
+
+/*
+ * Registers fn to run once on the event loop when actiond starts serving
+ * (migrations done, the database pool started): where a module starts its
+ * timers, since there is no loop yet during init().  database is false
+ * when actiond runs without one (database.enabled = off): SQL then fails.
+ * One per module; returns 0.
+ */
+typedef void (*ad_module_start_fn)(bool database);
+int ad_module_on_start(struct ad_module *m, ad_module_start_fn fn);
 
 /* Records why the module cannot load (shown in the refusal); returns -1. */
 int ad_module_refuse(struct ad_module *m, const char *reason);

@@ -25,6 +25,7 @@ struct ad_module {
 	size_t nmigs, capmigs;
 	char reason[256];
 	bool failed;
+	ad_module_start_fn start;
 };
 
 /* A module that loaded: kept for its migrations and fini(). */
@@ -32,6 +33,7 @@ struct loaded {
 	const struct ad_module_info *info;
 	struct ad_migration *migs;
 	size_t nmigs;
+	ad_module_start_fn start;
 };
 
 static struct loaded loaded[AD_MAX_MODULES];
@@ -240,7 +242,7 @@ int ad_module_load(const struct ad_module_info *info, const char *origin, char *
 	free(m.specs); /* moved into the registry */
 	if (m.nmigs)
 		qsort(m.migs, m.nmigs, sizeof(*m.migs), cmp_mig);
-	loaded[nloaded++] = (struct loaded){ info, m.migs, m.nmigs };
+	loaded[nloaded++] = (struct loaded){ info, m.migs, m.nmigs, m.start };
 	ad_log_debug("module %s %s (%s): %zu actions, %zu migrations", info->name,
 		     info->version ? info->version : "", origin, m.nspecs, m.nmigs);
 	return 0;
@@ -254,6 +256,19 @@ int ad_modules_migrate(const char *conninfo)
 				      loaded[i].nmigs) < 0)
 			return -1;
 	return 0;
+}
+
+int ad_module_on_start(struct ad_module *m, ad_module_start_fn fn)
+{
+	m->start = fn;
+	return 0;
+}
+
+void ad_modules_start(bool database)
+{
+	for (size_t i = 0; i < nloaded; i++)
+		if (loaded[i].start)
+			loaded[i].start(database);
 }
 
 void ad_modules_fini(void)

@@ -30,6 +30,8 @@ int ad_modules_migrate(const char *conninfo);
 
 /* Runs fini() of every loaded module, last loaded first, and forgets them. */
 void ad_modules_fini(void);
+/* Runs each loaded module's start hook (ad_module_on_start), on the loop. */
+void ad_modules_start(bool database);
 
 /* How many modules are loaded, and the name and version of each. */
 size_t ad_modules_count(void);

@@ -63,6 +63,22 @@ int64_t ad_identity_id_in(enum ad_id_kind kind, int64_t pub)
 	return ad_keys_id_in((int)kind, pub);
 }
 
+/* The public API's view of the same permutations (actiond/action.h). */
+static enum ad_id_kind public_kind(enum ad_public_kind kind)
+{
+	return kind == AD_PUBLIC_ACCOUNT ? AD_ID_ACCOUNT : AD_ID_AGENT_SESSION;
+}
+
+int64_t ad_public_id_out(enum ad_public_kind kind, int64_t id)
+{
+	return ad_keys_id_out((int)public_kind(kind), id);
+}
+
+int64_t ad_public_id_in(enum ad_public_kind kind, int64_t pub)
+{
+	return ad_keys_id_in((int)public_kind(kind), pub);
+}
+
 void ad_token_new(const char *prefix, struct ad_token *t)
 {
 	ad_keys_new_token(prefix, t->text);

@@ -11,6 +11,7 @@
 #include "ipkey.h"
 #include "log.h"
 #include "loop.h"
+#include "module.h"
 #include "peer.h"
 #include "outbound.h"
 #include "pg.h"
@@ -297,6 +298,7 @@ int ad_server_init(void)
 			return -1;
 	}
 	ad_pubsub_init(ad_srv.db_conninfo[0] != '\0');
+	ad_modules_start(ad_srv.db_conninfo[0] != '\0');
 	ad_log(AD_LOG_INFO, "listening on %s://%s:%d", ad_srv.tls ? "https" : "http",
 	       ad_srv.cfg.listen_host,
 	       ad_srv.vhost ? lws_get_vhost_listen_port(ad_srv.vhost)
