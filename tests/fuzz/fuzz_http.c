@@ -96,96 +96,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef AD_LIBFUZZER
-static uint64_t rng = 0x2545f4914f6cdd1dull;
+#define FUZZ_NAME "fuzz_http"
 
-static uint64_t next_rand(void)
+static const char *const fuzz_tokens[] = {
+	"\n", ";", ",", "=", "\"", " ", "\t", "actiond_session=", "actiond.v1",
+	"actiond.bearer.", "Bearer ", "params=", "id=", "method=", "{", "}", "[",
+	"]", "\\u0000",
+};
+
+static void fuzz_report(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
+	printf("%zu requests built, no failure\n", built);
 }
 
-/* Runs a copy of in with a few random edits (flips, cuts, inserted tokens). */
-static void mutate_and_run(const uint8_t *in, size_t n)
-{
-	static const char *const tokens[] = { "\n", ";", ",", "=", "\"", " ", "\t",
-					      "actiond_session=", "actiond.v1",
-					      "actiond.bearer.", "Bearer ", "params=",
-					      "id=", "method=", "{", "}", "[", "]", "\\u0000" };
-	uint8_t buf[4096];
-	size_t len = n < sizeof(buf) ? n : sizeof(buf);
-
-	memcpy(buf, in, len);
-	for (int k = 1 + (int)(next_rand() % 4); k > 0 && len; k--) {
-		size_t at = next_rand() % len;
-		const char *t;
-
-		switch (next_rand() % 3) {
-		case 0:
-			buf[at] ^= (uint8_t)(1u << (next_rand() % 8));
-			break;
-		case 1:
-			len = at;
-			break;
-		default:
-			t = tokens[next_rand() % (sizeof(tokens) / sizeof(*tokens))];
-			if (len + strlen(t) < sizeof(buf)) {
-				memmove(buf + at + strlen(t), buf + at, len - at);
-				memcpy(buf + at, t, strlen(t));
-				len += strlen(t);
-			}
-		}
-	}
-	/* The parsers must not read past len: give them an exact allocation. */
-	{
-		uint8_t *exact = malloc(len ? len : 1);
-
-		memcpy(exact, buf, len);
-		LLVMFuzzerTestOneInput(exact, len);
-		free(exact);
-	}
-}
-
-int main(int argc, char **argv)
-{
-	uint8_t *inputs[128];
-	size_t lens[128], n = 0;
-	long iterations = argc > 2 ? atol(argv[2]) : 20000;
-	DIR *d;
-	struct dirent *e;
-
-	if (argc < 2 || !(d = opendir(argv[1]))) {
-		fprintf(stderr, "usage: fuzz_http CORPUS_DIR [ITERATIONS]\n");
-		return 2;
-	}
-	while ((e = readdir(d)) && n < 128) {
-		char path[4096];
-		FILE *f;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", argv[1], e->d_name);
-		if (!(f = fopen(path, "rb")))
-			continue;
-		inputs[n] = malloc(4096);
-		lens[n] = fread(inputs[n], 1, 4096, f);
-		fclose(f);
-		mutate_and_run(inputs[n], lens[n]);
-		n++;
-	}
-	closedir(d);
-	if (!n)
-		return 2;
-	for (long i = 0; i < iterations; i++) {
-		size_t a = next_rand() % n;
-
-		mutate_and_run(inputs[a], lens[a]);
-	}
-	printf("fuzz_http: %zu corpus inputs, %ld mutations, %zu requests built, no failure\n",
-	       n, iterations, built);
-	for (size_t i = 0; i < n; i++)
-		free(inputs[i]);
-	return 0;
-}
+#include "replay.h"
 #endif

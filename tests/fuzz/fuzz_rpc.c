@@ -115,112 +115,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef AD_LIBFUZZER
-/* ---- corpus replay and deterministic mutation ---------------------------- */
+#define FUZZ_NAME "fuzz_rpc"
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static const char *const fuzz_tokens[] = {
+	"{", "}", "[", "]", "\"", ",", ":", "null", "1e999", "-0", "\\u0000",
+	"\"id\":", "\"method\":", "\xff", "\\ud800",
+};
 
-static uint64_t next_rand(void)
+/* Prints what the run did and releases what the driver holds. */
+static void fuzz_report(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
-static void mutate_and_run(const uint8_t *in, size_t n, const uint8_t *other,
-			   size_t on)
-{
-	static const char *const tokens[] = { "{", "}", "[", "]", "\"", ",", ":",
-					      "null", "1e999", "-0", "\\u0000",
-					      "\"id\":", "\"method\":", "\xff", "\\ud800" };
-	uint8_t buf[8192];
-	size_t len = n < sizeof(buf) ? n : sizeof(buf);
-
-	memcpy(buf, in, len);
-	for (int k = 1 + (int)(next_rand() % 4); k > 0 && len; k--) {
-		size_t at = next_rand() % len;
-		const char *t;
-
-		switch (next_rand() % 5) {
-		case 0: /* flip a byte */
-			buf[at] ^= (uint8_t)(1u << (next_rand() % 8));
-			break;
-		case 1: /* truncate */
-			len = at;
-			break;
-		case 2: /* insert a token */
-			t = tokens[next_rand() % (sizeof(tokens) / sizeof(*tokens))];
-			if (len + strlen(t) < sizeof(buf)) {
-				memmove(buf + at + strlen(t), buf + at, len - at);
-				memcpy(buf + at, t, strlen(t));
-				len += strlen(t);
-			}
-			break;
-		case 3: /* splice the tail of another input */
-			if (on) {
-				size_t from = next_rand() % on, take = on - from;
-
-				if (at + take > sizeof(buf))
-					take = sizeof(buf) - at;
-				memcpy(buf + at, other + from, take);
-				len = at + take;
-			}
-			break;
-		default: /* duplicate a chunk */
-			if (len * 2 < sizeof(buf)) {
-				memcpy(buf + len, buf + at, len - at);
-				len += len - at;
-			}
-		}
-	}
-	LLVMFuzzerTestOneInput(buf, len);
-}
-
-int main(int argc, char **argv)
-{
-	uint8_t *inputs[256];
-	size_t lens[256], n = 0;
-	long iterations = argc > 2 ? atol(argv[2]) : 20000;
-	DIR *d;
-	struct dirent *e;
-
-	if (argc < 2 || !(d = opendir(argv[1]))) {
-		fprintf(stderr, "usage: fuzz_rpc CORPUS_DIR [ITERATIONS]\n");
-		return 2;
-	}
-	while ((e = readdir(d)) && n < 256) {
-		char path[4096];
-		FILE *f;
-
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", argv[1], e->d_name);
-		if (!(f = fopen(path, "rb")))
-			continue;
-		inputs[n] = malloc(65536);
-		lens[n] = fread(inputs[n], 1, 65536, f);
-		fclose(f);
-		LLVMFuzzerTestOneInput(inputs[n], lens[n]);
-		n++;
-	}
-	closedir(d);
-	if (!n)
-		return 2;
-	for (long i = 0; i < iterations; i++) {
-		size_t a = next_rand() % n, b = next_rand() % n;
-
-		mutate_and_run(inputs[a], lens[a], inputs[b], lens[b]);
-	}
-	printf("fuzz_rpc: %zu corpus inputs, %ld mutations, %zu answers, no failure\n",
-	       n, iterations, answers);
-	for (size_t i = 0; i < n; i++)
-		free(inputs[i]);
+	printf("%zu answers, no failure\n", answers);
 	ad_dispatch_shutdown();
 	lws_context_destroy(ad_srv.lws);
 	ad_dispatch_free();
 	ad_specs_free();
 	ad_openrpc_free();
 	ad_config_free(&ad_srv.cfg);
-	return 0;
 }
+
+#include "replay.h"
 #endif
