@@ -52,6 +52,8 @@
 #define MAX_CANCEL_THREADS 16
 /* SQLSTATE of a statement cancelled by a request or a timeout. */
 #define SQLSTATE_CANCELED "57014"
+/* SQLSTATE of a statement run by a prepared name that does not exist. */
+#define SQLSTATE_NO_PREPARED "26000"
 
 static const char scope_sql[] =
 	"SELECT set_config('app.org', $1, true), "
@@ -534,19 +536,30 @@ void ad_pg_cancel(struct ad_pg_job *j)
 }
 
 /*
- * A job that failed only because a cancel meant for another job reached
- * its statement: nothing of it committed, so it runs again (once).
+ * A job that failed only because of another job - a cancel meant for that
+ * one reached its statement, or that one's Prepare of a statement it uses
+ * was skipped - changed nothing (its transaction rolled back), so it runs
+ * again, once.
  */
-static bool job_stray_cancel(const struct pgconn *c, const struct ad_pg_job *j)
+static bool job_retryable(const struct pgconn *c, const struct ad_pg_job *j)
 {
 	const char *state;
 
-	if (j->abandoned || j->retried || j->status != AD_PG_ERROR || j->gen == c->cancel_gen)
+	if (j->abandoned || j->retried || j->status != AD_PG_ERROR)
 		return false;
 	if (j->failed < 0 || j->failed >= j->n || !j->results[j->failed])
 		return false;
 	state = PQresultErrorField(j->results[j->failed], PG_DIAG_SQLSTATE);
-	return state && !strcmp(state, SQLSTATE_CANCELED);
+	if (!state)
+		return false;
+	/*
+	 * A job sent while an earlier one's Prepare was queued, and that Prepare
+	 * was skipped (its job failed first): the name it used does not exist.
+	 * The name is forgotten by now; running the job again prepares it.
+	 */
+	if (!strcmp(state, SQLSTATE_NO_PREPARED))
+		return true;
+	return j->gen != c->cancel_gen && !strcmp(state, SQLSTATE_CANCELED);
 }
 
 static void job_requeue(struct ad_pg_job *j)
@@ -608,18 +621,28 @@ static void conn_read_results(struct pgconn *c)
 			PQclear(res);
 			ad_list_del(&j->node);
 			c->ninflight--;
-			if (job_stray_cancel(c, j))
+			if (job_retryable(c, j))
 				job_requeue(j);
 			else
 				job_finish(j, AD_PG_OK);
 			conn_cancel_head(c);
 			continue;
 		}
+		item = j->cursor < j->nsent ? j->sent[j->cursor] : -1;
 		if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+			/*
+			 * Skipped after an earlier failure of its job: a Prepare
+			 * skipped so never made its statement, which must be
+			 * prepared again next time.
+			 */
+			if (item < -1) {
+				int st = PREPARED_STMT(item);
+
+				stmt_forget(c, st >= 0 ? j->stmts[st].sql : scope_sql);
+			}
 			PQclear(res);
 			continue;
 		}
-		item = j->cursor < j->nsent ? j->sent[j->cursor] : -1;
 		if (PQresultStatus(res) == PGRES_FATAL_ERROR && item < -1) {
 			/* A Prepare failed: forget it, and blame its statement. */
 			int st = PREPARED_STMT(item);
