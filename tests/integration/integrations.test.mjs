@@ -8,8 +8,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import {
-  startServer, startPostgres, connect, rpc, sessionCookie, within, sleep,
+  startServer, startPostgres, connect, rpc, sessionCookie, within, sleep, ACTIOND, TEST_MASTER_KEY,
 } from './lib.mjs';
 import { startFakeUpstreams } from './fake_upstreams.mjs';
 
@@ -474,6 +476,14 @@ test('at most 10 pending per agent session', async () => {
 });
 
 // All of this org's chain, as parsed lines.
+// `actiond audit verify ARGS` against the test database: {status, stdout, stderr}.
+function auditCli(args) {
+  const r = spawnSync(ACTIOND, ['-c', join(A.dir, 'actiond.conf'), 'audit', 'verify', ...args], {
+    env: { ...process.env, ACTIOND_MASTER_KEY: TEST_MASTER_KEY }, encoding: 'utf8', timeout: 30000,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
 async function exportAll(token = A.tokens.admin) {
   const lines = [];
   let after = 0;
@@ -872,9 +882,28 @@ test('audit.verify walks the chain; a changed event is the first broken link', a
   v = await call(A, A.tokens.admin, 'audit.verify', {});
   assert.equal(v.json.result.ok, false, v.body);
   assert.deepEqual(v.json.result.broken, { seq: target.seq, reason: 'hash does not match the event' });
+  // So does the command line, straight from the database.
+  let cli = auditCli([]);
+  assert.equal(cli.status, 1, cli.stderr);
+  assert.match(cli.stdout, new RegExp(`^acme: broken at seq ${target.seq}: hash does not match the event \\(${target.seq - 1} events linked before it\\)$`, 'm'));
+  assert.match(cli.stdout, /^rival: ok \(\d+ events, head [0-9a-f]{64}, \d+ not linked yet\)$/m);
+  assert.match(cli.stdout, /^\d+ orgs checked, 1 broken$/m);
+  cli = auditCli(['--org', 'rival']);
+  assert.equal(cli.status, 0, cli.stdout + cli.stderr);
+  assert.match(cli.stdout, /^rival: ok/m);
+  assert.doesNotMatch(cli.stdout, /acme/);
+  cli = auditCli(['--org', 'acme']);
+  assert.equal(cli.status, 1, cli.stdout + cli.stderr);
+  cli = auditCli(['--org', 'no-such-org']);
+  assert.equal(cli.status, 2);
+  assert.match(cli.stderr, /no org no-such-org/);
   pg.psql(`SET session_replication_role = replica; UPDATE invocation_events SET actor = '${target.actor}' WHERE seq = ${target.seq} AND hash = '${target.hash}'`);
   v = await call(A, A.tokens.admin, 'audit.verify', {});
   assert.equal(v.json.result.ok, true, v.body);
+  cli = auditCli([]);
+  assert.equal(cli.status, 0, cli.stdout + cli.stderr);
+  assert.match(cli.stdout, new RegExp(`^acme: ok \\(${v.json.result.checked} events, head ${v.json.result.head}, `, 'm'));
+  assert.match(cli.stdout, / 0 broken$/m);
   let refused = false;
   try {
     pg.psql(`UPDATE invocation_events SET actor = 'mallory' WHERE seq = ${target.seq}`);
