@@ -2,6 +2,7 @@
  * main.c - command line, configuration and start-up of actiond.
  */
 #include "builtin.h"
+#include "audit_cmd.h"
 #include "auth.h"
 #include "bootstrap.h"
 #include "cluster.h"
@@ -38,6 +39,10 @@ static void usage(FILE *f)
 		"                                        [--password-stdin]\n"
 		"                                        create the first org, its owner, an API\n"
 		"                                        token and an agent token, and print them\n"
+		"       actiond [-c FILE] audit verify [--org SLUG]\n"
+		"                                        check the invocation event chain of every\n"
+		"                                        org (or one) in the database; exit 1 if\n"
+		"                                        one is broken, naming its first broken link\n"
 		"\n"
 		"A JSON-RPC 2.0 action gateway over WebSocket (GET /ws) and HTTP (/rpc).\n"
 		"Without database.url it creates and runs its own PostgreSQL 15 cluster in\n"
@@ -145,6 +150,8 @@ int main(int argc, char **argv)
 	bool check_only = false;
 	struct ad_bootstrap_opts boot = { 0 };
 	bool bootstrap = false;
+	bool audit = false;
+	const char *audit_org = NULL;
 	char pwline[300];
 	int opt, status, n;
 
@@ -180,6 +187,26 @@ int main(int argc, char **argv)
 			}
 		}
 		argc = i; /* getopt sees only what came before */
+		break;
+	}
+	/* So may "audit verify" and its own. */
+	for (int i = 1; !bootstrap && i < argc; i++) {
+		if (strcmp(argv[i], "audit") != 0)
+			continue;
+		if (i + 1 >= argc || strcmp(argv[i + 1], "verify") != 0) {
+			fprintf(stderr, "actiond audit: the command is \"audit verify [--org SLUG]\"\n");
+			return 2;
+		}
+		audit = true;
+		for (int k = i + 2; k < argc; k++) {
+			if (!strcmp(argv[k], "--org") && k + 1 < argc) {
+				audit_org = argv[++k];
+			} else {
+				fprintf(stderr, "actiond audit verify: unexpected \"%s\"\n", argv[k]);
+				return 2;
+			}
+		}
+		argc = i;
 		break;
 	}
 	if (bootstrap && (!boot.org || !boot.email)) {
@@ -322,7 +349,11 @@ int main(int argc, char **argv)
 		if (ad_keys_init(cfg, ad_srv.db_embedded) ||
 		    ad_migrate(ad_srv.db_conninfo) < 0 ||
 		    ad_modules_migrate(ad_srv.db_conninfo) < 0) {
-			status = 1;
+			status = audit ? 2 : 1;
+			goto out;
+		}
+		if (audit) {
+			status = ad_audit_verify_cmd(ad_srv.db_conninfo, audit_org);
 			goto out;
 		}
 		n = ad_auth_load(ad_srv.db_conninfo);
@@ -331,8 +362,9 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		ad_log_info("%d live credentials loaded", n);
-	} else if (bootstrap) {
-		fprintf(stderr, "actiond bootstrap: the database is disabled\n");
+	} else if (bootstrap || audit) {
+		fprintf(stderr, "actiond %s: the database is disabled\n",
+			bootstrap ? "bootstrap" : "audit verify");
 		status = 2;
 		goto out;
 	}

@@ -2,8 +2,12 @@
 // tests.  They speak the request shapes of the real services, refuse any
 // request without the expected Authorization header (401), record every
 // request, and misbehave on demand: an issue id names the misbehaviour.
+// Sentry also takes the access tokens of a fake OAuth2 token endpoint
+// (POST /oauth/token, RFC 6749 6), which counts its refreshes (see
+// fakeOAuth below).
 //
 //   echo      answers 200 with the caller's credential inside the result
+//   echoauth  answers 200 with the Authorization header it got inside the result
 //   e500      answers 500 with the credential in the error body
 //   hang      never answers
 //   badjson   answers 200 with a body that is not JSON
@@ -12,6 +16,7 @@
 //   retry1    answers 429 with Retry-After: 1 once, then 200
 //   slow      answers 200 after 1.5 s
 import http from 'node:http';
+import { randomBytes } from 'node:crypto';
 
 const GRAPHQL_OPS = {
   ListIssues: 'query ListIssues(',
@@ -22,6 +27,7 @@ const GRAPHQL_OPS = {
 };
 
 export async function startFakeUpstreams({ sentryToken, linearToken }) {
+  const oauth = fakeOAuth();
   const requests = [];
   const hanging = new Set();
   const seen = new Map(); // misbehaviour -> count
@@ -40,8 +46,11 @@ export async function startFakeUpstreams({ sentryToken, linearToken }) {
         res.writeHead(status, { 'Content-Type': 'application/json', ...headers });
         res.end(JSON.stringify(obj));
       };
+      if (url.pathname === '/oauth/token') return oauth.serve(req, body, json, rec);
       if (url.pathname.startsWith('/sentry/')) {
-        if (req.headers.authorization !== `Bearer ${sentryToken}`) return json(401, { detail: 'Invalid token' });
+        if (req.headers.authorization !== `Bearer ${sentryToken}` && !oauth.accepts(req.headers.authorization)) {
+          return json(401, { detail: 'Invalid token' });
+        }
         return sentry(req.method, url.pathname.slice('/sentry'.length), rec, json, res);
       }
       if (url.pathname === '/linear/graphql') {
@@ -56,9 +65,12 @@ export async function startFakeUpstreams({ sentryToken, linearToken }) {
     });
   });
 
-  function misbehave(id, json, res) {
+  function misbehave(id, json, res, rec) {
     seen.set(id, (seen.get(id) || 0) + 1);
     switch (id) {
+      case 'echoauth':
+        json(200, { id, title: 'echoauth', header: rec.authorization, note: `you sent ${rec.authorization}` });
+        return true;
       case 'echo':
         json(200, { id, title: 'echo', seen_token: sentryToken, nested: { deep: [{ note: `Bearer ${sentryToken} was used` }] },
                     token: 'abc', Password: 'hunter2', api_KEY: 'k', cookie: 'c' });
@@ -102,7 +114,7 @@ export async function startFakeUpstreams({ sentryToken, linearToken }) {
     }
     if ((m = /^\/issues\/([^/]+)\/$/.exec(path))) {
       const id = decodeURIComponent(m[1]);
-      if (misbehave(id, json, res)) return;
+      if (misbehave(id, json, res, rec)) return;
       if (method === 'GET') return json(200, { id, title: `Issue ${id}`, status: 'unresolved', culprit: 'app.js' });
       if (method === 'PUT') {
         let b;
@@ -147,6 +159,7 @@ export async function startFakeUpstreams({ sentryToken, linearToken }) {
   return {
     sentryUrl: `${base}/sentry`,
     linearUrl: `${base}/linear`,
+    oauth: Object.assign(oauth, { url: `${base}/oauth/token` }),
     requests,
     // Requests whose path (or GraphQL document) matches.
     matching(pred) { return requests.filter(pred); },
@@ -156,4 +169,82 @@ export async function startFakeUpstreams({ sentryToken, linearToken }) {
       await new Promise((r) => server.close(r));
     },
   };
+}
+
+// A fake OAuth2 authorization server's token endpoint: refresh_token grants
+// only.  Clients authenticate with client_secret_post or HTTP Basic.  It
+// issues random access tokens (expires_in: expiresIn), rotates refresh
+// tokens when rotate is set, answers invalid_grant for a refresh token it
+// does not know (with the token in error_description, as careless servers
+// do), and counts what it did:
+//   attempts   every token request
+//   refreshes  refreshes that issued a token
+//   issued     every token it handed out (access and refresh), for leak checks
+// delayMs holds each answer back; beforeAnswer(rec) runs (awaited) first.
+function fakeOAuth() {
+  const clients = new Map();   // client_id -> client_secret
+  const refresh = new Map();   // refresh token -> client_id
+  const access = new Map();    // access token -> expiry (ms since the epoch)
+  const rnd = (p) => p + randomBytes(16).toString('hex');
+  const o = {
+    attempts: 0,
+    refreshes: 0,
+    issued: [],
+    requests: [],
+    rotate: false,
+    expiresIn: 3600,
+    delayMs: 0,
+    beforeAnswer: null,
+    // A new client with one refresh token: what an admin stores.
+    client() {
+      const c = { client_id: rnd('cid_'), client_secret: rnd('csec_'), refresh_token: rnd('rt_') };
+      clients.set(c.client_id, c.client_secret);
+      refresh.set(c.refresh_token, c.client_id);
+      o.issued.push(c.client_secret, c.refresh_token);
+      return c;
+    },
+    revokeRefresh(token) { refresh.delete(token); },
+    revokeAccess() { access.clear(); },
+    accepts(header) {
+      const m = /^Bearer (.+)$/.exec(header || '');
+      return !!(m && access.has(m[1]) && access.get(m[1]) > Date.now());
+    },
+    async serve(req, body, json, rec) {
+      o.attempts++;
+      const form = Object.fromEntries(new URLSearchParams(body));
+      let id = form.client_id, secret = form.client_secret;
+      const basic = /^Basic (.+)$/.exec(req.headers.authorization || '');
+      if (basic) {
+        const [u, p] = Buffer.from(basic[1], 'base64').toString().split(':');
+        id = decodeURIComponent(u);
+        secret = decodeURIComponent(p);
+      }
+      rec.form = form;
+      rec.clientAuth = basic ? 'basic' : 'post';
+      o.requests.push(rec);
+      if (o.beforeAnswer) await o.beforeAnswer(rec);
+      if (o.delayMs) await new Promise((r) => setTimeout(r, o.delayMs));
+      if (req.method !== 'POST' || !/^application\/x-www-form-urlencoded/.test(req.headers['content-type'] || '')) {
+        return json(400, { error: 'invalid_request' });
+      }
+      if (!clients.has(id) || clients.get(id) !== secret) return json(401, { error: 'invalid_client' });
+      if (form.grant_type !== 'refresh_token') return json(400, { error: 'unsupported_grant_type' });
+      if (refresh.get(form.refresh_token) !== id) {
+        return json(400, { error: 'invalid_grant', error_description: `refresh token ${form.refresh_token} is not valid` });
+      }
+      const token = rnd('at_');
+      access.set(token, Date.now() + o.expiresIn * 1000);
+      o.issued.push(token);
+      o.refreshes++;
+      const answer = { access_token: token, token_type: 'Bearer', expires_in: o.expiresIn };
+      if (o.rotate) {
+        refresh.delete(form.refresh_token);
+        answer.refresh_token = rnd('rt_');
+        refresh.set(answer.refresh_token, id);
+        o.issued.push(answer.refresh_token);
+      }
+      json(200, answer);
+    },
+  };
+  return o;
 }

@@ -8,15 +8,21 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import {
-  startServer, startPostgres, connect, rpc, sessionCookie, within, sleep,
+  startServer, startPostgres, connect, rpc, sessionCookie, within, sleep, ACTIOND, TEST_MASTER_KEY,
 } from './lib.mjs';
 import { startFakeUpstreams } from './fake_upstreams.mjs';
 
 const SENTRY_TOKEN = 'sntrys_' + randomBytes(18).toString('hex');
 const LINEAR_TOKEN = 'lin_api_' + randomBytes(18).toString('hex');
 const ORIGIN = 'http://app.test';
-const KEYS = { admin: { org: 'acme', role: 'admin' }, boss: { org: 'acme', role: 'owner' }, other: { org: 'rival', role: 'admin' } };
+const KEYS = {
+  admin: { org: 'acme', role: 'admin' }, boss: { org: 'acme', role: 'owner' }, other: { org: 'rival', role: 'admin' },
+  // An org whose Sentry credential is an OAuth2 client (the OAuth2 tests).
+  oa: { org: 'oauthco', role: 'admin' },
+};
 
 let pg, A, B, up;
 
@@ -53,9 +59,10 @@ after(async () => {
   await up?.close();
   assert.equal(ra?.code, 0, 'A exits 0');
   assert.equal(rb?.code, 0, 'B exits 0');
-  // The credentials never reach the log.
+  // The credentials never reach the log, nor do OAuth2 secrets and tokens.
   for (const s of [A, B]) {
     assert.ok(!s.log().includes(SENTRY_TOKEN) && !s.log().includes(LINEAR_TOKEN), 'no credential in the log');
+    for (const t of up.oauth.issued) assert.ok(!s.log().includes(t), 'no OAuth2 secret or token in the log');
   }
 });
 
@@ -131,9 +138,19 @@ test('actions.available: the agent session\'s integrations with risks and schema
   assert.equal(acts.update_issue.risk, 'write');
   assert.equal(acts.delete_issue.risk, 'danger');
   assert.deepEqual(acts.get_issue.params.required, ['issue_id']);
-  // Not for people.
+  // The credential of each integration works as far as actiond knows.
+  assert.equal(ints[0].credential_status, 'ok');
+  assert.equal(ints[0].credential_reason, undefined);
+  // Admins and owners see every integration and its credential; members do not.
   const p = await call(A, admin.token, 'actions.available', {});
-  assert.equal(p.json.error.data.reason, 'forbidden', p.body);
+  assert.equal(p.status, 200, p.body);
+  assert.deepEqual(p.json.result.integrations.map((i) => [i.integration, i.credential_status]), [['sentry', 'ok'], ['linear', 'ok']]);
+  assert.equal((await call(A, member.token, 'actions.available', {})).json.error.data.reason, 'forbidden');
+  // An integration without a credential is not usable.
+  const q = await call(A, A.tokens.oa, 'actions.available', {});
+  const lin = q.json.result.integrations.find((i) => i.integration === 'linear');
+  assert.equal(lin.credential_status, 'broken', q.body);
+  assert.match(lin.credential_reason, /no credential is set/);
 });
 
 // ---- reads ------------------------------------------------------------------------------
@@ -459,6 +476,14 @@ test('at most 10 pending per agent session', async () => {
 });
 
 // All of this org's chain, as parsed lines.
+// `actiond audit verify ARGS` against the test database: {status, stdout, stderr}.
+function auditCli(args) {
+  const r = spawnSync(ACTIOND, ['-c', join(A.dir, 'actiond.conf'), 'audit', 'verify', ...args], {
+    env: { ...process.env, ACTIOND_MASTER_KEY: TEST_MASTER_KEY }, encoding: 'utf8', timeout: 30000,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
 async function exportAll(token = A.tokens.admin) {
   const lines = [];
   let after = 0;
@@ -606,6 +631,230 @@ test('invocations.list: filters, redacted params, keyset pages', async () => {
   assert.equal(r.json.error.code, -32602);
 });
 
+// ---- OAuth2 refresh-token credentials -------------------------------------------------------
+
+// The org oauthco's Sentry credential is an OAuth2 client of the fake token
+// endpoint; the fake Sentry takes the access tokens it issues.
+let oaAdmin, oaClient;
+const oaSeen = []; // every body and notification an agent of oauthco got
+
+async function oaSetCredential(client, extra = {}) {
+  const r = await rpc(A, 'admin.credential_set', { integration: 'sentry', secret: { ...client, token_url: up.oauth.url, ...extra } }, { token: A.tokens.oa });
+  assert.equal(r.status, 200, r.body);
+}
+
+async function oaInvoke(srv, token, issue = '101') {
+  const r = await call(srv, token, 'actions.invoke', { integration: 'sentry', action: 'get_issue', params: { issue_id: issue } });
+  oaSeen.push(r.body);
+  return r;
+}
+
+// The stored access token, expired behind actiond's back (and at the server).
+function oaExpire() {
+  pg.psql("UPDATE integration_oauth SET expires_at = now() - interval '1 second' WHERE integration = 'sentry' AND org_id = (SELECT id FROM orgs WHERE slug = 'oauthco')");
+  up.oauth.revokeAccess();
+}
+
+const oaRow = (col) => pg.psql(`SELECT ${col} FROM integration_oauth WHERE integration = 'sentry' AND org_id = (SELECT id FROM orgs WHERE slug = 'oauthco')`);
+
+test('OAuth2: the first call gets an access token, later ones use the stored one', async () => {
+  oaAdmin = await person('admin', 'oa');
+  oaClient = up.oauth.client();
+  await oaSetCredential(oaClient);
+  const ag = await newAgent(A, { token: A.tokens.oa, integrations: ['sentry'] });
+  const avail = await call(A, ag.token, 'actions.available', {});
+  oaSeen.push(avail.body);
+  assert.equal(avail.json.result.integrations[0].credential_status, 'ok', avail.body);
+  const before = up.oauth.refreshes;
+  let r = await oaInvoke(A, ag.token);
+  assert.equal(r.json.result?.status, 'completed', r.body);
+  assert.equal(up.oauth.refreshes - before, 1, 'one refresh');
+  const tr = up.oauth.requests.at(-1);
+  assert.equal(tr.form.grant_type, 'refresh_token');
+  assert.equal(tr.form.refresh_token, oaClient.refresh_token);
+  assert.equal(tr.form.client_id, oaClient.client_id);
+  assert.equal(tr.clientAuth, 'post');
+  const upstream = up.matching((q) => q.path === '/sentry/issues/101/').at(-1);
+  assert.equal(upstream.authorization, `Bearer ${up.oauth.issued.at(-1)}`, 'the new access token is injected');
+  // Stored sealed: the database holds no token in the clear.
+  assert.equal(oaRow('refreshes'), '1');
+  const dump = pg.dump();
+  for (const t of up.oauth.issued) assert.ok(!dump.includes(t), 'no token in the clear in the database');
+  // Valid for long enough: no second refresh, on either instance.
+  for (const srv of [A, B]) {
+    r = await oaInvoke(srv, ag.token);
+    assert.equal(r.json.result?.status, 'completed', r.body);
+  }
+  assert.equal(up.oauth.refreshes - before, 1, 'the stored token is used');
+});
+
+test('OAuth2: an expired access token is refreshed once for 20 concurrent calls over two instances', async () => {
+  const agA = await newAgent(A, { token: A.tokens.oa, integrations: ['sentry'] });
+  const agB = await newAgent(B, { token: B.tokens.oa, integrations: ['sentry'] });
+  oaExpire();
+  const attempts = up.oauth.attempts, refreshes = up.oauth.refreshes;
+  const version = Number(oaRow('version'));
+  // Slow enough that every call starts while the refresh is under way.
+  up.oauth.delayMs = 300;
+  up.oauth.rotate = true;
+  try {
+    const calls = [];
+    for (let i = 0; i < 10; i++) calls.push(oaInvoke(A, agA.token, `c${i}`), oaInvoke(B, agB.token, `d${i}`));
+    const rs = await Promise.all(calls);
+    for (const r of rs) assert.equal(r.json.result?.status, 'completed', r.body);
+  } finally {
+    up.oauth.delayMs = 0;
+    up.oauth.rotate = false;
+  }
+  assert.equal(up.oauth.attempts - attempts, 1, 'one token request for 20 calls on two instances');
+  assert.equal(up.oauth.refreshes - refreshes, 1, 'exactly one refresh');
+  // Every call sent the one new token.
+  const token = up.oauth.issued.at(-2); // the access token; the rotated refresh token is last
+  const sent = up.matching((q) => /^\/sentry\/issues\/[cd]\d\/$/.test(q.path));
+  assert.equal(sent.length, 20);
+  for (const q of sent) assert.equal(q.authorization, `Bearer ${token}`);
+  assert.equal(Number(oaRow('version')), version + 1, 'one new version');
+  assert.equal(oaRow("refresh_sealed IS NOT NULL AND lease_owner IS NULL AND status = 'ok'"), 't', 'the rotated refresh token is kept, the lease released');
+  // The rotated refresh token is the one used next.
+  const rotated = up.oauth.issued.at(-1);
+  oaExpire();
+  const r = await oaInvoke(B, agB.token);
+  assert.equal(r.json.result?.status, 'completed', r.body);
+  assert.equal(up.oauth.requests.at(-1).form.refresh_token, rotated);
+});
+
+test('OAuth2: an upstream 401 refreshes once and retries once', async () => {
+  const ag = await newAgent(A, { token: A.tokens.oa, integrations: ['sentry'] });
+  up.oauth.revokeAccess(); // the stored token still looks valid to actiond
+  const refreshes = up.oauth.refreshes;
+  const before = up.matching((q) => q.path === '/sentry/issues/r401/').length;
+  const r = await oaInvoke(A, ag.token, 'r401');
+  assert.equal(r.json.result?.status, 'completed', r.body);
+  assert.equal(up.oauth.refreshes - refreshes, 1);
+  const sent = up.matching((q) => q.path === '/sentry/issues/r401/').slice(before);
+  assert.equal(sent.length, 2, 'refused, then sent once more');
+  assert.notEqual(sent[0].authorization, sent[1].authorization);
+  // A token the upstream refuses even fresh: one retry, then failed.
+  const refreshes2 = up.oauth.refreshes;
+  const orig = up.oauth.accepts;
+  up.oauth.accepts = () => false;
+  try {
+    const f = await oaInvoke(A, ag.token, 'r401b');
+    assert.equal(f.json.result?.status, 'failed', f.body);
+    assert.equal(f.json.result.upstream_status, 401);
+  } finally {
+    up.oauth.accepts = orig;
+  }
+  assert.equal(up.oauth.refreshes - refreshes2, 1, 'one refresh, not a loop');
+  assert.equal(up.matching((q) => q.path === '/sentry/issues/r401b/').length, 2);
+});
+
+test('OAuth2: invalid_grant reads the stored credential again before calling it broken', async () => {
+  const ag = await newAgent(A, { token: A.tokens.oa, integrations: ['sentry'] });
+  oaExpire();
+  // While the refresh is under way an admin sets a new client; the server
+  // then refuses the old refresh token.
+  for (const t of up.oauth.issued) up.oauth.revokeRefresh(t);
+  const fresh = up.oauth.client();
+  const attempts = up.oauth.attempts;
+  up.oauth.beforeAnswer = async () => {
+    up.oauth.beforeAnswer = null;
+    await oaSetCredential(fresh, { client_auth: 'basic' });
+  };
+  const r = await oaInvoke(A, ag.token);
+  up.oauth.beforeAnswer = null;
+  assert.equal(r.json.result?.status, 'completed', r.body);
+  assert.equal(up.oauth.attempts - attempts, 2, 'refused once, then the new credential');
+  const [first, second] = up.oauth.requests.slice(-2);
+  assert.equal(first.clientAuth, 'post');
+  assert.equal(second.clientAuth, 'basic');
+  assert.equal(second.form.refresh_token, fresh.refresh_token);
+  assert.equal(oaRow('status'), 'ok');
+  oaClient = fresh;
+});
+
+test('OAuth2: invalid_grant marks the credential broken and tells the org\'s admins', async () => {
+  const ag = await newAgent(A, { token: A.tokens.oa, integrations: ['sentry'] });
+  const adminWs = await connect(B, { token: oaAdmin.token });
+  const agentWs = await connect(A, { token: ag.token });
+  const acmeWs = await connect(A, { token: admin.token });
+  try {
+    oaExpire();
+    for (const t of up.oauth.issued) up.oauth.revokeRefresh(t);
+    const attempts = up.oauth.attempts;
+    const r = await oaInvoke(A, ag.token);
+    assert.equal(r.json.result?.status, 'failed', r.body);
+    assert.match(r.json.result.error, /credential for sentry is broken.*invalid_grant.*admin\.credential_set/);
+    // Read again, the stored credential is the one refused: no second request.
+    assert.equal(up.oauth.attempts - attempts, 1, 'one refusal');
+    // The admins hear of it (on the other instance), with the reason and no secret.
+    let n;
+    for (;;) {
+      n = await adminWs.next(5000);
+      if (n.method === 'integration_credential_broken') break;
+    }
+    assert.equal(n.params.integration, 'sentry');
+    assert.equal(n.params.credential_status, 'broken');
+    assert.match(n.params.reason, /invalid_grant: refresh token \[redacted\] is not valid/);
+    assert.ok(!JSON.stringify(n).includes(oaClient.refresh_token));
+    // Nobody else: not the agent, not another org's admin.
+    for (const ws of [agentWs, acmeWs]) {
+      for (const m of ws.drain()) assert.notEqual(m.method, 'integration_credential_broken');
+      oaSeen.push(...agentWs.drain().map((m) => JSON.stringify(m)));
+    }
+    // actions.available says so, to the agent and to admins.
+    for (const token of [ag.token, A.tokens.oa]) {
+      const av = await call(A, token, 'actions.available', {});
+      if (token === ag.token) oaSeen.push(av.body);
+      const s = av.json.result.integrations.find((i) => i.integration === 'sentry');
+      assert.equal(s.credential_status, 'broken', av.body);
+      assert.match(s.credential_reason, /invalid_grant/);
+    }
+    // The audit chain has the event.
+    await sleep(300);
+    const ev = (await exportAll(A.tokens.oa)).filter((l) => l.event === 'credential_broken');
+    assert.equal(ev.length, 1);
+    assert.equal(ev[0].actor, 'actiond');
+    assert.equal(ev[0].detail.integration, 'sentry');
+    assert.equal(ev[0].invocation_id, r.json.result.invocation_id);
+    const v = await call(A, A.tokens.oa, 'audit.verify', {});
+    assert.equal(v.json.result.ok, true, v.body);
+    // Calls fail at once now, without asking the token server.
+    const again = await oaInvoke(B, ag.token);
+    assert.equal(again.json.result?.status, 'failed', again.body);
+    assert.match(again.json.result.error, /broken/);
+    assert.equal(up.oauth.attempts - attempts, 1);
+    // A new credential mends it.
+    oaClient = up.oauth.client();
+    await oaSetCredential(oaClient);
+    const ok = await oaInvoke(B, ag.token);
+    assert.equal(ok.json.result?.status, 'completed', ok.body);
+    const av = await call(A, ag.token, 'actions.available', {});
+    assert.equal(av.json.result.integrations[0].credential_status, 'ok', av.body);
+  } finally {
+    await adminWs.close();
+    await agentWs.close();
+    await acmeWs.close();
+  }
+});
+
+test('OAuth2: the agent never sees a token or client secret', async () => {
+  const ag = await newAgent(A, { token: A.tokens.oa, integrations: ['sentry'] });
+  // The upstream echoes the Authorization header it got: redacted.
+  const r = await oaInvoke(A, ag.token, 'echoauth');
+  assert.equal(r.json.result?.status, 'completed', r.body);
+  assert.equal(r.json.result.result.header, 'Bearer [redacted]');
+  assert.equal(r.json.result.result.note, 'you sent Bearer [redacted]');
+  const list = await call(A, ag.token, 'invocations.list', {});
+  oaSeen.push(list.body);
+  oaSeen.push(pg.psql("SELECT string_agg(coalesce(result::text, '') || coalesce(error, ''), ' ') FROM invocations"));
+  oaSeen.push(pg.psql('SELECT string_agg(detail::text, \' \') FROM invocation_events'));
+  oaSeen.push(pg.psql('SELECT string_agg(coalesce(reason, \'\') || coalesce(last_error, \'\'), \' \') FROM integration_oauth'));
+  const seen = oaSeen.join('\n');
+  assert.ok(up.oauth.issued.length >= 8);
+  for (const t of up.oauth.issued) assert.ok(!seen.includes(t), 'no OAuth2 secret or token reaches an agent or a stored text');
+});
+
 // ---- the audit chain --------------------------------------------------------------------------
 
 test('audit.verify walks the chain; a changed event is the first broken link', async () => {
@@ -622,6 +871,8 @@ test('audit.verify walks the chain; a changed event is the first broken link', a
   // The rival org has a chain of its own.
   const rv = await call(A, A.tokens.other, 'audit.verify', {});
   assert.ok(rv.json.result.checked < v.json.result.checked);
+  // The chain holds other events than invocations' (credential_broken).
+  assert.ok(lines.every((l) => typeof l.event === 'string'));
   // Agents and members may not.
   assert.equal((await call(A, member.token, 'audit.verify', {})).json.error.data.reason, 'forbidden');
   // The runtime role cannot change a linked event.
@@ -631,9 +882,28 @@ test('audit.verify walks the chain; a changed event is the first broken link', a
   v = await call(A, A.tokens.admin, 'audit.verify', {});
   assert.equal(v.json.result.ok, false, v.body);
   assert.deepEqual(v.json.result.broken, { seq: target.seq, reason: 'hash does not match the event' });
+  // So does the command line, straight from the database.
+  let cli = auditCli([]);
+  assert.equal(cli.status, 1, cli.stderr);
+  assert.match(cli.stdout, new RegExp(`^acme: broken at seq ${target.seq}: hash does not match the event \\(${target.seq - 1} events linked before it\\)$`, 'm'));
+  assert.match(cli.stdout, /^rival: ok \(\d+ events, head [0-9a-f]{64}, \d+ not linked yet\)$/m);
+  assert.match(cli.stdout, /^\d+ orgs checked, 1 broken$/m);
+  cli = auditCli(['--org', 'rival']);
+  assert.equal(cli.status, 0, cli.stdout + cli.stderr);
+  assert.match(cli.stdout, /^rival: ok/m);
+  assert.doesNotMatch(cli.stdout, /acme/);
+  cli = auditCli(['--org', 'acme']);
+  assert.equal(cli.status, 1, cli.stdout + cli.stderr);
+  cli = auditCli(['--org', 'no-such-org']);
+  assert.equal(cli.status, 2);
+  assert.match(cli.stderr, /no org no-such-org/);
   pg.psql(`SET session_replication_role = replica; UPDATE invocation_events SET actor = '${target.actor}' WHERE seq = ${target.seq} AND hash = '${target.hash}'`);
   v = await call(A, A.tokens.admin, 'audit.verify', {});
   assert.equal(v.json.result.ok, true, v.body);
+  cli = auditCli([]);
+  assert.equal(cli.status, 0, cli.stdout + cli.stderr);
+  assert.match(cli.stdout, new RegExp(`^acme: ok \\(${v.json.result.checked} events, head ${v.json.result.head}, `, 'm'));
+  assert.match(cli.stdout, / 0 broken$/m);
   let refused = false;
   try {
     pg.psql(`UPDATE invocation_events SET actor = 'mallory' WHERE seq = ${target.seq}`);

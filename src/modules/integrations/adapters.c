@@ -5,7 +5,9 @@
  *
  * An adapter (protocol/integrations/NAME.json) names the service, its base
  * URL, how the credential is sent (a header and a format around
- * "{secret}"), and its actions: each with a risk, a params schema, an
+ * "{secret}"), optionally what OAuth2 takes ("oauth": the token_url, and
+ * the format of an access token in the header, "Bearer {secret}" by
+ * default), and its actions: each with a risk, a params schema, an
  * optional timeout_ms and approval_timeout_ms, and either a REST template
  * (method, path, query, headers, body) or a GraphQL one (document,
  * variables) POSTed to graphql_path.
@@ -100,7 +102,7 @@ int ig_adapter_load(struct ig_adapter *a, const char *text, size_t len, char *er
 		    size_t errlen)
 {
 	json_error_t jerr;
-	const json_t *auth, *acts, *d;
+	const json_t *auth, *acts, *d, *oauth;
 	const char *name, *base;
 	uint32_t timeout;
 	size_t i = 0;
@@ -116,12 +118,18 @@ int ig_adapter_load(struct ig_adapter *a, const char *text, size_t len, char *er
 	a->auth_header = str(auth, "header");
 	a->auth_format = str(auth, "format");
 	a->graphql_path = str(a->doc, "graphql_path");
+	oauth = json_object_get(a->doc, "oauth");
+	a->oauth_format = oauth && str(oauth, "format") ? str(oauth, "format") : "Bearer {secret}";
 	if (!valid_name(a->name) || !a->summary || !base || !json_is_object(acts) ||
 	    !json_object_size(acts) || json_object_size(acts) > 64)
 		return fail(err, errlen, "needs integration, summary, base_url and 1-64 actions");
 	if (!a->auth_header || !a->auth_format || !strstr(a->auth_format, "{secret}"))
 		return fail(err, errlen, "auth needs a header and a format with {secret}");
-	if (!(a->base_url = strdup(base)) ||
+	if (oauth && (!json_is_object(oauth) || !strstr(a->oauth_format, "{secret}") ||
+		      (json_object_get(oauth, "token_url") && !str(oauth, "token_url"))))
+		return fail(err, errlen, "oauth needs a token_url string and a format with {secret}");
+	if ((oauth && str(oauth, "token_url") && !(a->token_url = strdup(str(oauth, "token_url")))) ||
+	    !(a->base_url = strdup(base)) ||
 	    !(a->actions = calloc(json_object_size(acts), sizeof(*a->actions))))
 		return fail(err, errlen, "out of memory");
 	timeout = ms_of(a->doc, "timeout_ms", IG_TIMEOUT_MS, IG_TIMEOUT_MS);
@@ -139,6 +147,7 @@ void ig_adapter_free(struct ig_adapter *a)
 		ad_json_schema_free(a->actions[i].schema);
 	free(a->actions);
 	free(a->base_url);
+	free(a->token_url);
 	json_decref(a->doc);
 	memset(a, 0, sizeof(*a));
 }

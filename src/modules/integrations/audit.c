@@ -14,6 +14,7 @@
  * changed by the runtime role (a trigger and column grants); audit.verify
  * finds whatever the owner changed behind its back.
  */
+#include "chain.h"
 #include "integrations.h"
 
 #include <stdio.h>
@@ -22,12 +23,10 @@
 
 #define LINK_BATCH 60  /* statements per batch stay under 64 */
 #define VERIFY_PAGE 2000
-#define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
+#define ZERO_HASH IG_ZERO_HASH
 
-/* The hash of one event after prev. */
-static bool event_hash(int64_t seq, const char *invocation_id, const char *at,
-		       const char *event, const char *actor, const char *detail_text,
-		       const char *prev, char out[65])
+bool ig_event_hash(int64_t seq, const char *invocation_id, const char *at, const char *event,
+		   const char *actor, const char *detail_text, const char *prev, char out[65])
 {
 	json_t *detail = json_loads(detail_text, JSON_DECODE_ANY, NULL);
 	json_t *o = detail ? json_pack("{s:s,s:s,s:O,s:s,s:s,s:I}", "actor", actor, "at", at,
@@ -43,6 +42,34 @@ static bool event_hash(int64_t seq, const char *invocation_id, const char *at,
 	ig_hash2_hex(prev, strlen(prev), text, strlen(text), out);
 	free(text);
 	return true;
+}
+
+void ig_chain_walk_init(struct ig_chain_walk *w)
+{
+	w->seq = 0;
+	memcpy(w->prev, ZERO_HASH, sizeof(w->prev));
+}
+
+const char *ig_chain_walk_step(struct ig_chain_walk *w, int64_t seq, const char *invocation_id,
+			       const char *at, const char *event, const char *actor,
+			       const char *detail_text, const char *prev_hash, const char *hash,
+			       int64_t *ret_bad)
+{
+	char h[65];
+
+	if (seq != w->seq + 1) {
+		*ret_bad = w->seq + 1;
+		return "missing event";
+	}
+	*ret_bad = seq;
+	if (strcmp(prev_hash, w->prev))
+		return "prev_hash does not match the previous hash";
+	if (!ig_event_hash(seq, invocation_id, at, event, actor, detail_text, w->prev, h) ||
+	    strcmp(h, hash))
+		return "hash does not match the event";
+	memcpy(w->prev, h, sizeof(w->prev));
+	w->seq = seq;
+	return NULL;
 }
 
 /* ---- linking ------------------------------------------------------------------------- */
@@ -106,7 +133,7 @@ static void unlinked(void *arg, const struct ad_sql_result *r)
 			snprintf(prev, sizeof(prev), "%s", ad_sql_text(r, 0, i, 8, NULL));
 		}
 		seq++;
-		if (!event_hash(seq, ad_sql_text(r, 0, i, 2, NULL), ad_sql_text(r, 0, i, 3, NULL),
+		if (!ig_event_hash(seq, ad_sql_text(r, 0, i, 2, NULL), ad_sql_text(r, 0, i, 3, NULL),
 				ad_sql_text(r, 0, i, 4, NULL), ad_sql_text(r, 0, i, 5, NULL),
 				ad_sql_text(r, 0, i, 6, NULL), prev, hash)) {
 			ad_sql_free(q);
@@ -181,9 +208,8 @@ void ig_chain_soon(void)
 /* ---- audit.verify ---------------------------------------------------------------------- */
 
 struct verify {
-	int64_t seq;            /* the last seq checked */
+	struct ig_chain_walk w;
 	int64_t unchained;
-	char prev[65];
 };
 
 static void verify_page(struct ad_call *call, struct verify *v);
@@ -201,8 +227,8 @@ static void verify_answer(struct ad_call *call, struct verify *v, int64_t bad_se
 				: json_null();
 
 	ad_call_reply(call, json_pack("{s:b,s:I,s:I,s:o,s:o}", "ok", reason == NULL, "checked",
-				      (json_int_t)v->seq, "unchained", (json_int_t)v->unchained,
-				      "head", v->seq ? json_string(v->prev) : json_null(),
+				      (json_int_t)v->w.seq, "unchained", (json_int_t)v->unchained,
+				      "head", v->w.seq ? json_string(v->w.prev) : json_null(),
 				      "broken", broken));
 	free(v);
 }
@@ -212,29 +238,20 @@ static void verify_rows(struct ad_call *call, void *arg, const struct ad_sql_res
 	struct verify *v = arg;
 	int rows = ad_sql_rows(r, 0);
 
-	if (v->seq == 0 && ad_sql_rows(r, 1) == 1)
+	if (v->w.seq == 0 && ad_sql_rows(r, 1) == 1)
 		v->unchained = ad_sql_int(r, 1, 0, 0);
 	for (int i = 0; i < rows; i++) {
-		int64_t seq = ad_sql_int(r, 0, i, 0);
-		char hash[65];
+		int64_t bad;
+		const char *why = ig_chain_walk_step(
+			&v->w, ad_sql_int(r, 0, i, 0), ad_sql_text(r, 0, i, 1, NULL),
+			ad_sql_text(r, 0, i, 2, NULL), ad_sql_text(r, 0, i, 3, NULL),
+			ad_sql_text(r, 0, i, 4, NULL), ad_sql_text(r, 0, i, 5, NULL),
+			ad_sql_text(r, 0, i, 6, NULL), ad_sql_text(r, 0, i, 7, NULL), &bad);
 
-		if (seq != v->seq + 1) {
-			verify_answer(call, v, v->seq + 1, "missing event");
+		if (why) {
+			verify_answer(call, v, bad, why);
 			return;
 		}
-		if (strcmp(ad_sql_text(r, 0, i, 6, NULL), v->prev)) {
-			verify_answer(call, v, seq, "prev_hash does not match the previous hash");
-			return;
-		}
-		if (!event_hash(seq, ad_sql_text(r, 0, i, 1, NULL), ad_sql_text(r, 0, i, 2, NULL),
-				ad_sql_text(r, 0, i, 3, NULL), ad_sql_text(r, 0, i, 4, NULL),
-				ad_sql_text(r, 0, i, 5, NULL), v->prev, hash) ||
-		    strcmp(hash, ad_sql_text(r, 0, i, 7, NULL))) {
-			verify_answer(call, v, seq, "hash does not match the event");
-			return;
-		}
-		memcpy(v->prev, hash, sizeof(v->prev));
-		v->seq = seq;
 	}
 	if (rows < VERIFY_PAGE) {
 		verify_answer(call, v, 0, NULL);
@@ -246,7 +263,7 @@ static void verify_rows(struct ad_call *call, void *arg, const struct ad_sql_res
 static void verify_page(struct ad_call *call, struct verify *v)
 {
 	struct ad_sql *q = ad_sql_new(call, 0);
-	struct ig_num after = ig_num(v->seq), page = ig_num(VERIFY_PAGE);
+	struct ig_num after = ig_num(v->w.seq), page = ig_num(VERIFY_PAGE);
 
 	if (!q) {
 		free(v);
@@ -257,7 +274,7 @@ static void verify_page(struct ad_call *call, struct verify *v)
 		   "SELECT seq, invocation_id, iso(at), event, actor, detail::text, prev_hash, hash "
 		   "FROM invocation_events WHERE seq > $1::bigint ORDER BY seq LIMIT $2::int",
 		   2, (const char *[]){ after.v, page.v });
-	if (v->seq == 0)
+	if (v->w.seq == 0)
 		ad_sql_add(q, "SELECT count(*) FROM invocation_events WHERE seq IS NULL", 0, NULL);
 	ad_sql_run(q, verify_rows, v, verify_free);
 }
@@ -270,7 +287,7 @@ void ig_audit_verify(struct ad_call *call)
 		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
 		return;
 	}
-	memcpy(v->prev, ZERO_HASH, sizeof(v->prev));
+	ig_chain_walk_init(&v->w);
 	verify_page(call, v);
 }
 

@@ -11,7 +11,9 @@
  * hygiene.c (redaction, truncation, canonical text and hashes), invoke.c
  * (actions.available, actions.invoke), decide.c (approve, deny), read.c
  * (get, list, wait and its waiters), sweeper.c (expiry, interrupted runs,
- * the runner heartbeat), audit.c (the chain: linking, verify, export).
+ * the runner heartbeat), audit.c (the chain: linking, verify, export),
+ * oauth.c (OAuth2 refresh-token credentials: tokens refreshed once per
+ * credential across processes, broken credentials shown to admins).
  *
  * Everything runs on the event loop.
  */
@@ -59,6 +61,8 @@ struct ig_adapter {
 	const char *auth_header;   /* "Authorization" */
 	const char *auth_format;   /* "Bearer {secret}" */
 	const char *graphql_path;
+	char *token_url;           /* OAuth2: setting NAME.token_url, else the adapter's */
+	const char *oauth_format;  /* OAuth2: the header's format, "Bearer {secret}" */
 	struct ig_action *actions;
 	size_t nactions;
 };
@@ -177,6 +181,50 @@ void ig_publish_resolved(int64_t org_id, int64_t agent_session_id, const json_t 
 void ig_run_start(struct ad_call *call, int64_t org_id, int64_t agent_session_id,
 		  const json_t *row, const char *params_text, const char *params_hash,
 		  const char *sealed_hex);
+
+/* ---- OAuth2 credentials (oauth.c) -------------------------------------------------- */
+
+/* True if an opened credential is an OAuth2 client with a refresh token. */
+bool ig_oauth_is(const json_t *secret);
+
+/*
+ * A run waiting for an access token, embedded in the run (the timer first,
+ * so that its callback finds the waiter).  done gets the token (valid only
+ * during the call: copy it) and its version, or why there is none (text
+ * safe to store and show: no secret in it); exactly once.
+ */
+struct ig_token_wait;
+typedef void (*ig_token_fn)(struct ig_token_wait *w, const char *token, int64_t version,
+			    const char *error);
+struct ig_token_wait {
+	struct ad_timer timer;         /* how long it may wait for a refresh */
+	struct ig_token_wait *next;
+	struct ig_flight *flight;      /* the refresh it waits for */
+	int64_t org_id;
+	const struct ig_adapter *adapter;
+	char invocation_id[33];
+	ig_token_fn done;
+	uint32_t wait_ms;
+};
+
+/*
+ * An access token of the org's OAuth2 credential for adapter a: the stored
+ * one when it is valid for at least 60 s more, else one refresh shared by
+ * every run that needs it, in this process and across processes.  force
+ * (after the upstream refused a token of seen_version with 401) skips the
+ * stored token unless it is newer than seen_version.  wait_ms bounds the
+ * wait for a refresh; invocation_id names the run in the audit event of a
+ * credential found broken.  done may run before this returns.
+ */
+void ig_oauth_token(struct ig_token_wait *w, int64_t org_id, const struct ig_adapter *a,
+		    const char *invocation_id, bool force, int64_t seen_version, uint32_t wait_ms,
+		    ig_token_fn done);
+
+/*
+ * Adds a statement reading, for the batch's org, each integration with a
+ * credential: integration, status ("ok" or "broken") and the reason.
+ */
+void ig_oauth_add_status(struct ad_sql *q);
 
 /* ---- waiting (read.c) --------------------------------------------------------------- */
 

@@ -1,5 +1,6 @@
 /*
- * invoke.c - what an agent may do (actions.available) and asks for
+ * invoke.c - what an agent may do (actions.available, which also shows
+ * whether the org's credential for each integration works) and asks for
  * (actions.invoke).
  *
  * An invoke is one transaction: an advisory lock on the agent session
@@ -26,29 +27,64 @@ static bool session_has(struct ad_call *call, const char *integration)
 	return false;
 }
 
-void ig_actions_available(struct ad_call *call)
+/* One integration of actions.available, with its credential's status. */
+static json_t *available_one(const struct ig_adapter *a, const struct ad_sql_result *r)
+{
+	json_t *acts = json_array(), *o;
+	const char *status = "broken", *reason = "no credential is set (admin.credential_set)";
+
+	for (int i = 0; i < ad_sql_rows(r, 0); i++)
+		if (!strcmp(ad_sql_text(r, 0, i, 0, NULL), a->name)) {
+			status = ad_sql_text(r, 0, i, 1, NULL);
+			reason = ad_sql_is_null(r, 0, i, 2) ? NULL : ad_sql_text(r, 0, i, 2, NULL);
+			break;
+		}
+	for (size_t j = 0; j < a->nactions; j++) {
+		const struct ig_action *x = &a->actions[j];
+
+		json_array_append_new(acts, json_pack("{s:s,s:s,s:s,s:O}", "action", x->name,
+						      "summary", x->summary, "risk",
+						      ig_risk_name(x->risk), "params", x->params));
+	}
+	o = json_pack("{s:s,s:s,s:s,s:o}", "integration", a->name, "summary", a->summary,
+		      "credential_status", strcmp(status, "broken") ? "ok" : "broken", "actions",
+		      acts);
+	if (o && !strcmp(status, "broken"))
+		json_object_set_new(o, "credential_reason",
+				    json_string(reason ? reason : "no reason recorded"));
+	return o;
+}
+
+static void available(struct ad_call *call, void *arg, const struct ad_sql_result *r)
 {
 	json_t *list = json_array();
 
-	for (size_t i = 0; i < ad_call_integration_count(call); i++) {
-		const struct ig_adapter *a = ig_adapter(ad_call_integration(call, i));
-		json_t *acts;
+	(void)arg;
+	if (ad_call_credential_kind(call) == AD_CRED_AGENT) {
+		for (size_t i = 0; i < ad_call_integration_count(call); i++) {
+			const struct ig_adapter *a = ig_adapter(ad_call_integration(call, i));
 
-		if (!a)
-			continue;
-		acts = json_array();
-		for (size_t j = 0; j < a->nactions; j++) {
-			const struct ig_action *x = &a->actions[j];
-
-			json_array_append_new(acts, json_pack("{s:s,s:s,s:s,s:O}", "action", x->name,
-							      "summary", x->summary, "risk",
-							      ig_risk_name(x->risk), "params",
-							      x->params));
+			if (a)
+				json_array_append_new(list, available_one(a, r));
 		}
-		json_array_append_new(list, json_pack("{s:s,s:s,s:o}", "integration", a->name,
-						      "summary", a->summary, "actions", acts));
+	} else {
+		/* An admin or owner: every integration actiond serves. */
+		for (size_t i = 0; i < ig_adapter_count(); i++)
+			json_array_append_new(list, available_one(ig_adapter_at(i), r));
 	}
 	ad_call_reply(call, json_pack("{s:o}", "integrations", list));
+}
+
+void ig_actions_available(struct ad_call *call)
+{
+	struct ad_sql *q = ad_sql_new(call, 0);
+
+	if (!q) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	ig_oauth_add_status(q);
+	ad_sql_run(q, available, NULL, NULL);
 }
 
 /* ---- actions.invoke ------------------------------------------------------------------ */

@@ -203,6 +203,12 @@ static int load_adapters(struct ad_module *m)
 			if (!(a->base_url = strdup(base)))
 				return ad_module_refuse(m, "out of memory");
 		}
+		snprintf(name, sizeof(name), "%s.token_url", a->name);
+		if ((base = ad_module_setting("integrations", name))) {
+			free(a->token_url);
+			if (!(a->token_url = strdup(base)))
+				return ad_module_refuse(m, "out of memory");
+		}
 		/* An operator may shorten an adapter's timeouts (never lengthen). */
 		if ((t = setting_ms(a->name, "timeout_ms")))
 			for (size_t j = 0; j < a->nactions; j++)

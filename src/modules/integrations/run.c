@@ -13,12 +13,16 @@
  *
  * The credential: opened only here, wiped when the run ends; it goes into
  * one header line and nowhere else, and its bytes are redacted from
- * whatever the upstream answers before anything is stored or shown.
+ * whatever the upstream answers before anything is stored or shown.  An
+ * OAuth2 credential is not sent itself: the run asks oauth.c for an access
+ * token (stored, or refreshed), injects that, and after an upstream 401
+ * asks once for a newer one and sends the request once more.
  */
 #include "integrations.h"
 
 #include <sodium.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +30,7 @@
 
 struct run {
 	struct ad_timer retry;         /* first: recovered from the timer */
+	struct ig_token_wait token;    /* OAuth2: waiting for an access token */
 	struct ad_call *call;          /* NULL once answered or gone */
 	int64_t org_id;
 	int64_t agent_session_id;
@@ -38,6 +43,9 @@ struct run {
 	char *auth_line;               /* its header line; wiped */
 	uint64_t started_ms;
 	bool retried;
+	bool oauth;                    /* the credential is an OAuth2 client */
+	bool reauthorised;             /* a 401 made it ask for a newer token */
+	int64_t token_version;         /* of the access token injected */
 	/* the outcome */
 	bool ok;
 	json_t *result;
@@ -186,6 +194,8 @@ static void failed(struct run *r, int upstream_status, const char *fmt, ...)
 /* ---- the upstream exchange ------------------------------------------------------------- */
 
 static void send_request(struct run *r);
+static void oauth_ask(struct run *r, bool force);
+static int make_auth_line(struct run *r);
 
 static void retry_fire(struct ad_timer *t)
 {
@@ -281,6 +291,13 @@ static void upstream_done(void *arg, const struct ad_http_response *resp)
 		       (long long)wait);
 		return;
 	}
+	if (resp->status == 401 && r->oauth && !r->reauthorised &&
+	    elapsed + 100 < r->action->timeout_ms) {
+		/* The access token was refused: a newer one, once. */
+		r->reauthorised = true;
+		oauth_ask(r, true);
+		return;
+	}
 	if (resp->status < 200 || resp->status > 299) {
 		char *ex = excerpt(r, resp);
 
@@ -342,11 +359,49 @@ static void send_request(struct run *r)
 	ig_request_free(&req);
 }
 
+/* ---- OAuth2 ------------------------------------------------------------------------------ */
+
+static void token_ready(struct ig_token_wait *w, const char *token, int64_t version,
+			const char *error)
+{
+	struct run *r = (struct run *)(void *)((char *)w - offsetof(struct run, token));
+
+	if (!token) {
+		failed(r, 0, "%s", error ? error : "no access token");
+		return;
+	}
+	wipe_free(r->secret, r->secret_len);
+	wipe_free(r->auth_line, r->auth_line ? strlen(r->auth_line) : 0);
+	r->auth_line = NULL;
+	r->secret_len = strlen(token);
+	r->token_version = version;
+	if (!(r->secret = strdup(token)) || make_auth_line(r)) {
+		r->secret_len = 0;
+		failed(r, 0, "out of memory");
+		return;
+	}
+	send_request(r);
+}
+
+/* An access token, then the request; force: newer than the one refused. */
+static void oauth_ask(struct run *r, bool force)
+{
+	uint64_t elapsed = now_ms() - r->started_ms;
+
+	ig_oauth_token(&r->token, r->org_id, r->adapter, r->id, force, r->token_version,
+		       elapsed < r->action->timeout_ms
+			       ? r->action->timeout_ms - (uint32_t)elapsed
+			       : 1,
+		       token_ready);
+}
+
 /* ---- starting ------------------------------------------------------------------------------ */
 
 /*
  * The credential of a sealed secret: a string secret is used as it is; an
- * object's token, access_token or api_key member.  Returns 0 or -1.
+ * object's token, access_token or api_key member; an OAuth2 client only
+ * marks the run (r->oauth), whose tokens come from oauth.c.  Returns 0 or
+ * -1.
  */
 static int open_secret(struct run *r, const char *sealed_hex)
 {
@@ -362,8 +417,24 @@ static int open_secret(struct run *r, const char *sealed_hex)
 	plain[blen] = '\0';
 	if (plain[0] == '{') {
 		json_t *o = json_loadb((const char *)plain, blen, 0, NULL);
-		const char *t = json_string_value(json_object_get(o, "token"));
+		const char *t;
 
+		if (ig_oauth_is(o)) {
+			const char *k;
+			json_t *m;
+
+			r->oauth = true;
+			json_object_foreach(o, k, m) {
+				if (json_is_string(m))
+					sodium_memzero((char *)json_string_value(m),
+						       json_string_length(m));
+			}
+			json_decref(o);
+			sodium_memzero(plain, blen);
+			rc = 0;
+			goto out;
+		}
+		t = json_string_value(json_object_get(o, "token"));
 		if (!t)
 			t = json_string_value(json_object_get(o, "access_token"));
 		if (!t)
@@ -391,7 +462,8 @@ out:
 /* The header line of the credential: the adapter's format around it. */
 static int make_auth_line(struct run *r)
 {
-	const char *f = r->adapter->auth_format, *at = strstr(f, "{secret}");
+	const char *f = r->oauth ? r->adapter->oauth_format : r->adapter->auth_format;
+	const char *at = strstr(f, "{secret}");
 	size_t n = strlen(r->adapter->auth_header) + 2 + strlen(f) + r->secret_len + 1;
 
 	if (!(r->auth_line = malloc(n)))
@@ -444,8 +516,12 @@ void ig_run_start(struct ad_call *call, int64_t org_id, int64_t agent_session_id
 		       r->adapter->name);
 		return;
 	}
-	if (open_secret(r, sealed_hex) || make_auth_line(r)) {
+	if (open_secret(r, sealed_hex) || (!r->oauth && make_auth_line(r))) {
 		failed(r, 0, "the credential for %s cannot be used", r->adapter->name);
+		return;
+	}
+	if (r->oauth) {
+		oauth_ask(r, false);
 		return;
 	}
 	send_request(r);
