@@ -909,6 +909,31 @@ test('audit.verify walks the chain; a changed event is the first broken link', a
     pg.psql(`UPDATE invocation_events SET actor = 'mallory' WHERE seq = ${target.seq}`);
   } catch { refused = true; }
   assert.ok(refused, 'linked events are append-only');
+
+  // A deleted event breaks the chain where it was.
+  const orgOf = pg.psql(`SELECT org_id FROM invocation_events WHERE seq = ${target.seq} AND hash = '${target.hash}'`);
+  const saved = pg.psql(`SELECT row_to_json(e) FROM invocation_events e WHERE org_id = ${orgOf} AND seq = ${target.seq}`);
+  pg.psql(`SET session_replication_role = replica; DELETE FROM invocation_events WHERE org_id = ${orgOf} AND seq = ${target.seq}`);
+  v = await call(A, A.tokens.admin, 'audit.verify', {});
+  assert.equal(v.json.result.ok, false, 'a deletion is found: ' + v.body);
+  assert.ok([target.seq, target.seq + 1].includes(v.json.result.broken.seq), v.body);
+  pg.psql(`SET session_replication_role = replica; INSERT INTO invocation_events OVERRIDING SYSTEM VALUE SELECT * FROM json_populate_record(NULL::invocation_events, '${saved.replace(/'/g, "''")}')`);
+  v = await call(A, A.tokens.admin, 'audit.verify', {});
+  assert.equal(v.json.result.ok, true, 'restored: ' + v.body);
+
+  // Two events swapped (each keeping the other's place in the chain): found at the first.
+  const a = target.seq, b = target.seq + 1;
+  const swap = (x, y) => pg.psql(`SET session_replication_role = replica;
+    UPDATE invocation_events e SET event = o.event, actor = o.actor, detail = o.detail, at = o.at, invocation_id = o.invocation_id
+    FROM invocation_events o WHERE e.org_id = ${orgOf} AND o.org_id = ${orgOf}
+    AND ((e.seq = ${x} AND o.seq = ${y}) OR (e.seq = ${y} AND o.seq = ${x}))`);
+  swap(a, b);
+  v = await call(A, A.tokens.admin, 'audit.verify', {});
+  assert.equal(v.json.result.ok, false, 'a reordering is found: ' + v.body);
+  assert.equal(v.json.result.broken.seq, a, v.body);
+  swap(a, b);
+  v = await call(A, A.tokens.admin, 'audit.verify', {});
+  assert.equal(v.json.result.ok, true, 'swapped back: ' + v.body);
 });
 
 test('an invocation left executing by a process that died is failed as interrupted, never re-run', async () => {
