@@ -484,7 +484,16 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 {
 	struct page *pg = arg;
 	int rows = ad_sql_rows(res, 0);
-	json_t *list = json_array(), *next = json_null();
+	json_t *list, *next;
+
+	if (ad_sql_error(res, NULL)) {
+		/* A cursor whose value the database cannot read is class 22. */
+		free(pg);
+		dm_fail_sql(call, res);
+		return;
+	}
+	list = json_array();
+	next = json_null();
 
 	for (int r = 0; r < rows && r < pg->limit; r++)
 		json_array_append_new(list, ad_sql_json(res, 0, r, 0));
@@ -580,7 +589,7 @@ void dm_find_many(struct ad_call *call)
 	dm_order_sql(&pg->field, &b);
 	dm_buf_printf(&b, " %s, r.id %s LIMIT $%d::bigint", dir, dir, np + 1);
 	p[np++] = fetch.v;
-	if (b.oom || !(q = ad_sql_new(call, 0))) {
+	if (b.oom || !(q = ad_sql_new(call, AD_SQL_SEE_ERRORS))) {
 		dm_fail_oom(call);
 		goto out;
 	}
