@@ -179,6 +179,8 @@ void dm_schema_clear(void);
  * delivered, else fetched with the next poll.
  */
 void dm_feed_committed(int64_t org, const json_t *changes);
+/* Starts the poll and the retention sweep when actiond serves with a database. */
+void dm_feed_on_start(bool database);
 void dm_feed_fini(void);
 
 #endif

@@ -231,7 +231,7 @@ static int64_t setting(const char *key, int64_t def, int64_t lo, int64_t hi)
 	return v;
 }
 
-/* Starts the timers on the loop, the first time the module serves anything. */
+/* Starts the timers on the loop (at start, or the first time the module serves). */
 static void feed_start(void)
 {
 	if (feed.started)
@@ -242,6 +242,12 @@ static void feed_start(void)
 	feed.retention_s = setting("retention_seconds", 86400, 1, 86400 * 365);
 	ad_timer_start(&feed.poll_timer, feed.poll_ms, poll_tick);
 	ad_timer_start(&feed.sweep_timer, feed.sweep_ms, sweep_tick);
+}
+
+void dm_feed_on_start(bool database)
+{
+	if (database)
+		feed_start();
 }
 
 void dm_feed_committed(int64_t org, const json_t *changes)
