@@ -162,9 +162,10 @@ bool ad_call_cancel_request(struct ad_call *call, const json_t *request_id);
  *
  * ad_json_schema_new compiles schema (copied; a local document: no "$ref"
  * to other documents) and returns NULL when it is malformed, with why in
- * err (errlen bytes).  Call it from init(); the compiled schema is
- * immutable and may be used for the process.  ad_json_schema_free accepts
- * NULL.
+ * err (errlen bytes).  Call it from init(), or from a handler for a
+ * schema known only then (compiling costs in proportion to the schema:
+ * bound its size first); the compiled schema is immutable and may be used
+ * for the process.  ad_json_schema_free accepts NULL.
  *
  * ad_call_check_value validates value; when it breaks the schema the call
  * is answered -32602 exactly as for its own params, with prefix (a JSON
@@ -222,6 +223,14 @@ void ad_call_fail(struct ad_call *call, enum ad_reason reason,
  */
 void ad_call_fail_params(struct ad_call *call, const char *pointer,
 			 const char *keyword, const char *message);
+
+/*
+ * The same with more facts for error.data (owned, may be NULL), merged
+ * next to pointer, keyword and message: {"position": 17} for an error at a
+ * character of a text param, say.
+ */
+void ad_call_fail_params_data(struct ad_call *call, const char *pointer,
+			      const char *keyword, const char *message, json_t *data);
 
 /*
  * A one-shot timer on the event loop, embedded in its owner's state (recover

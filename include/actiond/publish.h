@@ -63,6 +63,20 @@ struct ad_audience {
 int ad_publish(const struct ad_audience *a, const char *method, const json_t *params);
 
 /*
+ * The same on this instance only: for a module that brings a notification
+ * to every instance itself (each reads it from the database, say), where
+ * ad_publish() would deliver it once per instance.  Returns the number of
+ * connections reached, or -1 as ad_publish().
+ */
+int ad_publish_here(const struct ad_audience *a, const char *method, const json_t *params);
+
+/*
+ * How many connections of this instance subscribe to topic in org_id: 0
+ * when none (or the topic is not valid).
+ */
+int ad_topic_subscribers(int64_t org_id, const char *topic);
+
+/*
  * Subscribes the caller's WebSocket to a topic of its org (idempotent), or
  * unsubscribes it.  Returns 0, or -1 when the call did not come over a
  * WebSocket, the connection has too many topics (64), or the topic is

@@ -383,16 +383,30 @@ void ad_call_fail(struct ad_call *c, enum ad_reason reason, const char *message,
 	call_finish(c);
 }
 
+void ad_call_fail_params_data(struct ad_call *c, const char *pointer,
+			      const char *keyword, const char *message, json_t *data)
+{
+	json_t *d;
+
+	if (c->handler_done) {
+		json_decref(data);
+		return;
+	}
+	if (!c->answered) {
+		d = json_pack("{s:s,s:s,s:s}", "pointer", pointer, "keyword", keyword,
+			      "message", message);
+		if (d && json_is_object(data))
+			json_object_update_missing(d, data);
+		answer_error(c, AD_RPC_INVALID_PARAMS, "Invalid params", d);
+	}
+	json_decref(data);
+	call_finish(c);
+}
+
 void ad_call_fail_params(struct ad_call *c, const char *pointer,
 			 const char *keyword, const char *message)
 {
-	if (c->handler_done)
-		return;
-	if (!c->answered)
-		answer_error(c, AD_RPC_INVALID_PARAMS, "Invalid params",
-			     json_pack("{s:s,s:s,s:s}", "pointer", pointer,
-				       "keyword", keyword, "message", message));
-	call_finish(c);
+	ad_call_fail_params_data(c, pointer, keyword, message, NULL);
 }
 
 void ad_call_on_cancel(struct ad_call *c, ad_cancel_fn fn, void *arg)

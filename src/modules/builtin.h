@@ -10,6 +10,7 @@
 extern const struct ad_module_info ad_protocol_module;
 extern const struct ad_module_info ad_identity_module;
 extern const struct ad_module_info ad_integrations_module;
+extern const struct ad_module_info ad_data_module;
 extern const struct ad_module_info ad_test_module;
 
 /* Every built-in module of this build, NULL-terminated, in load order. */
@@ -25,6 +26,10 @@ extern const struct ad_module_text ad_integrations_adapters[];
 extern const size_t ad_integrations_adapters_count;
 extern const struct ad_module_text ad_integrations_migrations[];
 extern const size_t ad_integrations_migrations_count;
+extern const struct ad_module_text ad_data_specs[];
+extern const size_t ad_data_specs_count;
+extern const struct ad_module_text ad_data_migrations[];
+extern const size_t ad_data_migrations_count;
 extern const struct ad_module_text ad_test_specs[];
 extern const size_t ad_test_specs_count;
 

@@ -580,7 +580,8 @@ static bool audience(const struct ad_audience *pa, struct aud *a)
 	return !pa->topic || (a->topic_len && a->topic_len <= AD_TOPIC_MAX);
 }
 
-int ad_publish_msg(const struct ad_audience *pa, struct ad_msg *m)
+/* ad_publish_msg(), or only here when here is true. */
+static int publish_msg(const struct ad_audience *pa, struct ad_msg *m, bool here)
 {
 	struct tx_item *it = NULL;
 	struct aud a;
@@ -588,7 +589,7 @@ int ad_publish_msg(const struct ad_audience *pa, struct ad_msg *m)
 
 	if (!audience(pa, &a) || m->frame_len > AD_PUBLISH_MAX + 10)
 		return -1;
-	if (running) {
+	if (running && !here) {
 		it = envelope(&a, m);
 		if (!it || tx.n >= TX_MAX_ITEMS || tx.bytes + it->len > TX_MAX_BYTES) {
 			/* All or nothing: refused here too when it cannot go out. */
@@ -609,7 +610,14 @@ int ad_publish_msg(const struct ad_audience *pa, struct ad_msg *m)
 	return (int)(reached > INT32_MAX ? INT32_MAX : reached);
 }
 
-int ad_publish(const struct ad_audience *pa, const char *method, const json_t *params)
+int ad_publish_msg(const struct ad_audience *pa, struct ad_msg *m)
+{
+	return publish_msg(pa, m, false);
+}
+
+/* Serialises the notification once and publishes it (here, or everywhere). */
+static int publish(const struct ad_audience *pa, const char *method, const json_t *params,
+		   bool here)
 {
 	struct ad_buf b = AD_BUF_INIT;
 	struct ad_msg *m;
@@ -634,9 +642,31 @@ int ad_publish(const struct ad_audience *pa, const char *method, const json_t *p
 		return -1;
 	}
 	ad_buf_free(&b);
-	n = ad_publish_msg(pa, m);
+	n = publish_msg(pa, m, here);
 	ad_msg_unref(m);
 	return n;
+}
+
+int ad_publish(const struct ad_audience *pa, const char *method, const json_t *params)
+{
+	return publish(pa, method, params, false);
+}
+
+int ad_publish_here(const struct ad_audience *pa, const char *method, const json_t *params)
+{
+	return publish(pa, method, params, true);
+}
+
+int ad_topic_subscribers(int64_t org_id, const char *topic)
+{
+	size_t tl = topic ? strlen(topic) : 0;
+	struct ps_group *g;
+
+	if (!tl || tl > AD_TOPIC_MAX ||
+	    !(g = group_get(G_TOPIC, org_id, 0, topic, tl, false)))
+		return 0;
+	/* A topic group counts its subscriptions (walks are not under way here). */
+	return g->count > INT32_MAX ? INT32_MAX : (int)g->count;
 }
 
 /* ---- receiving from the other instances ------------------------------------------ */

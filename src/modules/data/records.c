@@ -1,0 +1,606 @@
+/*
+ * records.c - data.mutate, data.mutate_many, data.find_one and
+ * data.find_many: the records of an org's entities.
+ *
+ * A write goes in two steps.  The schemas of the entities it touches come
+ * from a cache (or one read of data_entities); each record is validated
+ * here, in C.  Then one batch applies every op through data_apply() (the
+ * migration), which checks in the same transaction that each entity is
+ * still at the version validated against, and reads back the change rows
+ * its statements' trigger recorded, to deliver them after the commit.  A
+ * redefinition in between makes data_apply() refuse (DA428); the write is
+ * then validated again once, from a fresh read.
+ */
+#include "data.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A write in progress: its ops and the schema versions they satisfy. */
+struct wr {
+	json_t *ops;      /* [{op, entity, id?, data?, expected_version?}] */
+	json_t *versions; /* {entity: version} */
+	bool many;
+	int attempt;
+};
+
+static void wr_free(void *p)
+{
+	struct wr *w = p;
+
+	json_decref(w->ops);
+	json_decref(w->versions);
+	free(w);
+}
+
+/* The params pointer of op i ("" for data.mutate). */
+static void op_ptr(const struct wr *w, size_t i, const char *tail, char *out, size_t cap)
+{
+	if (w->many)
+		snprintf(out, cap, "/ops/%zu%s", i, tail);
+	else
+		snprintf(out, cap, "%s", tail);
+}
+
+/*
+ * Reads one op from the params into w->ops; false when it lacks what its
+ * operation needs (the call is answered).
+ */
+static bool op_read(struct ad_call *call, struct wr *w, const json_t *src, size_t i)
+{
+	const char *op = json_string_value(json_object_get(src, "operation"));
+	json_t *o = json_object();
+	char ptr[64];
+	int64_t ev;
+
+	if (!o) {
+		dm_fail_oom(call);
+		return false;
+	}
+	json_object_set_new(o, "op", json_string(op));
+	json_object_set(o, "entity", json_object_get(src, "entity"));
+	if (json_object_get(src, "id"))
+		json_object_set(o, "id", json_object_get(src, "id"));
+	else if (strcmp(op, "create")) {
+		json_decref(o);
+		op_ptr(w, i, "/id", ptr, sizeof(ptr));
+		ad_call_fail_params(call, ptr, "required", "update, delete and upsert need an id");
+		return false;
+	}
+	if (strcmp(op, "delete")) {
+		if (!json_object_get(src, "data")) {
+			json_decref(o);
+			op_ptr(w, i, "/data", ptr, sizeof(ptr));
+			ad_call_fail_params(call, ptr, "required",
+					    "create, update and upsert need data");
+			return false;
+		}
+		json_object_set(o, "data", json_object_get(src, "data"));
+	}
+	if (ad_json_int(json_object_get(src, "expected_version"), &ev))
+		json_object_set_new(o, "expected_version", json_integer(ev));
+	if (json_array_append_new(w->ops, o)) {
+		dm_fail_oom(call);
+		return false;
+	}
+	return true;
+}
+
+static void wr_start(struct ad_call *call, struct wr *w);
+
+static void apply_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
+{
+	struct wr *w = arg;
+	int stmt;
+	const char *st = ad_sql_error(res, &stmt);
+	const char *msg = ad_sql_error_message(res);
+	long idx = -1;
+	char ptr[64];
+	json_t *records, *changes, *last, *id = NULL;
+
+	if (st && msg && !strncmp(msg, "op ", 3))
+		idx = strtol(msg + 3, NULL, 10);
+	if (idx >= 0 && (size_t)idx < json_array_size(w->ops))
+		id = json_object_get(json_array_get(w->ops, (size_t)idx), "id");
+	if (st && !strcmp(st, "DA428") && !w->attempt) {
+		/* An entity was redefined since its schema was cached: once more. */
+		const char *name;
+		json_t *v;
+
+		json_object_foreach(w->versions, name, v)
+			dm_schema_forget(ad_call_org_id(call), name);
+		json_object_clear(w->versions);
+		w->attempt++;
+		wr_start(call, w);
+		return;
+	}
+	if (st && (!strcmp(st, "DA404") || !strcmp(st, "DA409") || !strcmp(st, "DA410"))) {
+		json_t *data = json_pack("{s:O?}", "id", id);
+
+		if (w->many && data)
+			json_object_set_new(data, "op", json_integer(idx));
+		op_ptr(w, idx < 0 ? 0 : (size_t)idx, "", ptr, sizeof(ptr));
+		wr_free(w);
+		if (!strcmp(st, "DA404"))
+			ad_call_fail(call, AD_REASON_NOT_FOUND, "No such record", data);
+		else if (!strcmp(st, "DA409"))
+			ad_call_fail(call, AD_REASON_CONFLICT, "A record with this id exists", data);
+		else
+			ad_call_fail(call, AD_REASON_CONFLICT,
+				     "The record is not at expected_version", data);
+		return;
+	}
+	if (st) {
+		wr_free(w);
+		if (!strcmp(st, "DA428"))
+			ad_call_fail(call, AD_REASON_CONFLICT,
+				     "The entity was redefined meanwhile; try again", NULL);
+		else
+			dm_fail_sql(call, res);
+		return;
+	}
+	records = ad_sql_json(res, 0, 0, 0);
+	changes = ad_sql_json(res, 1, 0, 0);
+	last = json_array_get(changes, json_array_size(changes) - 1);
+	dm_feed_committed(ad_call_org_id(call), changes);
+	if (w->many)
+		ad_call_reply(call, json_pack("{s:o,s:O}", "records", records, "seq",
+					      last ? json_array_get(last, 0) : json_null()));
+	else {
+		ad_call_reply(call, json_pack("{s:O,s:O}", "record", json_array_get(records, 0),
+					      "seq", last ? json_array_get(last, 0) : json_null()));
+		json_decref(records);
+	}
+	json_decref(changes);
+	wr_free(w);
+}
+
+/* Validates every op against its entity's cached schema, then applies them. */
+static void wr_apply(struct ad_call *call, struct wr *w)
+{
+	int64_t org = ad_call_org_id(call), version;
+	const struct ad_json_schema *s;
+	char *ops_text, *ver_text;
+	struct ad_sql *q;
+	char ptr[64];
+	size_t i;
+	json_t *o;
+
+	json_array_foreach(w->ops, i, o) {
+		const char *entity = json_string_value(json_object_get(o, "entity"));
+		const json_t *data = json_object_get(o, "data");
+
+		s = dm_schema_get(org, entity, &version);
+		if (!s) {
+			/* Evicted by the others of this write: read them again. */
+			wr_start(call, w);
+			return;
+		}
+		json_object_set_new(w->versions, entity, json_integer(version));
+		op_ptr(w, i, "/data", ptr, sizeof(ptr));
+		if (data && !ad_call_check_value(call, s, data, ptr)) {
+			wr_free(w);
+			return;
+		}
+	}
+	ops_text = json_dumps(w->ops, JSON_COMPACT);
+	ver_text = json_dumps(w->versions, JSON_COMPACT);
+	q = ad_sql_new(call, AD_SQL_SEE_ERRORS);
+	if (!ops_text || !ver_text || !q) {
+		free(ops_text);
+		free(ver_text);
+		ad_sql_free(q);
+		wr_free(w);
+		dm_fail_oom(call);
+		return;
+	}
+	{
+		const char *p[2] = { ops_text, ver_text };
+
+		ad_sql_add(q, "SELECT data_apply($1::jsonb, $2::jsonb)", 2, p);
+	}
+	ad_sql_add(q, "SELECT coalesce(jsonb_agg(jsonb_build_array(seq, entity, op, to_jsonb(ids)) "
+		      "ORDER BY seq), '[]') FROM data_changes WHERE tx = pg_current_xact_id()",
+		   0, NULL);
+	free(ops_text);
+	free(ver_text);
+	ad_sql_run(q, apply_done, w, wr_free);
+}
+
+static void schemas_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
+{
+	struct wr *w = arg;
+	int64_t org = ad_call_org_id(call), version;
+	char err[200], ptr[64];
+	size_t i;
+	json_t *o;
+
+	for (int r = 0; r < ad_sql_rows(res, 0); r++) {
+		json_t *schema = ad_sql_json(res, 0, r, 2);
+
+		if (!dm_schema_put(org, ad_sql_text(res, 0, r, 0, NULL), ad_sql_int(res, 0, r, 1),
+				   schema, err, sizeof(err)))
+			ad_call_log(call, AD_LOG_WARN, "entity %s: its schema does not compile: %s",
+				    ad_sql_text(res, 0, r, 0, NULL), err);
+		json_decref(schema);
+	}
+	json_array_foreach(w->ops, i, o)
+		if (!dm_schema_get(org, json_string_value(json_object_get(o, "entity")), &version)) {
+			op_ptr(w, i, "/entity", ptr, sizeof(ptr));
+			wr_free(w);
+			ad_call_fail(call, AD_REASON_NOT_FOUND, "No such entity",
+				     json_pack("{s:s}", "pointer", ptr));
+			return;
+		}
+	wr_apply(call, w);
+}
+
+/* Reads the schemas the cache lacks, or applies at once when it has them all. */
+static void wr_start(struct ad_call *call, struct wr *w)
+{
+	int64_t org = ad_call_org_id(call), version;
+	json_t *names = json_array(), *o;
+	struct ad_sql *q;
+	char *text;
+	size_t i;
+
+	if (!names) {
+		wr_free(w);
+		dm_fail_oom(call);
+		return;
+	}
+	json_array_foreach(w->ops, i, o) {
+		json_t *e = json_object_get(o, "entity");
+
+		if (!dm_schema_get(org, json_string_value(e), &version))
+			json_array_append(names, e);
+	}
+	if (!json_array_size(names)) {
+		json_decref(names);
+		wr_apply(call, w);
+		return;
+	}
+	if (w->attempt > 1) {
+		json_decref(names);
+		wr_free(w);
+		ad_call_fail(call, AD_REASON_CONFLICT, "The entities changed meanwhile; try again",
+			     NULL);
+		return;
+	}
+	w->attempt++;
+	text = json_dumps(names, JSON_COMPACT);
+	json_decref(names);
+	if (!text || !(q = ad_sql_new(call, 0))) {
+		free(text);
+		wr_free(w);
+		dm_fail_oom(call);
+		return;
+	}
+	ad_sql_add(q, "SELECT name, version, schema FROM data_entities "
+		      "WHERE name = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+		   1, (const char *const *)&text);
+	free(text);
+	ad_sql_run(q, schemas_done, w, wr_free);
+}
+
+static struct wr *wr_new(struct ad_call *call, bool many)
+{
+	struct wr *w = calloc(1, sizeof(*w));
+
+	if (w && (!(w->ops = json_array()) || !(w->versions = json_object()))) {
+		wr_free(w);
+		w = NULL;
+	}
+	if (!w)
+		dm_fail_oom(call);
+	else
+		w->many = many;
+	return w;
+}
+
+void dm_mutate(struct ad_call *call)
+{
+	struct wr *w = wr_new(call, false);
+
+	if (!w)
+		return;
+	if (!op_read(call, w, ad_call_params(call), 0)) {
+		wr_free(w);
+		return;
+	}
+	wr_start(call, w);
+}
+
+void dm_mutate_many(struct ad_call *call)
+{
+	const json_t *ops = json_object_get(ad_call_params(call), "ops");
+	struct wr *w = wr_new(call, true);
+	size_t i;
+	json_t *o;
+
+	if (!w)
+		return;
+	json_array_foreach(ops, i, o)
+		if (!op_read(call, w, o, i)) {
+			wr_free(w);
+			return;
+		}
+	wr_start(call, w);
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+static void find_one_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
+{
+	(void)arg;
+	if (!ad_sql_rows(res, 0)) {
+		ad_call_fail(call, AD_REASON_NOT_FOUND, "No such record", NULL);
+		return;
+	}
+	ad_call_reply(call, json_pack("{s:o}", "record", ad_sql_json(res, 0, 0, 0)));
+}
+
+/*
+ * Compiles params/filter into " AND (...)" on b with its values as the
+ * parameter vp; false when the filter is bad (the call is answered).
+ */
+static bool where_filter(struct ad_call *call, struct dm_buf *b, json_t *vals, int vp)
+{
+	const json_t *filter = json_object_get(ad_call_params(call), "filter");
+	struct dm_node *tree;
+	struct dm_error e;
+	bool ok;
+
+	e.position = -1;
+	if (!dm_filter_parse(filter, "/filter", &tree, &e)) {
+		dm_fail_error(call, &e);
+		return false;
+	}
+	if (!tree)
+		return true;
+	dm_buf_put(b, " AND ");
+	ok = dm_filter_sql(tree, b, vals, vp, "/filter", &e);
+	dm_node_free(tree);
+	if (!ok)
+		dm_fail_error(call, &e);
+	return ok;
+}
+
+void dm_find_one(struct ad_call *call)
+{
+	const json_t *params = ad_call_params(call);
+	const char *entity = json_string_value(json_object_get(params, "entity"));
+	const char *id = json_string_value(json_object_get(params, "id"));
+	struct dm_buf b = { 0 };
+	json_t *vals = json_array();
+	struct ad_sql *q = NULL;
+	char *vtext = NULL;
+
+	if (!id && !json_object_get(params, "filter")) {
+		json_decref(vals);
+		ad_call_fail_params(call, "/id", "required", "find_one needs an id or a filter");
+		return;
+	}
+	dm_buf_put(&b, "SELECT data_record_json(r) FROM data_records r WHERE r.entity = $1");
+	if (id)
+		dm_buf_put(&b, " AND r.id = $2");
+	else if (!vals || !where_filter(call, &b, vals, 2))
+		goto out;
+	dm_buf_put(&b, " ORDER BY r.id LIMIT 1");
+	if (!vals || b.oom || !(vtext = json_dumps(vals, JSON_COMPACT)) ||
+	    !(q = ad_sql_new(call, 0))) {
+		dm_fail_oom(call);
+		goto out;
+	}
+	{
+		const char *p[2] = { entity, id ? id : vtext };
+
+		ad_sql_add(q, b.data, id || json_array_size(vals) ? 2 : 1, p);
+	}
+	ad_sql_run(q, find_one_done, NULL, NULL);
+out:
+	free(vtext);
+	json_decref(vals);
+	dm_buf_free(&b);
+}
+
+/* ---- find_many and its cursor -------------------------------------------------- */
+
+static const char b64url[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static char *b64_encode(const char *in, size_t n)
+{
+	char *out = malloc(n / 3 * 4 + 5), *o = out;
+	size_t i;
+
+	if (!out)
+		return NULL;
+	for (i = 0; i + 2 < n; i += 3) {
+		uint32_t v = (uint32_t)(unsigned char)in[i] << 16 |
+			     (uint32_t)(unsigned char)in[i + 1] << 8 | (unsigned char)in[i + 2];
+
+		*o++ = b64url[v >> 18];
+		*o++ = b64url[(v >> 12) & 63];
+		*o++ = b64url[(v >> 6) & 63];
+		*o++ = b64url[v & 63];
+	}
+	if (i < n) {
+		uint32_t v = (uint32_t)(unsigned char)in[i] << 16 |
+			     (i + 1 < n ? (uint32_t)(unsigned char)in[i + 1] << 8 : 0);
+
+		*o++ = b64url[v >> 18];
+		*o++ = b64url[(v >> 12) & 63];
+		if (i + 1 < n)
+			*o++ = b64url[(v >> 6) & 63];
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Decodes base64url without padding; NULL when s is not that. */
+static char *b64_decode(const char *s, size_t *ret_len)
+{
+	size_t n = strlen(s), o = 0;
+	char *out = malloc(n / 4 * 3 + 3);
+	uint32_t acc = 0;
+	int bits = 0;
+
+	if (!out || n % 4 == 1) {
+		free(out);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *p = strchr(b64url, s[i]);
+
+		if (!p || !s[i]) {
+			free(out);
+			return NULL;
+		}
+		acc = acc << 6 | (uint32_t)(p - b64url);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	*ret_len = o;
+	return out;
+}
+
+struct page {
+	struct dm_field field;
+	bool desc;
+	int64_t limit;
+};
+
+static void page_free(void *p)
+{
+	free(p);
+}
+
+static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
+{
+	struct page *pg = arg;
+	int rows = ad_sql_rows(res, 0);
+	json_t *list, *next;
+
+	if (ad_sql_error(res, NULL)) {
+		/* A cursor whose value the database cannot read is class 22. */
+		free(pg);
+		dm_fail_sql(call, res);
+		return;
+	}
+	list = json_array();
+	next = json_null();
+
+	for (int r = 0; r < rows && r < pg->limit; r++)
+		json_array_append_new(list, ad_sql_json(res, 0, r, 0));
+	if (rows > pg->limit) {
+		int last = (int)pg->limit - 1;
+		json_t *c = json_pack("[s,s,s,s]", pg->field.name, pg->desc ? "desc" : "asc",
+				      ad_sql_text(res, 0, last, 1, NULL),
+				      ad_sql_text(res, 0, last, 2, NULL));
+		char *text = c ? json_dumps(c, JSON_COMPACT) : NULL;
+		char *enc = text ? b64_encode(text, strlen(text)) : NULL;
+
+		if (enc) {
+			json_decref(next);
+			next = json_string(enc);
+		}
+		free(enc);
+		free(text);
+		json_decref(c);
+	}
+	free(pg);
+	ad_call_reply(call, json_pack("{s:o,s:o}", "records", list, "next_cursor", next));
+}
+
+void dm_find_many(struct ad_call *call)
+{
+	const json_t *params = ad_call_params(call);
+	const json_t *ob = json_object_get(params, "order_by");
+	const char *cursor = json_string_value(json_object_get(params, "cursor"));
+	const char *p[5];
+	int np = 0;
+	struct dm_buf b = { 0 };
+	json_t *vals = json_array(), *cur = NULL;
+	struct ad_sql *q = NULL;
+	char *vtext = NULL, *raw = NULL;
+	struct page *pg = calloc(1, sizeof(*pg));
+	struct dm_num fetch;
+	const char *dir;
+
+	if (!pg || !vals) {
+		dm_fail_oom(call);
+		goto out;
+	}
+	pg->limit = 50;
+	(void)ad_param_int(call, "limit", &pg->limit);
+	fetch = dm_num(pg->limit + 1);
+	pg->field = (struct dm_field){ DM_ID, "_id" };
+	if (ob) {
+		const char *f = json_string_value(json_object_get(ob, "field"));
+
+		(void)dm_field_parse(f, strlen(f), &pg->field); /* the spec checked it */
+		pg->desc = !strcmp(json_string_value(json_object_get(ob, "direction")) ?
+				   json_string_value(json_object_get(ob, "direction")) : "asc",
+				   "desc");
+	}
+	dir = pg->desc ? "DESC" : "ASC";
+	p[np++] = json_string_value(json_object_get(params, "entity"));
+	dm_buf_put(&b, "SELECT data_record_json(r), (");
+	dm_order_sql(&pg->field, &b);
+	dm_buf_put(&b, ")::text, r.id FROM data_records r WHERE r.entity = $1");
+	if (!where_filter(call, &b, vals, 2))
+		goto out;
+	if (json_array_size(vals)) {
+		if (!(vtext = json_dumps(vals, JSON_COMPACT))) {
+			dm_fail_oom(call);
+			goto out;
+		}
+		p[np++] = vtext;
+	}
+	if (cursor) {
+		size_t len;
+		json_t *f, *d, *k, *id;
+
+		raw = b64_decode(cursor, &len);
+		cur = raw ? json_loadb(raw, len, 0, NULL) : NULL;
+		if (!cur || json_array_size(cur) != 4 || !(f = json_array_get(cur, 0)) ||
+		    !(d = json_array_get(cur, 1)) || !(k = json_array_get(cur, 2)) ||
+		    !(id = json_array_get(cur, 3)) || !json_is_string(k) || !json_is_string(id) ||
+		    !json_is_string(f) || strcmp(json_string_value(f), pg->field.name) ||
+		    !json_is_string(d) || strcmp(json_string_value(d), pg->desc ? "desc" : "asc")) {
+			ad_call_fail_params(call, "/cursor", "cursor",
+					    "Not a cursor of this order (pass next_cursor back "
+					    "with the same order_by)");
+			goto out;
+		}
+		dm_buf_put(&b, " AND ((");
+		dm_order_sql(&pg->field, &b);
+		dm_buf_printf(&b, "), r.id) %s ($%d::%s, $%d)", pg->desc ? "<" : ">", np + 1,
+			      dm_order_type(&pg->field), np + 2);
+		p[np++] = json_string_value(k);
+		p[np++] = json_string_value(id);
+	}
+	dm_buf_put(&b, " ORDER BY ");
+	dm_order_sql(&pg->field, &b);
+	dm_buf_printf(&b, " %s, r.id %s LIMIT $%d::bigint", dir, dir, np + 1);
+	p[np++] = fetch.v;
+	if (b.oom || !(q = ad_sql_new(call, AD_SQL_SEE_ERRORS))) {
+		dm_fail_oom(call);
+		goto out;
+	}
+	ad_sql_add(q, b.data, np, p);
+	ad_sql_run(q, find_many_done, pg, page_free);
+	pg = NULL;
+out:
+	free(pg);
+	free(raw);
+	free(vtext);
+	json_decref(cur);
+	json_decref(vals);
+	dm_buf_free(&b);
+}
