@@ -123,6 +123,20 @@ const char *ad_module_setting(const char *module, const char *key);
 typedef void (*ad_module_start_fn)(bool database);
 int ad_module_on_start(struct ad_module *m, ad_module_start_fn fn);
 
+/*
+ * Messages between the instances of one module sharing the database:
+ * ad_module_broadcast() sends msg (an object, at most ~7 KiB as JSON) to
+ * the same module on every other instance, through PostgreSQL NOTIFY; the
+ * handler set with ad_module_on_message() (during init) gets it there, on
+ * the loop.  At most once and unordered between senders: for hints ("this
+ * finished, look again"), never for anything that must not be lost.
+ * ad_module_broadcast runs on the loop; returns 0, or -1 (too big, no
+ * database, out of memory).
+ */
+typedef void (*ad_module_message_fn)(const json_t *msg);
+int ad_module_on_message(struct ad_module *m, ad_module_message_fn fn);
+int ad_module_broadcast(const char *module, const json_t *msg);
+
 /* Records why the module cannot load (shown in the refusal); returns -1. */
 int ad_module_refuse(struct ad_module *m, const char *reason);
 

@@ -3,11 +3,14 @@
  * all or nothing.
  */
 #include "module.h"
+#include "actiond/sql.h"
 #include "log.h"
+#include "pg.h"
 #include "loop.h"
 #include "migrate.h"
 #include "spec.h"
 
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +29,7 @@ struct ad_module {
 	char reason[256];
 	bool failed;
 	ad_module_start_fn start;
+	ad_module_message_fn on_message;
 };
 
 /* A module that loaded: kept for its migrations and fini(). */
@@ -34,6 +38,7 @@ struct loaded {
 	struct ad_migration *migs;
 	size_t nmigs;
 	ad_module_start_fn start;
+	ad_module_message_fn on_message;
 };
 
 static struct loaded loaded[AD_MAX_MODULES];
@@ -242,7 +247,7 @@ int ad_module_load(const struct ad_module_info *info, const char *origin, char *
 	free(m.specs); /* moved into the registry */
 	if (m.nmigs)
 		qsort(m.migs, m.nmigs, sizeof(*m.migs), cmp_mig);
-	loaded[nloaded++] = (struct loaded){ info, m.migs, m.nmigs, m.start };
+	loaded[nloaded++] = (struct loaded){ info, m.migs, m.nmigs, m.start, m.on_message };
 	ad_log_debug("module %s %s (%s): %zu actions, %zu migrations", info->name,
 		     info->version ? info->version : "", origin, m.nspecs, m.nmigs);
 	return 0;
@@ -295,4 +300,69 @@ const struct ad_module_info *ad_modules_info(size_t i)
 const char *ad_module_setting(const char *module, const char *key)
 {
 	return ad_config_module_setting(ad_cfg, module, key);
+}
+
+/* ---- messages between instances ------------------------------------------ */
+
+/* This process among the instances, so that it skips its own messages. */
+static char self_id[33];
+
+int ad_module_on_message(struct ad_module *m, ad_module_message_fn fn)
+{
+	m->on_message = fn;
+	return 0;
+}
+
+static const char *self(void)
+{
+	if (!self_id[0]) {
+		unsigned char raw[16];
+
+		randombytes_buf(raw, sizeof(raw));
+		sodium_bin2hex(self_id, sizeof(self_id), raw, sizeof(raw));
+	}
+	return self_id;
+}
+
+static void broadcast_done(void *arg, const struct ad_sql_result *res)
+{
+	(void)arg;
+	if (ad_sql_error(res, NULL))
+		ad_log_debug("module message not sent: %s", ad_sql_error_message(res));
+}
+
+int ad_module_broadcast(const char *module, const json_t *msg)
+{
+	json_t *env;
+	char *text;
+	struct ad_sql *q;
+	int r = -1;
+
+	if (!json_is_object(msg) || !ad_pg_ready())
+		return -1;
+	env = json_pack("{s:s,s:s,s:s,s:O}", "op", "module", "from", self(), "module", module,
+			"msg", msg);
+	text = env ? json_dumps(env, JSON_COMPACT) : NULL;
+	json_decref(env);
+	/* NOTIFY takes under 8000 bytes. */
+	if (text && strlen(text) < 7900 && (q = ad_sql_new_background(0))) {
+		const char *p[1] = { text };
+
+		ad_sql_add(q, "SELECT pg_notify('actiond', $1)", 1, p);
+		ad_sql_run_background(q, broadcast_done, NULL);
+		r = 0;
+	}
+	free(text);
+	return r;
+}
+
+void ad_modules_deliver(const char *module, const char *from, const json_t *msg)
+{
+	if (!module || !from || !json_is_object(msg) || !strcmp(from, self()))
+		return;
+	for (size_t i = 0; i < nloaded; i++)
+		if (loaded[i].on_message && !strcmp(loaded[i].info->name, module)) {
+			loaded[i].on_message(msg);
+			return;
+		}
 }

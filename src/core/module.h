@@ -37,4 +37,11 @@ void ad_modules_start(bool database);
 size_t ad_modules_count(void);
 const struct ad_module_info *ad_modules_info(size_t i);
 
+/*
+ * A message another instance's module broadcast (ad_module_broadcast): to
+ * module's handler, unless this process sent it.
+ */
+#include <jansson.h>
+void ad_modules_deliver(const char *module, const char *from, const json_t *msg);
+
 #endif

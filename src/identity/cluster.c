@@ -6,6 +6,7 @@
 #include "actiond/sql.h"
 #include "pg.h"
 #include "auth.h"
+#include "module.h"
 #include "log.h"
 #include "loop.h"
 
@@ -652,6 +653,10 @@ enum ad_cluster_op ad_cluster_parse(const char *payload, struct ad_cluster_msg *
 		m->op = AD_CLUSTER_CRED;
 	} else if (foreign_fn && !strcmp(op, foreign_op)) {
 		m->op = AD_CLUSTER_FOREIGN;
+	} else if (!strcmp(op, "module") &&
+		   json_is_string(json_object_get(m->msg, "module")) &&
+		   json_is_object(json_object_get(m->msg, "msg"))) {
+		m->op = AD_CLUSTER_MODULE;
 	}
 	return m->op;
 }
@@ -685,6 +690,10 @@ void ad_cluster_notify(const char *payload)
 		break;
 	case AD_CLUSTER_FOREIGN:
 		foreign_fn(m.msg);
+		break;
+	case AD_CLUSTER_MODULE:
+		ad_modules_deliver(json_string_value(json_object_get(m.msg, "module")), m.from,
+				   json_object_get(m.msg, "msg"));
 		break;
 	case AD_CLUSTER_IGNORE:
 		break;

@@ -49,6 +49,7 @@ enum ad_cluster_op {
 	AD_CLUSTER_CRED,       /* load credential cred_id into the cache */
 	AD_CLUSTER_ACK,        /* instance "from" closed what revocation req covered */
 	AD_CLUSTER_FOREIGN,    /* the op of ad_cluster_on(): msg goes to its handler */
+	AD_CLUSTER_MODULE,     /* a module's message to its peers (module.h) */
 };
 
 /* A notification as read, before anything is done about it. */

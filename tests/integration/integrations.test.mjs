@@ -31,6 +31,8 @@ function settings(extra = []) {
     '-s', `module.integrations.sentry.base_url=${up.sentryUrl}`,
     '-s', `module.integrations.linear.base_url=${up.linearUrl}`,
     '-s', 'module.integrations.sentry.timeout_ms=3000',
+    // Waiters look at the database only every 4 s: what ended elsewhere must reach them as a message.
+    '-s', 'module.integrations.wait_poll_ms=4000',
     ...extra,
   ];
 }
@@ -366,7 +368,11 @@ test('invocations.wait over HTTP answers on completion, or at its timeout', asyn
   const a = await call(A, admin.token, 'invocations.approve', { invocation_id: id });
   assert.equal(a.json.result.status, 'completed', a.body);
   const w = await within(waiting, 5000, 'wait');
-  console.log(`# a wait on the other instance answered ${(performance.now() - t1).toFixed(0)} ms after the approval was sent`);
+  const gap = performance.now() - t1;
+  console.log(`# a wait on the other instance answered ${gap.toFixed(0)} ms after the approval was sent`);
+  // B polls only every 4 s in this test (wait_poll_ms): answering sooner
+  // means A's message about the outcome reached it.
+  assert.ok(gap < 2000, `the other instance was told, not left to its poll (${gap.toFixed(0)} ms)`);
   assert.equal(w.json.result.status, 'completed', w.body);
   assert.equal(w.json.result.upstream_status, 200);
   // Limits.

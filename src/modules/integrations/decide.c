@@ -49,7 +49,7 @@ static bool lost(struct ad_call *call, const struct ad_sql_result *r, int last)
 
 		if (row) {
 			ig_publish_resolved(ig_row_org(r, 1, 0, 0), ad_sql_int(r, 1, 0, 1), row);
-			ig_waiters_wake(json_string_value(json_object_get(row, "invocation_id")),
+			ig_terminal(json_string_value(json_object_get(row, "invocation_id")),
 					row);
 			json_decref(row);
 		}
@@ -164,7 +164,7 @@ static void denied(struct ad_call *call, void *arg, const struct ad_sql_result *
 	}
 	ig_chain_soon();
 	ig_publish_resolved(ad_call_org_id(call), ad_sql_int(r, 0, 0, 1), row);
-	ig_waiters_wake(json_string_value(json_object_get(row, "invocation_id")), row);
+	ig_terminal(json_string_value(json_object_get(row, "invocation_id")), row);
 	ad_call_reply(call, row);
 }
 

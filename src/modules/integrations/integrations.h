@@ -230,6 +230,10 @@ void ig_oauth_add_status(struct ad_sql *q);
 
 /* An invocation reached a terminal state here: answers its waiters. */
 void ig_waiters_wake(const char *id, const json_t *row);
+/* The same, and tells the other instances, whose waiters then look again. */
+void ig_terminal(const char *id, const json_t *row);
+/* A message from this module on another instance (module.h). */
+void ig_on_message(const json_t *msg);
 
 /* ---- background (sweeper.c, audit.c) ------------------------------------------------ */
 

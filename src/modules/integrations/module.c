@@ -265,7 +265,7 @@ static int integrations_init(struct ad_module *m)
 		integrations_fini();
 		return -1;
 	}
-	return ad_module_on_start(m, ig_sweeper_start);
+	return ad_module_on_message(m, ig_on_message) || ad_module_on_start(m, ig_sweeper_start);
 }
 
 const struct ad_module_info ad_integrations_module = {

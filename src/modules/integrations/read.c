@@ -19,7 +19,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define POLL_MS 250
+/*
+ * How often waiters look at the database for what ended elsewhere; the
+ * instance where it ended also tells them at once (ig_terminal), so this
+ * only bounds a lost message.  Setting integrations.wait_poll_ms.
+ */
+#define POLL_MS_DEFAULT 250
+static uint32_t poll_ms(void)
+{
+	static uint32_t ms;
+	const char *v;
+
+	if (!ms) {
+		v = ad_module_setting("integrations", "wait_poll_ms");
+		ms = v && atoi(v) >= 10 && atoi(v) <= 60000 ? (uint32_t)atoi(v) : POLL_MS_DEFAULT;
+	}
+	return ms;
+}
 
 /* The agent filter of a read: the caller's agent session, or "0" for any. */
 static struct ig_num agent_filter(struct ad_call *call)
@@ -208,6 +224,32 @@ void ig_waiters_wake(const char *id, const json_t *row)
 
 static void poll_fire(struct ad_timer *t);
 
+void ig_terminal(const char *id, const json_t *row)
+{
+	json_t *m = json_pack("{s:s}", "finished", id);
+
+	ig_waiters_wake(id, row);
+	/* Waiters on the other instances look again at once, not at their poll. */
+	if (m)
+		(void)ad_module_broadcast("integrations", m);
+	json_decref(m);
+}
+
+void ig_on_message(const json_t *msg)
+{
+	const char *id = json_string_value(json_object_get(msg, "finished"));
+
+	if (!id || polling)
+		return;
+	for (struct waiter *w = waiters; w; w = w->next)
+		if (!strcmp(w->id, id)) {
+			ad_timer_stop(&poll_timer);
+			poll_armed = false;
+			poll_fire(NULL);
+			return;
+		}
+}
+
 static void polled(void *arg, const struct ad_sql_result *r)
 {
 	(void)arg;
@@ -223,7 +265,7 @@ static void polled(void *arg, const struct ad_sql_result *r)
 		}
 	if (waiters && !poll_armed) {
 		poll_armed = true;
-		ad_timer_start(&poll_timer, POLL_MS, poll_fire);
+		ad_timer_start(&poll_timer, poll_ms(), poll_fire);
 	}
 }
 
@@ -258,7 +300,7 @@ static void poll_fire(struct ad_timer *t)
 	return;
 later:
 	poll_armed = true;
-	ad_timer_start(&poll_timer, POLL_MS, poll_fire);
+	ad_timer_start(&poll_timer, poll_ms(), poll_fire);
 }
 
 struct wait_req {
@@ -299,7 +341,7 @@ static void wait_read(struct ad_call *call, void *arg, const struct ad_sql_resul
 	ad_timer_start(&w->timer, (uint32_t)wr->timeout_ms, waiter_timeout);
 	if (!polling && !poll_armed) {
 		poll_armed = true;
-		ad_timer_start(&poll_timer, POLL_MS, poll_fire);
+		ad_timer_start(&poll_timer, poll_ms(), poll_fire);
 	}
 	free(wr);
 }

@@ -123,7 +123,7 @@ static void recorded(void *arg, const struct ad_sql_result *res)
 	}
 	if (row && ad_sql_rows(res, 0) == 1) {
 		ig_publish(r->org_id, r->agent_session_id, "invocation_completed", row);
-		ig_waiters_wake(r->id, row);
+		ig_terminal(r->id, row);
 	}
 	ig_chain_soon();
 	answer(r, row);

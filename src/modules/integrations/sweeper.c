@@ -48,7 +48,7 @@ static void swept(void *arg, const struct ad_sql_result *r)
 		if (!row)
 			continue;
 		ig_publish_resolved(ig_row_org(r, 1, i, 0), ad_sql_int(r, 1, i, 1), row);
-		ig_waiters_wake(json_string_value(json_object_get(row, "invocation_id")), row);
+		ig_terminal(json_string_value(json_object_get(row, "invocation_id")), row);
 		json_decref(row);
 	}
 	for (int i = 0; i < ad_sql_rows(r, 2); i++) {
@@ -60,7 +60,7 @@ static void swept(void *arg, const struct ad_sql_result *r)
 		       json_string_value(json_object_get(row, "invocation_id")));
 		ig_publish(ig_row_org(r, 2, i, 0), ad_sql_int(r, 2, i, 1), "invocation_completed",
 			   row);
-		ig_waiters_wake(json_string_value(json_object_get(row, "invocation_id")), row);
+		ig_terminal(json_string_value(json_object_get(row, "invocation_id")), row);
 		json_decref(row);
 	}
 	ig_chain_run(next_tick, NULL);
