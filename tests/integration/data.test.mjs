@@ -16,8 +16,11 @@ const sockets = [];
 
 before(async () => {
   pg = await startPostgres();
-  A = await startServer({ db: pg.conninfo, keys: KEYS });
-  B = await startServer({ db: pg.conninfo, keys: KEYS });
+  // The feed reads the database on its own only every 30 s here: what the
+  // other instance wrote must be announced to reach its subscribers in time.
+  const announced = ['-s', 'module.data.poll_ms=30000'];
+  A = await startServer({ db: pg.conninfo, keys: KEYS, args: announced });
+  B = await startServer({ db: pg.conninfo, keys: KEYS, args: announced });
   for (const org of ['acme', 'globex']) {
     const r = await call(A, 'entities.define', {
       entity: 'contact',

@@ -181,6 +181,8 @@ void dm_schema_clear(void);
 void dm_feed_committed(int64_t org, const json_t *changes);
 /* Starts the poll and the retention sweep when actiond serves with a database. */
 void dm_feed_on_start(bool database);
+/* Another instance's data module says an org was written (module.h messages). */
+void dm_feed_on_message(const json_t *msg);
 void dm_feed_fini(void);
 
 #endif

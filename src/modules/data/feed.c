@@ -8,8 +8,9 @@
  * writers until they commit, so its seqs commit in order and without
  * holes.  Each instance delivers to its own sockets, from the database:
  * for every org that has subscribers here it keeps the last seq it
- * delivered, and a poll (every poll_ms, and at once after a local write)
- * reads what follows it.  A write of this instance hands its changes over
+ * delivered, and a poll reads what follows it: at once after a local write
+ * or when another instance's data module announces a write to the org
+ * (module messages), and every poll_ms in case an announcement was lost.  A write of this instance hands its changes over
  * directly when they follow what was delivered, so it needs no poll.
  * Delivery goes to this instance's sockets only (ad_publish_here): every
  * instance reads the same rows.
@@ -237,7 +238,9 @@ static void feed_start(void)
 	if (feed.started)
 		return;
 	feed.started = true;
-	feed.poll_ms = (uint32_t)setting("poll_ms", 100, 10, 60000);
+	/* Writes elsewhere are announced (dm_feed_on_message): the poll only
+	 * bounds a lost announcement. */
+	feed.poll_ms = (uint32_t)setting("poll_ms", 1000, 10, 60000);
 	feed.sweep_ms = (uint32_t)setting("sweep_ms", 60000, 100, 3600000);
 	feed.retention_s = setting("retention_seconds", 86400, 1, 86400 * 365);
 	ad_timer_start(&feed.poll_timer, feed.poll_ms, poll_tick);
@@ -257,6 +260,14 @@ void dm_feed_committed(int64_t org, const json_t *changes)
 	json_t *c;
 
 	feed_start();
+	/* The other instances' subscribers: their feed looks at once. */
+	{
+		json_t *m = json_pack("{s:I}", "org", (json_int_t)org);
+
+		if (m)
+			(void)ad_module_broadcast("data", m);
+		json_decref(m);
+	}
 	if (!(o = org_find(org)) || o->delivered < 0)
 		return;
 	json_array_foreach(changes, i, c) {
@@ -273,6 +284,14 @@ void dm_feed_committed(int64_t org, const json_t *changes)
 			json_string_value(json_array_get(c, 2)), json_array_get(c, 3));
 		o->delivered = seq;
 	}
+}
+
+void dm_feed_on_message(const json_t *msg)
+{
+	int64_t org;
+
+	if (ad_json_int(json_object_get(msg, "org"), &org) && org_find(org))
+		poll_start();
 }
 
 void dm_feed_fini(void)

@@ -137,6 +137,7 @@ static int data_init(struct ad_module *m)
 		if (ad_module_handle(m, handlers[i].method, handlers[i].fn))
 			return -1;
 	ad_module_on_start(m, dm_feed_on_start);
+	ad_module_on_message(m, dm_feed_on_message);
 	for (size_t i = 0; i < ad_data_migrations_count; i++) {
 		char *sql = strndup(ad_data_migrations[i].data, ad_data_migrations[i].len);
 		int rc;
