@@ -1330,6 +1330,159 @@ fail:
 }
 
 /*
+ * What matching a translated (POSIX ERE) pattern may cost.  The C
+ * library's matcher is an automaton, so nested stars such as (a+)+ are
+ * cheap, but it expands a counted repetition into that many copies of what
+ * it repeats: ((a{0,50}){0,50}){0,50} makes 125,000 copies, takes seconds
+ * and exhausts memory.  Schemas may come from tenants (entities), so the
+ * expansion is bounded: the cost of a pattern is its atoms, counted
+ * repetitions multiplying what they repeat (saturating; a counted
+ * repetition of something that holds one multiplies by its bound squared),
+ * and a pattern over MAX_PATTERN_COST is refused at compile time.
+ */
+#define MAX_PATTERN_COST 4000
+
+struct ere {
+    const char *p;
+    size_t n, i;
+    bool counted; /* a counted repetition was seen in the current atom */
+};
+
+static size_t cost_mul(size_t a, size_t b)
+{
+    return b && a > (SIZE_MAX / 4) / b ? SIZE_MAX / 4 : a * b;
+}
+
+static size_t ere_expr(struct ere *e, unsigned depth);
+
+static size_t ere_atom(struct ere *e, unsigned depth)
+{
+    char ch = e->p[e->i++];
+
+    if (ch == '(') {
+        size_t c = depth > 200 ? SIZE_MAX / 4 : ere_expr(e, depth + 1);
+
+        if (e->i < e->n && e->p[e->i] == ')')
+            e->i++;
+        return c;
+    }
+    if (ch == '[') {
+        /* A bracket expression is one atom: skip to its end. */
+        if (e->i < e->n && e->p[e->i] == '^')
+            e->i++;
+        if (e->i < e->n && e->p[e->i] == ']')
+            e->i++;
+        while (e->i < e->n && e->p[e->i] != ']') {
+            if (e->p[e->i] == '[' && e->i + 1 < e->n &&
+                (e->p[e->i + 1] == ':' || e->p[e->i + 1] == '.' || e->p[e->i + 1] == '=')) {
+                char close = e->p[e->i + 1];
+
+                e->i += 2;
+                while (e->i + 1 < e->n && !(e->p[e->i] == close && e->p[e->i + 1] == ']'))
+                    e->i++;
+                e->i += 2;
+                continue;
+            }
+            e->i++;
+        }
+        if (e->i < e->n)
+            e->i++;
+        return 1;
+    }
+    if (ch == '\\' && e->i < e->n)
+        e->i++;
+    return 1;
+}
+
+/* One upper bound of a {m}, {m,} or {m,n} at e->i (after the '{'). */
+static size_t ere_bound(struct ere *e)
+{
+    size_t m = 0, n = 0;
+    bool comma = false, have_n = false;
+
+    while (e->i < e->n && e->p[e->i] != '}') {
+        char ch = e->p[e->i++];
+
+        if (ch == ',')
+            comma = true;
+        else if (ch >= '0' && ch <= '9' && !comma)
+            m = m < 100000 ? m * 10 + (size_t)(ch - '0') : m;
+        else if (ch >= '0' && ch <= '9') {
+            n = n < 100000 ? n * 10 + (size_t)(ch - '0') : n;
+            have_n = true;
+        }
+    }
+    if (e->i < e->n)
+        e->i++;
+    if (!comma)
+        return m ? m : 1;
+    return have_n ? (n ? n : 1) : m + 1;
+}
+
+static size_t ere_branch(struct ere *e, unsigned depth)
+{
+    size_t total = 0;
+
+    while (e->i < e->n && e->p[e->i] != '|' && e->p[e->i] != ')') {
+        bool outer = e->counted;
+        size_t c;
+
+        e->counted = false;
+        c = ere_atom(e, depth);
+        while (e->i < e->n) {
+            char q = e->p[e->i];
+
+            if (q == '*' || q == '+' || q == '?') {
+                e->i++;
+                c = c + 1;
+            } else if (q == '{') {
+                size_t bound;
+
+                e->i++;
+                bound = ere_bound(e);
+                /* Nested counted repetitions are what makes the matcher
+                 * slow (many ways to split the same text): they pay the
+                 * bound twice. */
+                c = cost_mul(c, e->counted ? cost_mul(bound, bound) : bound);
+                e->counted = true;
+            } else {
+                break;
+            }
+        }
+        e->counted = e->counted || outer;
+        total = total + c > SIZE_MAX / 4 ? SIZE_MAX / 4 : total + c;
+    }
+    return total;
+}
+
+static size_t ere_expr(struct ere *e, unsigned depth)
+{
+    size_t total = ere_branch(e, depth);
+
+    while (e->i < e->n && e->p[e->i] == '|') {
+        e->i++;
+        total += ere_branch(e, depth);
+        if (total > SIZE_MAX / 4)
+            total = SIZE_MAX / 4;
+    }
+    return total;
+}
+
+static size_t ere_cost(const char *p, size_t n)
+{
+    struct ere e = {.p = p, .n = n};
+    size_t total = 0;
+
+    /* A stray ')' at the top (the matcher refuses it anyway) ends nothing. */
+    while (e.i < e.n) {
+        total += ere_expr(&e, 0);
+        if (e.i < e.n)
+            e.i++;
+    }
+    return total;
+}
+
+/*
  * Compiles the ECMA-262 pattern src[0..len), which must outlive the schema;
  * on failure records an error for "loc" and returns NULL.
  */
@@ -1345,6 +1498,13 @@ static struct pattern *compile_pattern(struct compiler *c, const char *src, size
     if (!rx_translate(src, len, &b, &why)) {
         free(b.p);
         cerr(c, -EINVAL, "%s: unsupported regular expression \"%s\": %s", loc, src, why);
+        return NULL;
+    }
+    if (!b.oom && ere_cost(b.p, b.len) > MAX_PATTERN_COST) {
+        free(b.p);
+        cerr(c, -EINVAL,
+             "%s: regular expression \"%s\" is too costly to match (nested or large "
+             "counted repetitions)", loc, src);
         return NULL;
     }
     sb_putc(&b, '\0');

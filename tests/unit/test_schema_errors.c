@@ -144,6 +144,10 @@ static void test_semantics(void)
     expect("{\"pattern\":\"^[\\\\w-]+$\"}", "\"a b\"", "", "pattern", NULL);
     expect("{\"pattern\":\"^\\\\S+$\"}", "\"a\\u00a0b\"", "", "pattern", NULL);
     expect("{\"pattern\":\"a{2\"}", "\"a{2\"", NULL, NULL, NULL);
+    /* Bounded repetitions of ordinary size stay allowed. */
+    expect("{\"pattern\":\"^[a-z0-9._%+-]{1,64}@[a-z0-9.-]{1,255}\\\\.[a-z]{2,24}$\"}",
+           "\"ada@example.org\"", NULL, NULL, NULL);
+    expect("{\"pattern\":\"^.{1,100}$\"}", "\"\"", "", "pattern", NULL);
 }
 
 static void test_compile_errors(void)
@@ -152,6 +156,10 @@ static void test_compile_errors(void)
     expect_compile_error("{\"properties\":{\"a\":{\"pattern\":\"(unclosed\"}}}",
                          "#/properties/a");
     expect_compile_error("{\"pattern\":\"(?=x)\"}", "lookaround");
+    /* Counted repetitions the matcher would expand into seconds of work. */
+    expect_compile_error("{\"pattern\":\"((a{0,50}){0,50}){0,50}\"}", "too costly");
+    expect_compile_error("{\"pattern\":\"^((a{0,60}){0,60})$\"}", "too costly");
+    expect_compile_error("{\"pattern\":\"^[a-z]{0,5000}$\"}", "too costly");
     expect_compile_error("{\"$ref\":\"#/definitions/missing\"}", "#/definitions/missing");
     expect_compile_error("{\"$ref\":\"http://example.com/none.json\"}", "none.json");
     expect_compile_error("{\"$ref\":\"#nowhere\"}", "nowhere");
