@@ -263,6 +263,28 @@ test('entities.define: admins only, bounded schemas, and the declared indexes ex
   ok(await mutate({ operation: 'create', entity: 'note', data: { body: 'b' } }));
 });
 
+test('entity patterns run in bounded time: nested stars are cheap, exploding repetitions are refused', async () => {
+  ok(await call(A, 'entities.define', { entity: 'tag', schema: {
+    type: 'object', properties: { v: { type: 'string', pattern: '^(a+)+$' }, w: { type: 'string', pattern: '^(a|aa)+$' } },
+  } }));
+  // A backtracking matcher needs about 2^50 steps for each of these; an
+  // automaton needs a few hundred.  Forty writes in 5 s leaves room for a
+  // busy machine and none for a backtracking one.
+  const evil = 'a'.repeat(50) + 'b';
+  const t0 = Date.now();
+  for (let i = 0; i < 20; i++) {
+    bad(await mutate({ operation: 'create', entity: 'tag', data: { v: evil } }), '/data/v', 'pattern');
+    bad(await mutate({ operation: 'create', entity: 'tag', data: { w: evil } }), '/data/w', 'pattern');
+  }
+  assert.ok(Date.now() - t0 < 5000, `40 refused writes took ${Date.now() - t0} ms`);
+  ok(await mutate({ operation: 'create', entity: 'tag', data: { v: 'a'.repeat(50), w: 'aaa' } }));
+  // Counted repetitions that the matcher would expand into millions of states
+  // are refused when the schema is defined, naming the pattern.
+  const r = await call(A, 'entities.define', { entity: 'slow', schema: { type: 'string', pattern: '((a{0,50}){0,50}){0,50}' } });
+  assert.equal(r.error?.code, -32602, JSON.stringify(r));
+  assert.match(JSON.stringify(r.error), /too costly/);
+});
+
 // ---- isolation --------------------------------------------------------------------
 
 test('two orgs are isolated: ids of the other org are not found, and filters cannot reach it', async () => {
