@@ -232,8 +232,11 @@ static json_t *value(struct lex *x)
 			fail_at(x, at, "%s", "not a number JSON can hold");
 		break;
 	case T_PARAM: {
-		long n = strtol(s + 1, NULL, 10);
+		/* The token is "$" and 1 to 4 digits; the text may not end after it. */
+		long n = 0;
 
+		for (size_t i = 1; i < x->tlen; i++)
+			n = n * 10 + (s[i] - '0');
 		if (n < 1 || (size_t)n > json_array_size(x->params)) {
 			fail_at(x, at, "%s", "no such parameter in params");
 			return NULL;

@@ -1,0 +1,1 @@
+SELECT * FROM contact WHERE age = $99 LIMIT 201

@@ -1,0 +1,1 @@
+select count(*) from contact where not (age < $2 or name in ('a', 'b', $1)) and tags is not null

@@ -1,0 +1,1 @@
+SELECT name, "age", _version FROM contact WHERE _updated_at > $6 AND _id = 'x''y'

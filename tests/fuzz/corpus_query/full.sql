@@ -1,0 +1,1 @@
+SELECT * FROM contact WHERE age >= 30 AND name LIKE 'A%' ORDER BY age DESC, _id LIMIT 10 OFFSET 5

@@ -1,0 +1,1 @@
+SELECT * FROM contact; DROP TABLE data_records -- x

@@ -1,0 +1,1 @@
+SELECT * FROM contnot WHERE age_id > 'A' ORDER BY agPPPPascPPPPPqqqq_versionqqqqqqqPPP_qqPPP_id LIMIT 10 OFFSET$5
