@@ -74,21 +74,36 @@ static bool lost(struct ad_call *call, const struct ad_sql_result *r, int last)
 
 /* ---- approve ------------------------------------------------------------------------- */
 
+/*
+ * What approve and deny do alike once their compare-and-set has run: the
+ * row it moved (NULL with the call answered by lost() when it moved none;
+ * last is the statement that reads the row as it is), its events chained
+ * and the decision published.
+ */
+static json_t *decided(struct ad_call *call, const struct ad_sql_result *r, int last)
+{
+	json_t *row;
+
+	if (ad_sql_rows(r, 0) != 1) {
+		lost(call, r, last);
+		return NULL;
+	}
+	if (!(row = ig_row_json(r, 0, 0, 0))) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return NULL;
+	}
+	ig_chain_soon();
+	ig_publish_resolved(ad_call_org_id(call), ad_sql_int(r, 0, 0, 1), row);
+	return row;
+}
+
 static void approved(struct ad_call *call, void *arg, const struct ad_sql_result *r)
 {
 	json_t *row;
 
 	(void)arg;
-	if (ad_sql_rows(r, 0) != 1) {
-		lost(call, r, 3);
+	if (!(row = decided(call, r, 3)))
 		return;
-	}
-	if (!(row = ig_row_json(r, 0, 0, 0))) {
-		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
-		return;
-	}
-	ig_chain_soon();
-	ig_publish_resolved(ad_call_org_id(call), ad_sql_int(r, 0, 0, 1), row);
 	ig_run_start(call, ad_call_org_id(call), ad_sql_int(r, 0, 0, 1), row,
 		     ad_sql_text(r, 0, 0, IG_NCOLS, NULL), ad_sql_text(r, 0, 0, IG_NCOLS + 1, NULL),
 		     ad_sql_rows(r, 2) == 1 ? ad_sql_text(r, 2, 0, 0, NULL) : NULL);
@@ -154,16 +169,8 @@ static void denied(struct ad_call *call, void *arg, const struct ad_sql_result *
 	json_t *row;
 
 	(void)arg;
-	if (ad_sql_rows(r, 0) != 1) {
-		lost(call, r, 2);
+	if (!(row = decided(call, r, 2)))
 		return;
-	}
-	if (!(row = ig_row_json(r, 0, 0, 0))) {
-		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
-		return;
-	}
-	ig_chain_soon();
-	ig_publish_resolved(ad_call_org_id(call), ad_sql_int(r, 0, 0, 1), row);
 	ig_terminal(json_string_value(json_object_get(row, "invocation_id")), row);
 	ad_call_reply(call, row);
 }
