@@ -101,6 +101,8 @@ const json_t *ad_call_request_id(const struct ad_call *call);
  * proxy.
  */
 void ad_call_peer(const struct ad_call *call, uint8_t out[16]);
+/* What is left of the call's timeout, in ms (0 once it passed). */
+int64_t ad_call_time_left_ms(const struct ad_call *call);
 /* True once the core has answered for the handler (timeout or cancel). */
 bool ad_call_is_cancelled(const struct ad_call *call);
 

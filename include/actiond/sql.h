@@ -90,13 +90,15 @@ void ad_sql_run(struct ad_sql *q, ad_sql_done_fn done, void *arg,
 
 /*
  * A batch run for no call, e.g. from a module's timer: one transaction,
- * read-write, with the pool's default statement timeout.  Outside an org
- * (the default) tenant tables show every org's rows - background work
- * that spans orgs, such as expiring what is overdue, is what this is for;
- * ad_sql_in_org() scopes it to one org instead.  Errors always reach done.
+ * read-write, with the pool's default statement timeout (ad_sql_timeout()
+ * sets another, in ms).  Outside an org (the default) tenant tables show
+ * every org's rows - background work that spans orgs, such as expiring
+ * what is overdue, is what this is for; ad_sql_in_org() scopes it to one
+ * org instead.  Errors always reach done.
  */
 struct ad_sql *ad_sql_new_background(unsigned flags);
 void ad_sql_in_org(struct ad_sql *q, int64_t org_id);
+void ad_sql_timeout(struct ad_sql *q, uint32_t ms);
 typedef void (*ad_sql_bg_done_fn)(void *arg, const struct ad_sql_result *res);
 void ad_sql_run_background(struct ad_sql *q, ad_sql_bg_done_fn done, void *arg);
 

@@ -563,6 +563,13 @@ int64_t ad_call_deadline_us(const struct ad_call *c)
 	return c->start_us + (int64_t)c->spec->timeout_ms * 1000;
 }
 
+int64_t ad_call_time_left_ms(const struct ad_call *c)
+{
+	int64_t left = (ad_call_deadline_us(c) - ad_now_us()) / 1000;
+
+	return left > 0 ? left : 0;
+}
+
 struct ad_requester *ad_call_requester(const struct ad_call *c)
 {
 	return c->batch->req;
@@ -1042,6 +1049,14 @@ void ad_dispatch_metrics(struct ad_buf *b)
 	for (size_t i = 0; i < ad_nspecs; i++)
 		ad_buf_printf(b, "actiond_method_errors_total{method=\"%s\"} %llu\n",
 			      ad_specs[i].method, (unsigned long long)ad_specs[i].stat_errors);
+	ad_buf_puts(b, "# HELP actiond_undeclared_writes_total Writes the change capture saw "
+		       "a method make to a table its spec's writes list leaves out.\n"
+		       "# TYPE actiond_undeclared_writes_total counter\n");
+	for (size_t i = 0; i < ad_nspecs; i++)
+		if (ad_specs[i].stat_undeclared_writes)
+			ad_buf_printf(b, "actiond_undeclared_writes_total{method=\"%s\"} %llu\n",
+				      ad_specs[i].method,
+				      (unsigned long long)ad_specs[i].stat_undeclared_writes);
 	ad_buf_puts(b, "# HELP actiond_method_seconds From a call entering the dispatch "
 		       "core to its answer.\n# TYPE actiond_method_seconds histogram\n");
 	for (size_t i = 0; i < ad_nspecs; i++) {

@@ -30,6 +30,7 @@ struct ad_module {
 	bool failed;
 	ad_module_start_fn start;
 	ad_module_message_fn on_message;
+	ad_module_commit_fn on_commit;
 };
 
 /* A module that loaded: kept for its migrations and fini(). */
@@ -39,6 +40,7 @@ struct loaded {
 	size_t nmigs;
 	ad_module_start_fn start;
 	ad_module_message_fn on_message;
+	ad_module_commit_fn on_commit;
 };
 
 static struct loaded loaded[AD_MAX_MODULES];
@@ -247,7 +249,8 @@ int ad_module_load(const struct ad_module_info *info, const char *origin, char *
 	free(m.specs); /* moved into the registry */
 	if (m.nmigs)
 		qsort(m.migs, m.nmigs, sizeof(*m.migs), cmp_mig);
-	loaded[nloaded++] = (struct loaded){ info, m.migs, m.nmigs, m.start, m.on_message };
+	loaded[nloaded++] = (struct loaded){ info, m.migs, m.nmigs, m.start, m.on_message,
+					      m.on_commit };
 	ad_log_debug("module %s %s (%s): %zu actions, %zu migrations", info->name,
 		     info->version ? info->version : "", origin, m.nspecs, m.nmigs);
 	return 0;
@@ -274,6 +277,19 @@ void ad_modules_start(bool database)
 	for (size_t i = 0; i < nloaded; i++)
 		if (loaded[i].start)
 			loaded[i].start(database);
+}
+
+int ad_module_on_commit(struct ad_module *m, ad_module_commit_fn fn)
+{
+	m->on_commit = fn;
+	return 0;
+}
+
+void ad_modules_committed(int64_t org, const char *method)
+{
+	for (size_t i = 0; i < nloaded; i++)
+		if (loaded[i].on_commit)
+			loaded[i].on_commit(org, method);
 }
 
 void ad_modules_fini(void)
@@ -365,4 +381,22 @@ void ad_modules_deliver(const char *module, const char *from, const json_t *msg)
 			loaded[i].on_message(msg);
 			return;
 		}
+}
+
+bool ad_action_write_seen(const char *method, const char *table)
+{
+	struct ad_spec *sp = method ? ad_spec_find(method, strlen(method)) : NULL;
+	const json_t *writes, *w;
+	size_t i;
+
+	if (!sp)
+		return false;
+	writes = json_object_get(sp->doc, "writes");
+	json_array_foreach(writes, i, w)
+		if (json_is_string(w) && !strcmp(json_string_value(w), table))
+			return true;
+	sp->stat_undeclared_writes++;
+	ad_log(AD_LOG_WARN, "%s wrote %s, which its spec's writes list leaves out", method,
+	       table);
+	return false;
 }

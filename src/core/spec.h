@@ -66,6 +66,7 @@ struct ad_spec {
 	 * histogram (AD_LATENCY_BUCKETS, counts per bucket, not cumulative). */
 	uint64_t stat_calls;
 	uint64_t stat_errors;
+	uint64_t stat_undeclared_writes;
 	uint64_t stat_latency[AD_LATENCY_BUCKETS + 1];
 	double stat_latency_sum;
 };

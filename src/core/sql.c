@@ -7,6 +7,7 @@
 #include "dispatch.h"
 #include "log.h"
 #include "loop.h"
+#include "module.h"
 #include "pg.h"
 #include "spec.h"
 #include "sql_internal.h"
@@ -26,6 +27,7 @@ struct ad_sql {
 	int n;
 	struct ad_pg_stmt stmts[MAX_STMTS]; /* texts and params owned here */
 	int64_t org_id;          /* background: 0 = every org */
+	uint32_t timeout_ms;     /* background: 0 = the pool's default */
 	bool broken;
 };
 
@@ -183,6 +185,8 @@ static void sqlop_complete(void *arg, enum ad_pg_status status, PGresult *const 
 							  : "The database is unavailable";
 		res.failed = -1;
 	}
+	if (!res.state && ad_call_spec(call)->side_effects)
+		ad_modules_committed(ad_call_org_id(call), ad_call_spec(call)->method);
 	if (!res.state || (op->flags & AD_SQL_SEE_ERRORS)) {
 		op->done(call, op->arg, &res);
 	} else {
@@ -205,6 +209,7 @@ void ad_sql_run(struct ad_sql *q, ad_sql_done_fn done, void *arg, void (*free_ar
 		.org = org,
 		.timeout_ms = left_ms < MIN_TIMEOUT_MS ? MIN_TIMEOUT_MS : (uint32_t)left_ms,
 		.read_only = !spec->side_effects,
+		.action = spec->method,
 	};
 
 	if (!op) {
@@ -249,6 +254,11 @@ struct ad_sql *ad_sql_new_background(unsigned flags)
 void ad_sql_in_org(struct ad_sql *q, int64_t org_id)
 {
 	q->org_id = org_id;
+}
+
+void ad_sql_timeout(struct ad_sql *q, uint32_t ms)
+{
+	q->timeout_ms = ms;
 }
 
 static void bg_complete(void *arg, enum ad_pg_status status, PGresult *const *results,
@@ -296,6 +306,7 @@ void ad_sql_run_background(struct ad_sql *q, ad_sql_bg_done_fn done, void *arg)
 	}
 	if (q->org_id > 0)
 		snprintf(org, sizeof(org), "%lld", (long long)q->org_id);
+	scope.timeout_ms = q->timeout_ms;
 	op->done = done;
 	op->arg = arg;
 	ad_pg_submit(q->stmts, q->n, 0, &scope, bg_complete, op);

@@ -58,7 +58,8 @@
 static const char scope_sql[] =
 	"SELECT set_config('app.org', $1, true), "
 	"set_config('statement_timeout', $2, true), "
-	"set_config('transaction_read_only', $3, true)";
+	"set_config('transaction_read_only', $3, true), "
+	"set_config('app.action', $4, true)";
 
 enum conn_state { C_DOWN = 0, C_CONNECTING, C_SETUP, C_READY };
 
@@ -112,7 +113,8 @@ struct ad_pg_job {
 	int16_t *sent;         /* per sent item, see PREPARE_ITEM() */
 	int failed;
 	enum ad_pg_status status;
-	char *org;
+	char *org;             /* and the action after it, in one allocation */
+	const char *action;
 	struct ad_pg_stmt *stmts;
 	PGresult **results;
 };
@@ -234,10 +236,17 @@ static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 		j->read_only = scope->read_only;
 		j->timeout_ms = scope->timeout_ms ? scope->timeout_ms
 						  : opts.statement_timeout_ms;
-		if (!(j->org = strdup(scope->org ? scope->org : ""))) {
+		const char *org = scope->org ? scope->org : "";
+		const char *action = scope->action ? scope->action : "";
+		size_t lo = strlen(org) + 1, la = strlen(action) + 1;
+
+		if (!(j->org = malloc(lo + la))) {
 			free(j);
 			return NULL;
 		}
+		memcpy(j->org, org, lo);
+		memcpy(j->org + lo, action, la);
+		j->action = j->org + lo;
 	}
 	return j;
 }
@@ -332,10 +341,10 @@ static int job_send(struct pgconn *c, struct ad_pg_job *j)
 	j->nsent = 0;
 	if (j->scoped) {
 		char ms[16];
-		const char *p[3] = { j->org, ms, j->read_only ? "on" : "off" };
+		const char *p[4] = { j->org, ms, j->read_only ? "on" : "off", j->action };
 
 		snprintf(ms, sizeof(ms), "%u", j->timeout_ms);
-		if (stmt_send(c, j, scope_sql, 3, p, -1))
+		if (stmt_send(c, j, scope_sql, 4, p, -1))
 			return -1;
 	}
 	for (int i = 0; i < j->n; i++)

@@ -51,6 +51,7 @@ struct ad_pg_scope {
 	const char *org;       /* app.org: an org id, "" for none (RLS shows nothing) */
 	uint32_t timeout_ms;   /* statement_timeout; 0: the session default */
 	bool read_only;
+	const char *action;    /* app.action: the method the transaction serves, or NULL */
 };
 
 /*

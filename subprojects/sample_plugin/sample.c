@@ -24,7 +24,40 @@ static const char migration_1[] =
 	" created_at timestamptz DEFAULT now());"
 	"SELECT actiond_tenant_table('sample_notes');";
 
+static const char migration_2[] =
+	"CREATE TABLE sample_cups ("
+	" id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+	" org_id bigint NOT NULL,"
+	" account_id bigint NOT NULL,"
+	" day date NOT NULL DEFAULT current_date,"
+	" cups integer NOT NULL CHECK (cups BETWEEN 0 AND 50),"
+	" UNIQUE (org_id, account_id, day));"
+	"SELECT actiond_tenant_table('sample_cups');";
+
 /* ---- specs (see protocol/spec.schema.json) ------------------------------ */
+
+static const char set_cups_spec[] =
+	"{"
+	"\"method\": \"sample.set_cups\","
+	"\"summary\": \"Sets how many cups of water the caller drank today.\","
+	"\"kind\": \"request_response\","
+	"\"auth\": {\"credentials\": [\"session\", \"api_token\"],"
+	"          \"roles\": [\"member\", \"admin\", \"owner\"]},"
+	"\"risk\": \"write\","
+	"\"side_effects\": true,"
+	"\"rate_limit\": {\"limit\": 120, \"window_ms\": 60000, \"per\": \"credential\"},"
+	"\"timeout_ms\": 5000,"
+	"\"params\": {\"type\": \"object\", \"additionalProperties\": false,"
+	"             \"required\": [\"cups\"],"
+	"             \"properties\": {\"cups\": {\"type\": \"integer\", \"minimum\": 0,"
+	"                                       \"maximum\": 50}}},"
+	"\"result\": {\"type\": \"object\", \"additionalProperties\": false,"
+	"             \"required\": [\"id\", \"day\", \"cups\"],"
+	"             \"properties\": {\"id\": {\"type\": \"integer\"},"
+	"                              \"day\": {\"type\": \"string\"},"
+	"                              \"cups\": {\"type\": \"integer\"}}},"
+	"\"writes\": [\"sample_cups\"]"
+	"}";
 
 static const char note_add_spec[] =
 	"{"
@@ -183,12 +216,53 @@ static void note_count_anonymous(struct ad_call *call)
 	ad_sql_run(q, notes_counted, NULL, NULL);
 }
 
+static void cups_set(struct ad_call *call, void *arg, const struct ad_sql_result *res)
+{
+	ad_call_reply(call, json_pack("{s:I,s:o,s:I}", "id", (json_int_t)ad_sql_int(res, 0, 0, 0),
+				      "day", ad_sql_string(res, 0, 0, 1), "cups",
+				      (json_int_t)ad_sql_int(res, 0, 0, 2)));
+}
+
+/*
+ * sample.set_cups {cups}: today's count for the calling account, made or
+ * replaced.  The spec admits only credentials of an account (a session or
+ * an API token), so there is always one.
+ */
+static void set_cups(struct ad_call *call)
+{
+	char org[24], account[24], cups[24];
+	const char *params[3] = { org, account, cups };
+	int64_t n;
+	struct ad_sql *q;
+
+	if (!ad_param_int(call, "cups", &n)) { /* the spec requires it */
+		ad_call_fail_params(call, "/cups", "type", "cups is an integer");
+		return;
+	}
+	snprintf(org, sizeof(org), "%" PRId64, ad_call_org_id(call));
+	snprintf(account, sizeof(account), "%" PRId64, ad_call_account_id(call));
+	snprintf(cups, sizeof(cups), "%" PRId64, n);
+	if (!(q = ad_sql_new(call, 0))) {
+		no_batch(call);
+		return;
+	}
+	ad_sql_add(q,
+		   "INSERT INTO sample_cups (org_id, account_id, cups)"
+		   " VALUES ($1::bigint, $2::bigint, $3::integer)"
+		   " ON CONFLICT (org_id, account_id, day) DO UPDATE SET cups = excluded.cups"
+		   " RETURNING id, day::text, cups",
+		   3, params);
+	ad_sql_run(q, cups_set, NULL, NULL);
+}
+
 /* ---- the module --------------------------------------------------------- */
 
-/* Registers the migration and the three actions; any failure refuses all. */
+/* Registers the migrations and the four actions; any failure refuses all. */
 static int sample_init(struct ad_module *m)
 {
 	if (ad_module_add_migration(m, 1, "sample_notes", migration_1) ||
+	    ad_module_add_migration(m, 2, "sample_cups", migration_2) ||
+	    ad_module_add_action(m, set_cups_spec, strlen(set_cups_spec), set_cups) ||
 	    ad_module_add_action(m, note_add_spec, strlen(note_add_spec), note_add) ||
 	    ad_module_add_action(m, note_list_spec, strlen(note_list_spec), note_list) ||
 	    ad_module_add_action(m, note_count_anonymous_spec,

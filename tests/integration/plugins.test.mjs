@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, copyFileSync, readdirSync, readFileSync, rmSync, chmodSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
-import { startServer, connect, rpc, http, sleep } from './lib.mjs';
+import { startServer, connect, rpc, http, sleep, metrics, sessionCookie } from './lib.mjs';
 
 const BUILD = process.env.ACTIOND_BUILD_ROOT || new URL('../../build', import.meta.url).pathname;
 const SOURCE = process.env.ACTIOND_SOURCE_ROOT || new URL('../..', import.meta.url).pathname;
@@ -166,6 +166,68 @@ test('broken plugins are refused one line each, the sample loads and serves, twi
     const la = await rpc(server, 'sample.note_list', {}, { token: server.tokens.acme });
     assert.equal(la.status, 200, la.body);
     assert.deepEqual(la.json.result.notes.map((n) => n.body), ['acme one', 'acme two']);
+  } finally {
+    const r = await server.stop();
+    assert.equal(r.code, 0);
+  }
+});
+
+test('the sample\'s set_cups write shows in the change feed; a write outside a spec\'s writes list is counted', { timeout: 120000 }, async () => {
+  const dir = join(work, 'modules-feed');
+  mkdirSync(dir);
+  copyFileSync(join(sampleBuild, 'sample.so'), join(dir, 'sample.so'));
+  copyFileSync(join(BUILD, 'tests', 'plugins', 'undeclared_write.so'), join(dir, 'undeclared_write.so'));
+  const ORIGIN = 'http://app.test';
+  const server = await startServer({ db: true, dataDir: join(work, 'data-feed'), keys: KEYS,
+    modules: { dir }, security: { allowed_origins: ORIGIN } });
+  try {
+    await ready(server);
+    // A member of globex with a session: set_cups needs an account.
+    const email = 'drinker@globex.test', password = 'pw-' + 'x'.repeat(16);
+    const made = await rpc(server, 'admin.account_create', { email, password, role: 'member' }, { token: server.tokens.globex });
+    assert.equal(made.status, 200, made.body);
+    const login = await rpc(server, 'auth.login', { email, password }, { token: null });
+    assert.equal(login.status, 200, login.body);
+    const cookie = sessionCookie(login);
+    const ws = await connect(server, { token: null, headers: { Cookie: cookie, Origin: ORIGIN } });
+    const sub = await ws.call('changes.subscribe', { entities: ['sample_cups'] });
+    assert.ok(Number.isInteger(sub.result?.seq), JSON.stringify(sub));
+
+    const set = await ws.call('sample.set_cups', { cups: 3 });
+    assert.equal(set.result?.cups, 3, JSON.stringify(set));
+    const again = await ws.call('sample.set_cups', { cups: 4.0 });
+    assert.equal(again.result?.id, set.result.id, 'the same row for the same day');
+    const seen = [];
+    for (let i = 0; i < 50 && seen.length < 2; i++) {
+      const m = await ws.next(2000);
+      if (m?.method === 'changes') seen.push(m.params);
+    }
+    assert.deepEqual(seen.map((c) => [c.entity, c.op, c.ids]),
+      [['sample_cups', 'create', [String(set.result.id)]], ['sample_cups', 'update', [String(set.result.id)]]]);
+    assert.equal(seen[1].seq, seen[0].seq + 1);
+    const declared = (await metrics(server)).values['actiond_undeclared_writes_total{method="sample.set_cups"}'];
+    assert.equal(declared, undefined, 'a declared write is not counted');
+
+    // undeclared_write.mark says it writes undeclared_notes, and writes
+    // undeclared_marks: the feed follows what was written, and it is counted.
+    const sub2 = await ws.call('changes.subscribe', { entities: ['undeclared_marks'] });
+    assert.ok(sub2.result, JSON.stringify(sub2));
+    const mark = await rpc(server, 'undeclared_write.mark', {}, { token: server.tokens.globex });
+    assert.equal(mark.status, 200, mark.body);
+    let change;
+    for (let i = 0; i < 20 && !change; i++) {
+      const m = await ws.next(2000);
+      if (m?.method === 'changes') change = m.params;
+    }
+    assert.deepEqual([change.entity, change.op, change.ids], ['undeclared_marks', 'create', [String(mark.json.result.id)]]);
+    let counted;
+    for (let i = 0; i < 20 && !counted; i++) {
+      counted = (await metrics(server)).values['actiond_undeclared_writes_total{method="undeclared_write.mark"}'];
+      if (!counted) await sleep(100);
+    }
+    assert.equal(counted, 1);
+    assert.match(server.log(), /undeclared_write\.mark wrote undeclared_marks, which its spec's writes list leaves out/);
+    await ws.close();
   } finally {
     const r = await server.stop();
     assert.equal(r.code, 0);

@@ -47,6 +47,8 @@ void dm_buf_free(struct dm_buf *b);
 
 /* Answers a failed batch the way ad_sql_run() would have. */
 void dm_fail_sql(struct ad_call *call, const struct ad_sql_result *res);
+/* The same from a SQLSTATE (NULL: internal), its message and statement index. */
+void dm_fail_state(struct ad_call *call, const char *st, const char *msg, int stmt);
 /* Answers "out of memory" (unavailable). */
 void dm_fail_oom(struct ad_call *call);
 
@@ -118,6 +120,15 @@ bool dm_value_ok(const struct dm_field *f, const json_t *v, const char *pointer,
 bool dm_filter_sql(const struct dm_node *n, struct dm_buf *b, json_t *vals, int vp,
 		   const char *base, struct dm_error *e);
 
+/*
+ * Starts a read of data_records r: "FROM data_records r WHERE r.org_id =
+ * $1::bigint AND r.entity = '<entity>'".  The org is the caller's (both
+ * layers of isolation: this condition and the row-level policy); the
+ * entity is a literal so that the partial index of a declared field
+ * (migration 2) can serve the read.  False when entity is not an entity
+ * name (nothing appended).
+ */
+bool dm_from_sql(struct dm_buf *b, const char *entity);
 /* The SQL of a field's value for ORDER BY (a total order, missing last-ish). */
 void dm_order_sql(const struct dm_field *f, struct dm_buf *b);
 /* The SQL type a field's order value is compared as, for keyset cursors. */
@@ -174,11 +185,15 @@ void dm_schema_clear(void);
 /* ---- the change feed (feed.c) --------------------------------------------- */
 
 /*
- * A write of org committed with these changes ([[seq, entity, op, ids]],
- * in seq order): delivered here at once when they follow what was
- * delivered, else fetched with the next poll.
+ * A write of the call's org committed, capturing the change rows ids
+ * ("1,2,3", the data.changes setting; NULL for none).  Once a sequencer has
+ * numbered them, answer (taken) is sent with "seq" set to the highest of
+ * their seqs; the changes are delivered here and announced to the other
+ * instances.
  */
-void dm_feed_committed(int64_t org, const json_t *changes);
+void dm_feed_committed(struct ad_call *call, const char *ids, json_t *answer);
+/* Another module's call committed a write for org (ad_module_on_commit). */
+void dm_feed_on_commit(int64_t org, const char *method);
 /* Starts the poll and the retention sweep when actiond serves with a database. */
 void dm_feed_on_start(bool database);
 /* Another instance's data module says an org was written (module.h messages). */

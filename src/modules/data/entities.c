@@ -48,23 +48,24 @@ static int size_cb(const char *buf, size_t size, void *data)
 	return *n > DM_SCHEMA_MAX_BYTES ? -1 : 0;
 }
 
+/* Statement 0 takes the entity's lock; 1 is the upsert. */
 static void define_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
 {
 	json_t *indexes = arg;
 
-	if (!ad_sql_rows(res, 0)) {
+	if (!ad_sql_rows(res, 1)) {
 		json_decref(indexes);
 		ad_call_fail(call, AD_REASON_CONFLICT,
 			     "This org has as many entities as it may (100)", NULL);
 		return;
 	}
-	dm_schema_forget(ad_call_org_id(call), ad_sql_text(res, 0, 0, 0, NULL));
+	dm_schema_forget(ad_call_org_id(call), ad_sql_text(res, 1, 0, 0, NULL));
 	ad_call_reply(call, json_pack("{s:o,s:I,s:o,s:o,s:o}",
-				      "entity", ad_sql_string(res, 0, 0, 0),
-				      "version", (json_int_t)ad_sql_int(res, 0, 0, 1),
+				      "entity", ad_sql_string(res, 1, 0, 0),
+				      "version", (json_int_t)ad_sql_int(res, 1, 0, 1),
 				      "indexes", indexes,
-				      "created_at", ad_sql_string(res, 0, 0, 2),
-				      "updated_at", ad_sql_string(res, 0, 0, 3)));
+				      "created_at", ad_sql_string(res, 1, 0, 2),
+				      "updated_at", ad_sql_string(res, 1, 0, 3)));
 }
 
 static void free_json(void *p)
@@ -119,6 +120,9 @@ void dm_entities_define(struct ad_call *call)
 	{
 		const char *p[4] = { entity, schema_text, idx_text, dm_num(DM_ENTITIES_MAX).v };
 
+		/* Waits for the writers validated against the old schema (data_apply). */
+		ad_sql_add(q, "SELECT pg_advisory_xact_lock(data_entity_key(actiond_org(), $1))",
+			   1, p);
 		ad_sql_add(q, "INSERT INTO data_entities AS e (org_id, name, schema, indexes) "
 			      "SELECT actiond_org(), $1, $2::jsonb, "
 			      "ARRAY(SELECT jsonb_array_elements_text($3::jsonb)) "

@@ -1,19 +1,25 @@
 /*
- * feed.c - the change feed: changes.subscribe, changes.unsubscribe, and
- * the delivery of committed changes to the subscribed sockets of this
- * instance, in seq order, with no gap and no duplicate.
+ * feed.c - the change feed: numbering what writes captured,
+ * changes.subscribe, changes.unsubscribe, and the delivery of committed
+ * changes to the subscribed sockets of this instance, in seq order, with
+ * no gap and no duplicate.
  *
- * Writes record their changes in data_changes in the writing transaction
- * (the trigger of the migration); an org's counter row serialises its
- * writers until they commit, so its seqs commit in order and without
- * holes.  Each instance delivers to its own sockets, from the database:
- * for every org that has subscribers here it keeps the last seq it
- * delivered, and a poll reads what follows it: at once after a local write
- * or when another instance's data module announces a write to the org
- * (module messages), and every poll_ms in case an announcement was lost.  A write of this instance hands its changes over
- * directly when they follow what was delivered, so it needs no poll.
- * Delivery goes to this instance's sockets only (ad_publish_here): every
- * instance reads the same rows.
+ * Writes capture their changes in data_changes in the writing transaction
+ * (the triggers of the migrations), without a seq, so writers of one org
+ * never wait for each other.  After the commit the writer's instance
+ * numbers them (data_sequence(): the org's feed row lock serialises the
+ * numbering, here and on other instances, so seqs commit in order and
+ * without holes), one run at a time per org covering every write that
+ * committed meanwhile; the write is answered with its seq, the numbered
+ * changes are delivered here and announced to the other instances (module
+ * messages).  A timer numbers what a stopped instance left behind.
+ *
+ * Each instance delivers to its own sockets, from the database: for every
+ * org that has subscribers here it keeps the last seq it delivered, and a
+ * poll reads what follows it: when another instance announces a write to
+ * the org, and every poll_ms in case an announcement was lost.  Delivery
+ * goes to this instance's sockets only (ad_publish_here): every instance
+ * reads the same rows.
  *
  * A socket subscribes at the org's delivered seq D, on the loop, in the
  * same turn as its answer: the answer replays what followed since up to
@@ -46,7 +52,7 @@ static struct {
 	struct org_feed *orgs;
 	size_t norgs;
 	struct ad_timer poll_timer, sweep_timer;
-	bool polling, again, started, sweeping;
+	bool polling, again, started, sweeping, numbering;
 	uint32_t poll_ms, sweep_ms;
 	int64_t retention_s;
 } feed;
@@ -177,9 +183,32 @@ static void poll_start(void)
 	ad_sql_run_background(q, poll_done, NULL);
 }
 
+static void stale_done(void *arg, const struct ad_sql_result *res)
+{
+	(void)arg;
+	feed.numbering = false;
+	if (ad_sql_error(res, NULL))
+		ad_log(AD_LOG_WARN, "data: numbering left-over changes failed: %s",
+		       ad_sql_error_message(res));
+	else if (ad_sql_int(res, 0, 0, 0) > 0)
+		poll_start();
+}
+
+/*
+ * Every poll_ms: reads what may have been missed, and numbers changes that
+ * committed over a second ago and are still without a seq (their writer's
+ * instance stopped before numbering them).
+ */
 static void poll_tick(struct ad_timer *t)
 {
+	struct ad_sql *q;
+
 	poll_start();
+	if (!feed.numbering && (q = ad_sql_new_background(0))) {
+		ad_sql_add(q, "SELECT data_sequence_stale()", 0, NULL);
+		feed.numbering = true;
+		ad_sql_run_background(q, stale_done, NULL);
+	}
 	ad_timer_start(t, feed.poll_ms, poll_tick);
 }
 
@@ -204,7 +233,7 @@ static void sweep_tick(struct ad_timer *t)
 	if (feed.sweeping || !(q = ad_sql_new_background(0)))
 		return;
 	ad_sql_add(q, "WITH gone AS (DELETE FROM data_changes "
-		      "WHERE at < now() - make_interval(secs => $1::bigint) "
+		      "WHERE at < now() - make_interval(secs => $1::bigint) AND seq IS NOT NULL "
 		      "RETURNING org_id, seq) "
 		      "UPDATE data_feed f SET pruned_seq = g.top FROM "
 		      "(SELECT org_id, max(seq) AS top FROM gone GROUP BY org_id) g "
@@ -247,43 +276,261 @@ static void feed_start(void)
 	ad_timer_start(&feed.sweep_timer, feed.sweep_ms, sweep_tick);
 }
 
-void dm_feed_on_start(bool database)
+static void leakproof_done(void *arg, const struct ad_sql_result *res)
 {
-	if (database)
-		feed_start();
+	(void)arg;
+	if (!ad_sql_error(res, NULL) && strcmp(ad_sql_text(res, 0, 0, 0, NULL), "t"))
+		ad_log(AD_LOG_WARN, "data: declared indexes cannot serve filters here: jsonb's "
+				    "field access and comparisons are not LEAKPROOF in this database "
+				    "(a superuser can mark them: see docs/data.md, Indexes)");
 }
 
-void dm_feed_committed(int64_t org, const json_t *changes)
+void dm_feed_on_start(bool database)
 {
-	struct org_feed *o;
-	size_t i;
-	json_t *c;
+	struct ad_sql *q;
 
+	if (!database)
+		return;
 	feed_start();
-	/* The other instances' subscribers: their feed looks at once. */
-	{
-		json_t *m = json_pack("{s:I}", "org", (json_int_t)org);
+	if ((q = ad_sql_new_background(0))) {
+		ad_sql_add(q, "SELECT coalesce(bool_and(proleakproof), false) FROM pg_proc WHERE oid IN "
+			      "('pg_catalog.jsonb_object_field(jsonb,text)'::regprocedure, "
+			      "'pg_catalog.jsonb_eq(jsonb,jsonb)'::regprocedure)",
+			   0, NULL);
+		ad_sql_run_background(q, leakproof_done, NULL);
+	}
+}
 
-		if (m)
+/* ---- sequencing ------------------------------------------------------------ */
+
+/* A committed write waiting for its changes' seqs, to answer. */
+struct waiter {
+	struct waiter *next;
+	struct ad_call *call;
+	json_t *answer;
+	int64_t *ids;
+	size_t n, found;
+	int64_t seq;         /* the highest seq found so far */
+};
+
+/* An org whose writes are being numbered here. */
+struct org_seq {
+	struct org_seq *next;
+	int64_t org;
+	bool running, again;
+	struct waiter *waiters;
+};
+
+static struct org_seq *seqs;
+
+static void waiter_answer(struct waiter *wt)
+{
+	json_object_set_new(wt->answer, "seq", wt->seq ? json_integer(wt->seq) : json_null());
+	ad_call_on_cancel(wt->call, NULL, NULL);
+	ad_call_reply(wt->call, wt->answer);
+	free(wt->ids);
+	free(wt);
+}
+
+/* The call timed out or was cancelled while its seqs were awaited: the
+ * write is committed, so the answer says so, without the seq. */
+static void waiter_cancelled(struct ad_call *call, void *arg)
+{
+	struct waiter *wt = arg;
+
+	(void)call;
+	for (struct org_seq *os = seqs; os; os = os->next)
+		for (struct waiter **pp = &os->waiters; *pp; pp = &(*pp)->next)
+			if (*pp == wt) {
+				*pp = wt->next;
+				wt->seq = 0;
+				waiter_answer(wt);
+				return;
+			}
+}
+
+static void sequence_start(struct org_seq *os);
+
+static struct org_seq *org_seq_get(int64_t org)
+{
+	struct org_seq *os;
+
+	for (os = seqs; os && os->org != org; os = os->next)
+		;
+	if (!os && (os = calloc(1, sizeof(*os)))) {
+		os->org = org;
+		os->next = seqs;
+		seqs = os;
+	}
+	return os;
+}
+
+static void sequence_done(void *arg, const struct ad_sql_result *res)
+{
+	struct org_seq *os = arg, **sp;
+	struct waiter **pp;
+	struct org_feed *o = org_find(os->org);
+	bool gap = false;
+
+	os->running = false;
+	if (ad_sql_error(res, NULL)) {
+		ad_log(AD_LOG_WARN, "data: numbering the changes of org %lld failed: %s",
+		       (long long)os->org, ad_sql_error_message(res));
+	} else {
+		json_t *m = json_pack("{s:I}", "org", (json_int_t)os->org);
+
+		for (int r = 0; r < ad_sql_rows(res, 0); r++) {
+			int64_t id = ad_sql_int(res, 0, r, 0), seq = ad_sql_int(res, 0, r, 1);
+
+			/* What this run numbered (action set) is checked once, here. */
+			if (!ad_sql_is_null(res, 0, r, 6))
+				(void)ad_action_write_seen(ad_sql_text(res, 0, r, 6, NULL),
+							   ad_sql_text(res, 0, r, 5, NULL));
+			for (struct waiter *wt = os->waiters; wt; wt = wt->next)
+				for (size_t k = 0; k < wt->n; k++)
+					if (wt->ids[k] == id) {
+						wt->ids[k] = -1;
+						wt->found++;
+						if (seq > wt->seq)
+							wt->seq = seq;
+					}
+			if (!o || o->delivered < 0 || seq <= o->delivered)
+				continue;
+			if (seq != o->delivered + 1) {
+				gap = true; /* numbered elsewhere, not delivered here yet */
+				continue;
+			}
+			{
+				json_t *ids = ad_sql_json(res, 0, r, 4);
+
+				deliver(os->org, seq, ad_sql_text(res, 0, r, 2, NULL),
+					ad_sql_text(res, 0, r, 3, NULL), ids);
+				json_decref(ids);
+			}
+			o->delivered = seq;
+		}
+		/* The other instances' subscribers: their feed looks at once. */
+		if (m && ad_sql_rows(res, 0))
 			(void)ad_module_broadcast("data", m);
 		json_decref(m);
 	}
-	if (!(o = org_find(org)) || o->delivered < 0)
-		return;
-	json_array_foreach(changes, i, c) {
-		json_int_t seq = json_integer_value(json_array_get(c, 0));
+	if (gap)
+		poll_start();
+	for (pp = &os->waiters; *pp;) {
+		struct waiter *wt = *pp;
 
-		if (seq <= o->delivered)
-			continue;
-		if (seq != o->delivered + 1) {
-			/* Another write came first and is not delivered yet. */
-			poll_start();
+		if (wt->found == wt->n || ad_sql_error(res, NULL)) {
+			*pp = wt->next;
+			waiter_answer(wt);
+		} else {
+			pp = &wt->next;
+		}
+	}
+	if (os->again || os->waiters) {
+		os->again = false;
+		sequence_start(os);
+		return;
+	}
+	for (sp = &seqs; *sp; sp = &(*sp)->next)
+		if (*sp == os) {
+			*sp = os->next;
+			free(os);
 			return;
 		}
-		deliver(org, seq, json_string_value(json_array_get(c, 1)),
-			json_string_value(json_array_get(c, 2)), json_array_get(c, 3));
-		o->delivered = seq;
+}
+
+/* Numbers what committed for the org; one run at a time per org. */
+static void sequence_start(struct org_seq *os)
+{
+	struct dm_buf want = { 0 };
+	struct dm_num org = dm_num(os->org);
+	struct ad_sql *q;
+
+	if (os->running) {
+		os->again = true;
+		return;
 	}
+	dm_buf_put(&want, "{");
+	for (struct waiter *wt = os->waiters; wt; wt = wt->next)
+		for (size_t k = 0; k < wt->n; k++)
+			if (wt->ids[k] >= 0)
+				dm_buf_printf(&want, "%s%lld", want.len > 1 ? "," : "",
+					      (long long)wt->ids[k]);
+	dm_buf_put(&want, "}");
+	if (want.oom || !(q = ad_sql_new_background(0))) {
+		dm_buf_free(&want);
+		/* The poll's sweep numbers them within a second or so. */
+		while (os->waiters) {
+			struct waiter *wt = os->waiters;
+
+			os->waiters = wt->next;
+			wt->seq = 0;
+			waiter_answer(wt);
+		}
+		return;
+	}
+	{
+		const char *p[2] = { org.v, want.data };
+
+		ad_sql_add(q, "SELECT * FROM data_sequence($1::bigint, $2::bigint[])", 2, p);
+	}
+	dm_buf_free(&want);
+	os->running = true;
+	ad_sql_run_background(q, sequence_done, os);
+}
+
+void dm_feed_on_commit(int64_t org, const char *method)
+{
+	struct org_seq *os;
+
+	/* The data module's own writes number theirs (dm_feed_committed). */
+	if (org <= 0 || !strcmp(method, "data.mutate") || !strcmp(method, "data.mutate_many"))
+		return;
+	feed_start();
+	if (!(os = org_seq_get(org)))
+		return; /* the timer numbers it */
+	sequence_start(os);
+}
+
+void dm_feed_committed(struct ad_call *call, const char *ids, json_t *answer)
+{
+	int64_t org = ad_call_org_id(call);
+	struct waiter *wt = calloc(1, sizeof(*wt));
+	struct org_seq *os;
+	size_t cap = 1;
+
+	feed_start();
+	for (const char *c = ids; c && *c; c++)
+		cap += *c == ',';
+	if (!answer || !wt || !(wt->ids = calloc(cap, sizeof(*wt->ids)))) {
+		free(wt);
+		json_decref(answer);
+		dm_fail_oom(call);
+		return;
+	}
+	wt->call = call;
+	wt->answer = answer;
+	for (const char *c = ids; c && *c;) {
+		char *end;
+		long long v = strtoll(c, &end, 10);
+
+		if (end == c || wt->n == cap)
+			break;
+		wt->ids[wt->n++] = v;
+		c = *end == ',' ? end + 1 : end;
+	}
+	if (!wt->n) {
+		waiter_answer(wt);
+		return;
+	}
+	if (!(os = org_seq_get(org))) {
+		waiter_answer(wt);
+		return;
+	}
+	wt->next = os->waiters;
+	os->waiters = wt;
+	ad_call_on_cancel(call, waiter_cancelled, wt);
+	sequence_start(os);
 }
 
 void dm_feed_on_message(const json_t *msg)
@@ -296,6 +543,12 @@ void dm_feed_on_message(const json_t *msg)
 
 void dm_feed_fini(void)
 {
+	while (seqs) {
+		struct org_seq *os = seqs;
+
+		seqs = os->next;
+		free(os);
+	}
 	while (feed.orgs) {
 		struct org_feed *o = feed.orgs;
 

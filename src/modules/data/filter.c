@@ -177,6 +177,18 @@ static void field_sql(const struct dm_field *f, bool as_text, struct dm_buf *b)
 	}
 }
 
+bool dm_from_sql(struct dm_buf *b, const char *entity)
+{
+	size_t n = strlen(entity);
+
+	if (!n || n > 63 || entity[0] < 'a' || entity[0] > 'z' ||
+	    strspn(entity, "abcdefghijklmnopqrstuvwxyz0123456789_") != n)
+		return false;
+	dm_buf_printf(b, " FROM data_records r WHERE r.org_id = $1::bigint AND r.entity = '%s'",
+		      entity);
+	return true;
+}
+
 void dm_order_sql(const struct dm_field *f, struct dm_buf *b)
 {
 	if (f->meta == DM_DATA)

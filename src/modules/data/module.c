@@ -16,11 +16,8 @@ void dm_fail_oom(struct ad_call *call)
 	ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
 }
 
-void dm_fail_sql(struct ad_call *call, const struct ad_sql_result *res)
+void dm_fail_state(struct ad_call *call, const char *st, const char *msg, int stmt)
 {
-	int stmt;
-	const char *st = ad_sql_error(res, &stmt);
-
 	if (!st)
 		st = "XX000";
 	if (!strcmp(st, "unavailable"))
@@ -35,10 +32,18 @@ void dm_fail_sql(struct ad_call *call, const struct ad_sql_result *res)
 		ad_call_fail_params(call, "", "format", "A value is out of range for its field");
 	else {
 		ad_call_log(call, AD_LOG_ERROR, "statement %d failed: %s (SQLSTATE %s)", stmt,
-			    ad_sql_error_message(res), st);
+			    msg ? msg : "", st);
 		ad_call_fail(call, AD_REASON_UNAVAILABLE, "The database refused the operation",
 			     NULL);
 	}
+}
+
+void dm_fail_sql(struct ad_call *call, const struct ad_sql_result *res)
+{
+	int stmt;
+	const char *st = ad_sql_error(res, &stmt);
+
+	dm_fail_state(call, st, ad_sql_error_message(res), stmt);
 }
 
 /* ---- compiled schemas --------------------------------------------------------- */
@@ -138,6 +143,7 @@ static int data_init(struct ad_module *m)
 			return -1;
 	ad_module_on_start(m, dm_feed_on_start);
 	ad_module_on_message(m, dm_feed_on_message);
+	ad_module_on_commit(m, dm_feed_on_commit);
 	for (size_t i = 0; i < ad_data_migrations_count; i++) {
 		char *sql = strndup(ad_data_migrations[i].data, ad_data_migrations[i].len);
 		int rc;

@@ -659,7 +659,7 @@ void dm_query(struct ad_call *call)
 	struct dm_error e;
 	struct dm_buf b = { 0 };
 	json_t *vals = json_array();
-	struct dm_num limit, offset;
+	struct dm_num limit, offset, org = dm_num(ad_call_org_id(call));
 	const char *p[4];
 	int np = 0;
 	char *vtext = NULL;
@@ -675,7 +675,7 @@ void dm_query(struct ad_call *call)
 		dm_fail_error(call, &e);
 		return;
 	}
-	p[np++] = q.entity;
+	p[np++] = org.v;
 	if (q.count)
 		dm_buf_put(&b, "SELECT count(*)");
 	else if (q.star)
@@ -688,7 +688,11 @@ void dm_query(struct ad_call *call)
 		}
 		dm_buf_put(&b, ")");
 	}
-	dm_buf_put(&b, " FROM data_records r WHERE r.entity = $1");
+	if (!dm_from_sql(&b, q.entity)) {
+		dm_error_set(&e, "/sql", "syntax", "not an entity name");
+		dm_fail_error(call, &e);
+		goto out;
+	}
 	if (q.where) {
 		dm_buf_put(&b, " AND ");
 		if (!dm_filter_sql(q.where, &b, vals, 2, "/sql", &e)) {

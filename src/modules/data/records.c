@@ -5,9 +5,10 @@
  * A write goes in two steps.  The schemas of the entities it touches come
  * from a cache (or one read of data_entities); each record is validated
  * here, in C.  Then one batch applies every op through data_apply() (the
- * migration), which checks in the same transaction that each entity is
- * still at the version validated against, and reads back the change rows
- * its statements' trigger recorded, to deliver them after the commit.  A
+ * migrations), which checks in the same transaction that each entity is
+ * still at the version validated against, and reads back the ids of the
+ * change rows its statements' trigger captured; after the commit the feed
+ * numbers them (feed.c) and the answer carries their seq.  A
  * redefinition in between makes data_apply() refuse (DA428); the write is
  * then validated again once, from a fresh read.
  */
@@ -89,15 +90,17 @@ static bool op_read(struct ad_call *call, struct wr *w, const json_t *src, size_
 
 static void wr_start(struct ad_call *call, struct wr *w);
 
-static void apply_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
+/*
+ * What became of one write: st is NULL when it committed with records
+ * (taken) and the ids of its change rows, else the SQLSTATE and message of
+ * its failure.  Frees w (or starts it again).
+ */
+static void apply_outcome(struct ad_call *call, struct wr *w, const char *st, const char *msg,
+			  json_t *records, const char *ids)
 {
-	struct wr *w = arg;
-	int stmt;
-	const char *st = ad_sql_error(res, &stmt);
-	const char *msg = ad_sql_error_message(res);
 	long idx = -1;
 	char ptr[64];
-	json_t *records, *changes, *last, *id = NULL;
+	json_t *id = NULL;
 
 	if (st && msg && !strncmp(msg, "op ", 3))
 		idx = strtol(msg + 3, NULL, 10);
@@ -137,23 +140,194 @@ static void apply_done(struct ad_call *call, void *arg, const struct ad_sql_resu
 			ad_call_fail(call, AD_REASON_CONFLICT,
 				     "The entity was redefined meanwhile; try again", NULL);
 		else
-			dm_fail_sql(call, res);
+			dm_fail_state(call, st, msg, 0);
 		return;
 	}
-	records = ad_sql_json(res, 0, 0, 0);
-	changes = ad_sql_json(res, 1, 0, 0);
-	last = json_array_get(changes, json_array_size(changes) - 1);
-	dm_feed_committed(ad_call_org_id(call), changes);
 	if (w->many)
-		ad_call_reply(call, json_pack("{s:o,s:O}", "records", records, "seq",
-					      last ? json_array_get(last, 0) : json_null()));
+		dm_feed_committed(call, ids, json_pack("{s:o}", "records", records));
 	else {
-		ad_call_reply(call, json_pack("{s:O,s:O}", "record", json_array_get(records, 0),
-					      "seq", last ? json_array_get(last, 0) : json_null()));
+		dm_feed_committed(call, ids, json_pack("{s:O}", "record",
+							json_array_get(records, 0)));
 		json_decref(records);
 	}
-	json_decref(changes);
 	wr_free(w);
+}
+
+/* ---- group commit ----------------------------------------------------------------
+ *
+ * Every commit waits for its WAL to reach the disk, and a connection
+ * commits one transaction at a time, so a write per transaction on a small
+ * pool does a few writes per flush.  Writes of one org are instead applied
+ * in batches: while a batch is in the database, the org's next writes
+ * queue; when it comes back they all go as the next batch, one statement
+ * and one commit (data_apply_batch(): each write in its own
+ * subtransaction, so one that fails leaves the others whole).  With one
+ * write at a time a batch is that write alone, sent at once.  One batch per
+ * org at a time, so batches never wait for each other's rows.
+ */
+
+#define BATCH_MAX 64
+
+struct pend {
+	struct pend *next;
+	struct ad_call *call;
+	struct wr *w;
+	char *item;          /* [ops, versions, method] as JSON text */
+};
+
+struct org_batch {
+	struct org_batch *next;
+	int64_t org;
+	struct pend *queue, **tail; /* not sent yet, oldest first */
+	struct pend *flight;        /* the batch in the database */
+};
+
+static struct org_batch *batches;
+
+static void batch_send(struct org_batch *ob);
+
+static void pend_free(struct pend *p)
+{
+	free(p->item);
+	free(p);
+}
+
+/* Cancelled or timed out: a queued write is dropped; one in the database
+ * is answered with what became of it (it may well commit). */
+static void pend_cancelled(struct ad_call *call, void *arg)
+{
+	struct pend *p = arg;
+
+	for (struct org_batch *ob = batches; ob; ob = ob->next)
+		for (struct pend **pp = &ob->queue; *pp; pp = &(*pp)->next)
+			if (*pp == p) {
+				if (!(*pp = p->next))
+					ob->tail = pp;
+				wr_free(p->w);
+				pend_free(p);
+				ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
+				return;
+			}
+}
+
+static void batch_done(void *arg, const struct ad_sql_result *res)
+{
+	struct org_batch *ob = arg, **bp;
+	struct pend *p = ob->flight;
+	const char *st = ad_sql_error(res, NULL);
+	json_t *out = st ? NULL : ad_sql_json(res, 0, 0, 0);
+	size_t i = 0;
+
+	ob->flight = NULL;
+	while (p) {
+		struct pend *next = p->next;
+		json_t *r = json_array_get(out, i++);
+		const char *state = json_string_value(json_object_get(r, "state"));
+
+		ad_call_on_cancel(p->call, NULL, NULL);
+		if (st || !r)
+			apply_outcome(p->call, p->w, st ? st : "XX000",
+				      st ? ad_sql_error_message(res) : "no outcome", NULL, NULL);
+		else if (state)
+			apply_outcome(p->call, p->w, state,
+				      json_string_value(json_object_get(r, "message")), NULL, NULL);
+		else
+			apply_outcome(p->call, p->w, NULL, NULL,
+				      json_incref(json_object_get(r, "records")),
+				      json_string_value(json_object_get(r, "changes")));
+		pend_free(p);
+		p = next;
+	}
+	json_decref(out);
+	if (ob->queue) {
+		batch_send(ob);
+		return;
+	}
+	for (bp = &batches; *bp; bp = &(*bp)->next)
+		if (*bp == ob) {
+			*bp = ob->next;
+			free(ob);
+			return;
+		}
+}
+
+/* Sends up to BATCH_MAX queued writes of the org as one statement. */
+static void batch_send(struct org_batch *ob)
+{
+	struct dm_buf items = { 0 };
+	struct dm_num org = dm_num(ob->org);
+	struct pend **tail = &ob->flight;
+	struct ad_sql *q;
+	int64_t last_ms = 0;
+	int n = 0;
+
+	dm_buf_put(&items, "[");
+	while (ob->queue && n < BATCH_MAX) {
+		struct pend *p = ob->queue;
+
+		if (!(ob->queue = p->next))
+			ob->tail = &ob->queue;
+		p->next = NULL;
+		if (ad_call_time_left_ms(p->call) > last_ms)
+			last_ms = ad_call_time_left_ms(p->call);
+		dm_buf_printf(&items, "%s%s", n++ ? "," : "", p->item);
+		*tail = p;
+		tail = &p->next;
+	}
+	dm_buf_put(&items, "]");
+	if (!items.oom && (q = ad_sql_new_background(AD_SQL_SEE_ERRORS))) {
+		const char *p[2] = { org.v, items.data };
+
+		/* In the org's scope, bounded by the latest deadline of the batch. */
+		ad_sql_in_org(q, ob->org);
+		ad_sql_timeout(q, (uint32_t)(last_ms < 100 ? 100 : last_ms));
+		ad_sql_add(q, "SELECT data_apply_batch($1::bigint, $2::jsonb)", 2, p);
+		dm_buf_free(&items);
+		ad_sql_run_background(q, batch_done, ob);
+		return;
+	}
+	dm_buf_free(&items);
+	/* Out of memory: every write of this batch fails. */
+	for (struct pend *p = ob->flight, *next; p; p = next) {
+		next = p->next;
+		ad_call_on_cancel(p->call, NULL, NULL);
+		wr_free(p->w);
+		dm_fail_oom(p->call);
+		pend_free(p);
+	}
+	ob->flight = NULL;
+}
+
+/* Queues a validated write for its org's next batch (or sends it now). */
+static void batch_add(struct ad_call *call, struct wr *w, char *item)
+{
+	int64_t org = ad_call_org_id(call);
+	struct org_batch *ob;
+	struct pend *p = calloc(1, sizeof(*p));
+
+	for (ob = batches; ob && ob->org != org; ob = ob->next)
+		;
+	if (!ob && (ob = calloc(1, sizeof(*ob)))) {
+		ob->org = org;
+		ob->tail = &ob->queue;
+		ob->next = batches;
+		batches = ob;
+	}
+	if (!p || !ob) {
+		free(p);
+		free(item);
+		wr_free(w);
+		dm_fail_oom(call);
+		return;
+	}
+	p->call = call;
+	p->w = w;
+	p->item = item;
+	*ob->tail = p;
+	ob->tail = &p->next;
+	ad_call_on_cancel(call, pend_cancelled, p);
+	if (!ob->flight)
+		batch_send(ob);
 }
 
 /* Validates every op against its entity's cached schema, then applies them. */
@@ -161,11 +335,9 @@ static void wr_apply(struct ad_call *call, struct wr *w)
 {
 	int64_t org = ad_call_org_id(call), version;
 	const struct ad_json_schema *s;
-	char *ops_text, *ver_text;
-	struct ad_sql *q;
-	char ptr[64];
+	char ptr[64], *text;
 	size_t i;
-	json_t *o;
+	json_t *o, *item;
 
 	json_array_foreach(w->ops, i, o) {
 		const char *entity = json_string_value(json_object_get(o, "entity"));
@@ -184,28 +356,15 @@ static void wr_apply(struct ad_call *call, struct wr *w)
 			return;
 		}
 	}
-	ops_text = json_dumps(w->ops, JSON_COMPACT);
-	ver_text = json_dumps(w->versions, JSON_COMPACT);
-	q = ad_sql_new(call, AD_SQL_SEE_ERRORS);
-	if (!ops_text || !ver_text || !q) {
-		free(ops_text);
-		free(ver_text);
-		ad_sql_free(q);
+	item = json_pack("[O,O,s]", w->ops, w->versions, ad_call_method(call));
+	text = item ? json_dumps(item, JSON_COMPACT) : NULL;
+	json_decref(item);
+	if (!text) {
 		wr_free(w);
 		dm_fail_oom(call);
 		return;
 	}
-	{
-		const char *p[2] = { ops_text, ver_text };
-
-		ad_sql_add(q, "SELECT data_apply($1::jsonb, $2::jsonb)", 2, p);
-	}
-	ad_sql_add(q, "SELECT coalesce(jsonb_agg(jsonb_build_array(seq, entity, op, to_jsonb(ids)) "
-		      "ORDER BY seq), '[]') FROM data_changes WHERE tx = pg_current_xact_id()",
-		   0, NULL);
-	free(ops_text);
-	free(ver_text);
-	ad_sql_run(q, apply_done, w, wr_free);
+	batch_add(call, w, text);
 }
 
 static void schemas_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
@@ -367,6 +526,15 @@ static bool where_filter(struct ad_call *call, struct dm_buf *b, json_t *vals, i
 	return ok;
 }
 
+/* Appends the FROM and the org and entity conditions; false when answered. */
+static bool from_sql(struct ad_call *call, struct dm_buf *b, const char *entity)
+{
+	if (entity && dm_from_sql(b, entity))
+		return true;
+	ad_call_fail_params(call, "/entity", "pattern", "Not an entity name");
+	return false;
+}
+
 void dm_find_one(struct ad_call *call)
 {
 	const json_t *params = ad_call_params(call);
@@ -376,13 +544,16 @@ void dm_find_one(struct ad_call *call)
 	json_t *vals = json_array();
 	struct ad_sql *q = NULL;
 	char *vtext = NULL;
+	struct dm_num org = dm_num(ad_call_org_id(call));
 
 	if (!id && !json_object_get(params, "filter")) {
 		json_decref(vals);
 		ad_call_fail_params(call, "/id", "required", "find_one needs an id or a filter");
 		return;
 	}
-	dm_buf_put(&b, "SELECT data_record_json(r) FROM data_records r WHERE r.entity = $1");
+	dm_buf_put(&b, "SELECT data_record_json(r)");
+	if (!from_sql(call, &b, entity))
+		goto out;
 	if (id)
 		dm_buf_put(&b, " AND r.id = $2");
 	else if (!vals || !where_filter(call, &b, vals, 2))
@@ -394,7 +565,7 @@ void dm_find_one(struct ad_call *call)
 		goto out;
 	}
 	{
-		const char *p[2] = { entity, id ? id : vtext };
+		const char *p[2] = { org.v, id ? id : vtext };
 
 		ad_sql_add(q, b.data, id || json_array_size(vals) ? 2 : 1, p);
 	}
@@ -529,7 +700,7 @@ void dm_find_many(struct ad_call *call)
 	struct ad_sql *q = NULL;
 	char *vtext = NULL, *raw = NULL;
 	struct page *pg = calloc(1, sizeof(*pg));
-	struct dm_num fetch;
+	struct dm_num fetch, org = dm_num(ad_call_org_id(call));
 	const char *dir;
 
 	if (!pg || !vals) {
@@ -549,11 +720,12 @@ void dm_find_many(struct ad_call *call)
 				   "desc");
 	}
 	dir = pg->desc ? "DESC" : "ASC";
-	p[np++] = json_string_value(json_object_get(params, "entity"));
+	p[np++] = org.v;
 	dm_buf_put(&b, "SELECT data_record_json(r), (");
 	dm_order_sql(&pg->field, &b);
-	dm_buf_put(&b, ")::text, r.id FROM data_records r WHERE r.entity = $1");
-	if (!where_filter(call, &b, vals, 2))
+	dm_buf_put(&b, ")::text, r.id");
+	if (!from_sql(call, &b, json_string_value(json_object_get(params, "entity"))) ||
+	    !where_filter(call, &b, vals, 2))
 		goto out;
 	if (json_array_size(vals)) {
 		if (!(vtext = json_dumps(vals, JSON_COMPACT))) {
