@@ -403,6 +403,38 @@ test('a subscriber on the other instance gets each committed write once, in seq 
   await g.close();
 });
 
+test('concurrent creates commit together, yet each is answered and fed on its own', async () => {
+  const { ws } = await subscriber(A, ['contact']);
+  ok(await mutate({ operation: 'create', entity: 'contact', id: 'grp-old', data: { name: 'old' } }));
+  await collect(ws, (l) => l.length >= 1);
+  const ids = [...Array(30).keys()].map((i) => `grp-${i}`);
+  const [rs, again, exists, nul] = await Promise.all([
+    Promise.all(ids.map((id) => mutate({ operation: 'create', entity: 'contact', id, data: { name: 'grp' } }))),
+    mutate({ operation: 'create', entity: 'contact', id: 'grp-3', data: { name: 'again' } }),
+    mutate({ operation: 'create', entity: 'contact', id: 'grp-old', data: { name: 'exists' } }),
+    mutate({ operation: 'create', entity: 'contact', id: 'grp-nul', data: { name: 'a\u0000b' } }),
+  ]);
+  // grp-3 twice: one of the two wins, the other is a conflict.
+  const three = [rs[3], again];
+  assert.equal(three.filter((r) => r.result).length, 1, JSON.stringify(three));
+  assert.equal(reason(three.find((r) => r.error)), 'conflict', JSON.stringify(three));
+  assert.equal(reason(exists), 'conflict', JSON.stringify(exists));
+  assert.equal(exists.error.data.id, 'grp-old');
+  // A value PostgreSQL cannot store fails alone, with its pointer.
+  bad(nul, '/data/name', 'pattern');
+  assert.equal(pg.psql("select count(*) from data_records where id = 'grp-nul'"), '0');
+  const won = [...rs.filter((r, i) => i !== 3 && r.result), ...three.filter((r) => r.result)].map((r) => r.result);
+  assert.equal(won.length, 30);
+  assert.equal(new Set(won.map((r) => r.seq)).size, 30, 'a seq each');
+  // The feed: one change per record, each with the seq its write answered.
+  const got = await collect(ws, (l) => l.length >= 30);
+  assert.deepEqual(got.map((c) => [c.ids, c.seq]).sort((a, b) => a[1] - b[1]),
+    won.map((r) => [[r.record.id], r.seq]).sort((a, b) => a[1] - b[1]));
+  assert.ok(got.every((c, i) => i === 0 || c.seq === got[i - 1].seq + 1), 'in seq order, no gap');
+  assert.ok(await ws.silent(300));
+  assert.equal(pg.psql("select data->>'name' from data_records where id = 'grp-old'"), 'old');
+});
+
 test('a reconnect with since replays exactly what was missed, then goes live with no gap', async () => {
   const { ws, sub } = await subscriber(A, ['contact']);
   const first = ok(await mutate({ operation: 'create', entity: 'contact', id: 'since-0', data: { name: 's' } }, 'acme', B));

@@ -185,13 +185,19 @@ void dm_schema_clear(void);
 /* ---- the change feed (feed.c) --------------------------------------------- */
 
 /*
- * A write of the call's org committed, capturing the change rows ids
- * ("1,2,3", the data.changes setting; NULL for none).  Once a sequencer has
- * numbered them, answer (taken) is sent with "seq" set to the highest of
- * their seqs; the changes are delivered here and announced to the other
- * instances.
+ * The columns of data_sequence() as one JSON array, in seq order:
+ * [[change id, seq, entity, op, ids, source table, action], ...].
  */
-void dm_feed_committed(struct ad_call *call, const char *ids, json_t *answer);
+#define DM_NUMBERED_JSON                                                                  \
+	"coalesce(jsonb_agg(jsonb_build_array(id, seq, entity, op, ids, source, action) " \
+	"ORDER BY seq), '[]')"
+/*
+ * Changes of org that were just numbered (rows as DM_NUMBERED_JSON): the
+ * writes they saw are checked against the writing action's spec, they are
+ * delivered here when they follow what was delivered (else a poll reads
+ * them), and the other instances are told.
+ */
+void dm_feed_numbered(int64_t org, const json_t *rows);
 /* Another module's call committed a write for org (ad_module_on_commit). */
 void dm_feed_on_commit(int64_t org, const char *method);
 /* Starts the poll and the retention sweep when actiond serves with a database. */

@@ -5,14 +5,16 @@
  * no gap and no duplicate.
  *
  * Writes capture their changes in data_changes in the writing transaction
- * (the triggers of the migrations), without a seq, so writers of one org
- * never wait for each other.  After the commit the writer's instance
- * numbers them (data_sequence(): the org's feed row lock serialises the
- * numbering, here and on other instances, so seqs commit in order and
- * without holes), one run at a time per org covering every write that
- * committed meanwhile; the write is answered with its seq, the numbered
- * changes are delivered here and announced to the other instances (module
- * messages).  A timer numbers what a stopped instance left behind.
+ * (the triggers of the migrations), without a seq; data_sequence() numbers
+ * an org's captured changes under the org's feed row lock, so seqs commit
+ * in order and without holes.  The data module's own writes number theirs
+ * at the end of their batch's transaction (records.c); the writes of other
+ * modules to their tenant tables are numbered after they commit (the
+ * commit hook starts a numbering run for the org, one at a time per org,
+ * covering every write that committed meanwhile), so their writers never
+ * wait for each other.  Numbered changes are delivered here and announced
+ * to the other instances (module messages); a timer numbers what a
+ * stopped instance left behind.
  *
  * Each instance delivers to its own sockets, from the database: for every
  * org that has subscribers here it keeps the last seq it delivered, and a
@@ -301,236 +303,114 @@ void dm_feed_on_start(bool database)
 	}
 }
 
-/* ---- sequencing ------------------------------------------------------------ */
+/* ---- numbered changes ------------------------------------------------------ */
 
-/* A committed write waiting for its changes' seqs, to answer. */
-struct waiter {
-	struct waiter *next;
-	struct ad_call *call;
-	json_t *answer;
-	int64_t *ids;
-	size_t n, found;
-	int64_t seq;         /* the highest seq found so far */
-};
+void dm_feed_numbered(int64_t org, const json_t *rows)
+{
+	struct org_feed *o = org_find(org);
+	bool gap = false;
+	size_t i;
+	json_t *row;
 
-/* An org whose writes are being numbered here. */
+	feed_start();
+	json_array_foreach(rows, i, row) {
+		int64_t seq = json_integer_value(json_array_get(row, 1));
+		const char *action = json_string_value(json_array_get(row, 6));
+
+		/* Checked once, where it was numbered. */
+		if (action)
+			(void)ad_action_write_seen(action,
+						   json_string_value(json_array_get(row, 5)));
+		if (!o || o->delivered < 0 || seq <= o->delivered)
+			continue;
+		if (seq != o->delivered + 1) {
+			gap = true; /* numbered elsewhere, not delivered here yet */
+			continue;
+		}
+		deliver(org, seq, json_string_value(json_array_get(row, 2)),
+			json_string_value(json_array_get(row, 3)), json_array_get(row, 4));
+		o->delivered = seq;
+	}
+	if (gap)
+		poll_start();
+	if (json_array_size(rows)) {
+		/* The other instances' subscribers: their feed looks at once. */
+		json_t *m = json_pack("{s:I}", "org", (json_int_t)org);
+
+		if (m)
+			(void)ad_module_broadcast("data", m);
+		json_decref(m);
+	}
+}
+
+/* ---- numbering what other modules wrote ------------------------------------- */
+
+/* An org whose changes are being numbered here, one run at a time. */
 struct org_seq {
 	struct org_seq *next;
 	int64_t org;
-	bool running, again;
-	struct waiter *waiters;
+	bool again;
 };
 
 static struct org_seq *seqs;
 
-static void waiter_answer(struct waiter *wt)
-{
-	json_object_set_new(wt->answer, "seq", wt->seq ? json_integer(wt->seq) : json_null());
-	ad_call_on_cancel(wt->call, NULL, NULL);
-	ad_call_reply(wt->call, wt->answer);
-	free(wt->ids);
-	free(wt);
-}
-
-/* The call timed out or was cancelled while its seqs were awaited: the
- * write is committed, so the answer says so, without the seq. */
-static void waiter_cancelled(struct ad_call *call, void *arg)
-{
-	struct waiter *wt = arg;
-
-	(void)call;
-	for (struct org_seq *os = seqs; os; os = os->next)
-		for (struct waiter **pp = &os->waiters; *pp; pp = &(*pp)->next)
-			if (*pp == wt) {
-				*pp = wt->next;
-				wt->seq = 0;
-				waiter_answer(wt);
-				return;
-			}
-}
-
-static void sequence_start(struct org_seq *os);
-
-static struct org_seq *org_seq_get(int64_t org)
-{
-	struct org_seq *os;
-
-	for (os = seqs; os && os->org != org; os = os->next)
-		;
-	if (!os && (os = calloc(1, sizeof(*os)))) {
-		os->org = org;
-		os->next = seqs;
-		seqs = os;
-	}
-	return os;
-}
+static void sequence_start(int64_t org);
 
 static void sequence_done(void *arg, const struct ad_sql_result *res)
 {
 	struct org_seq *os = arg, **sp;
-	struct waiter **pp;
-	struct org_feed *o = org_find(os->org);
-	bool gap = false;
 
-	os->running = false;
 	if (ad_sql_error(res, NULL)) {
 		ad_log(AD_LOG_WARN, "data: numbering the changes of org %lld failed: %s",
 		       (long long)os->org, ad_sql_error_message(res));
 	} else {
-		json_t *m = json_pack("{s:I}", "org", (json_int_t)os->org);
+		json_t *rows = ad_sql_json(res, 0, 0, 0);
 
-		for (int r = 0; r < ad_sql_rows(res, 0); r++) {
-			int64_t id = ad_sql_int(res, 0, r, 0), seq = ad_sql_int(res, 0, r, 1);
-
-			/* What this run numbered (action set) is checked once, here. */
-			if (!ad_sql_is_null(res, 0, r, 6))
-				(void)ad_action_write_seen(ad_sql_text(res, 0, r, 6, NULL),
-							   ad_sql_text(res, 0, r, 5, NULL));
-			for (struct waiter *wt = os->waiters; wt; wt = wt->next)
-				for (size_t k = 0; k < wt->n; k++)
-					if (wt->ids[k] == id) {
-						wt->ids[k] = -1;
-						wt->found++;
-						if (seq > wt->seq)
-							wt->seq = seq;
-					}
-			if (!o || o->delivered < 0 || seq <= o->delivered)
-				continue;
-			if (seq != o->delivered + 1) {
-				gap = true; /* numbered elsewhere, not delivered here yet */
-				continue;
-			}
-			{
-				json_t *ids = ad_sql_json(res, 0, r, 4);
-
-				deliver(os->org, seq, ad_sql_text(res, 0, r, 2, NULL),
-					ad_sql_text(res, 0, r, 3, NULL), ids);
-				json_decref(ids);
-			}
-			o->delivered = seq;
-		}
-		/* The other instances' subscribers: their feed looks at once. */
-		if (m && ad_sql_rows(res, 0))
-			(void)ad_module_broadcast("data", m);
-		json_decref(m);
-	}
-	if (gap)
-		poll_start();
-	for (pp = &os->waiters; *pp;) {
-		struct waiter *wt = *pp;
-
-		if (wt->found == wt->n || ad_sql_error(res, NULL)) {
-			*pp = wt->next;
-			waiter_answer(wt);
-		} else {
-			pp = &wt->next;
-		}
-	}
-	if (os->again || os->waiters) {
-		os->again = false;
-		sequence_start(os);
-		return;
+		dm_feed_numbered(os->org, rows);
+		json_decref(rows);
 	}
 	for (sp = &seqs; *sp; sp = &(*sp)->next)
 		if (*sp == os) {
 			*sp = os->next;
-			free(os);
-			return;
+			break;
 		}
+	if (os->again)
+		sequence_start(os->org);
+	free(os);
 }
 
-/* Numbers what committed for the org; one run at a time per org. */
-static void sequence_start(struct org_seq *os)
+/* Numbers what committed for the org, one run at a time per org. */
+static void sequence_start(int64_t org)
 {
-	struct dm_buf want = { 0 };
-	struct dm_num org = dm_num(os->org);
+	struct dm_num n = dm_num(org);
+	const char *p[1] = { n.v };
+	struct org_seq *os;
 	struct ad_sql *q;
 
-	if (os->running) {
+	for (os = seqs; os && os->org != org; os = os->next)
+		;
+	if (os) {
 		os->again = true;
 		return;
 	}
-	dm_buf_put(&want, "{");
-	for (struct waiter *wt = os->waiters; wt; wt = wt->next)
-		for (size_t k = 0; k < wt->n; k++)
-			if (wt->ids[k] >= 0)
-				dm_buf_printf(&want, "%s%lld", want.len > 1 ? "," : "",
-					      (long long)wt->ids[k]);
-	dm_buf_put(&want, "}");
-	if (want.oom || !(q = ad_sql_new_background(0))) {
-		dm_buf_free(&want);
-		/* The poll's sweep numbers them within a second or so. */
-		while (os->waiters) {
-			struct waiter *wt = os->waiters;
-
-			os->waiters = wt->next;
-			wt->seq = 0;
-			waiter_answer(wt);
-		}
-		return;
+	if (!(os = calloc(1, sizeof(*os))) || !(q = ad_sql_new_background(0))) {
+		free(os);
+		return; /* the timer numbers it */
 	}
-	{
-		const char *p[2] = { org.v, want.data };
-
-		ad_sql_add(q, "SELECT * FROM data_sequence($1::bigint, $2::bigint[])", 2, p);
-	}
-	dm_buf_free(&want);
-	os->running = true;
+	os->org = org;
+	os->next = seqs;
+	seqs = os;
+	ad_sql_add(q, "SELECT " DM_NUMBERED_JSON " FROM data_sequence($1::bigint)", 1, p);
 	ad_sql_run_background(q, sequence_done, os);
 }
 
 void dm_feed_on_commit(int64_t org, const char *method)
 {
-	struct org_seq *os;
-
-	/* The data module's own writes number theirs (dm_feed_committed). */
-	if (org <= 0 || !strcmp(method, "data.mutate") || !strcmp(method, "data.mutate_many"))
+	/* The data module's own writes number theirs in their transaction. */
+	if (org <= 0 || !strncmp(method, "data.", 5))
 		return;
 	feed_start();
-	if (!(os = org_seq_get(org)))
-		return; /* the timer numbers it */
-	sequence_start(os);
-}
-
-void dm_feed_committed(struct ad_call *call, const char *ids, json_t *answer)
-{
-	int64_t org = ad_call_org_id(call);
-	struct waiter *wt = calloc(1, sizeof(*wt));
-	struct org_seq *os;
-	size_t cap = 1;
-
-	feed_start();
-	for (const char *c = ids; c && *c; c++)
-		cap += *c == ',';
-	if (!answer || !wt || !(wt->ids = calloc(cap, sizeof(*wt->ids)))) {
-		free(wt);
-		json_decref(answer);
-		dm_fail_oom(call);
-		return;
-	}
-	wt->call = call;
-	wt->answer = answer;
-	for (const char *c = ids; c && *c;) {
-		char *end;
-		long long v = strtoll(c, &end, 10);
-
-		if (end == c || wt->n == cap)
-			break;
-		wt->ids[wt->n++] = v;
-		c = *end == ',' ? end + 1 : end;
-	}
-	if (!wt->n) {
-		waiter_answer(wt);
-		return;
-	}
-	if (!(os = org_seq_get(org))) {
-		waiter_answer(wt);
-		return;
-	}
-	wt->next = os->waiters;
-	os->waiters = wt;
-	ad_call_on_cancel(call, waiter_cancelled, wt);
-	sequence_start(os);
+	sequence_start(org);
 }
 
 void dm_feed_on_message(const json_t *msg)

@@ -97,11 +97,13 @@ LANGUAGE sql IMMUTABLE AS
 $$ SELECT hashtextextended('data.entity.' || org || '.' || entity, 0) $$;
 
 -- ---- The change feed ---------------------------------------------------------
--- Writers capture their changes with no seq (id orders them); a sequencer
--- numbers what has committed, per org, under the org's feed row lock, so
--- writers of one org never wait for each other, and seqs still commit in
--- order and without holes: sequencers of an org run one after another,
--- each numbering after the last one's highest seq.
+-- Writers capture their changes with no seq (id orders them);
+-- data_sequence() numbers them per org under the org's feed row lock, so
+-- seqs commit in order and without holes: numberings of an org run one
+-- after another, each after the last one's highest seq.  The data
+-- module's batches number their own at the end of their transaction;
+-- other modules' writes are numbered after they commit, so their writers
+-- never wait for each other.
 ALTER TABLE data_changes DROP CONSTRAINT data_changes_pkey;
 ALTER TABLE data_changes ALTER COLUMN seq DROP NOT NULL;
 ALTER TABLE data_changes ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY;
@@ -127,7 +129,19 @@ DECLARE
                        ELSE 'delete' END;
   a text := nullif(current_setting('app.action', true), '');
   made bigint[];
+  split jsonb;
 BEGIN
+  IF TG_OP = 'INSERT' AND current_setting('data.split', true) = 'on' THEN
+    -- A batch of single creates (data_create_batch): a change per record,
+    -- and which change each record got, as {"entity/id": change id}.
+    WITH c AS (INSERT INTO data_changes (org_id, entity, op, ids, source, action)
+               SELECT org_id, entity, o, ARRAY[id], 'data_records', a
+               FROM new_rows ORDER BY org_id, entity, id
+               RETURNING id, entity, ids[1] AS rid)
+    SELECT coalesce(jsonb_object_agg(entity || '/' || rid, id), '{}') INTO split FROM c;
+    PERFORM set_config('data.split_map', split::text, true);
+    RETURN NULL;
+  END IF;
   IF TG_OP = 'DELETE' THEN
     WITH c AS (INSERT INTO data_changes (org_id, entity, op, ids, source, action)
                SELECT org_id, entity, o, array_agg(id ORDER BY id), 'data_records', a
@@ -205,11 +219,11 @@ END
 $$;
 INSERT INTO actiond_tenant_hooks (fn) VALUES ('data_capture');
 
--- Numbers the org's committed changes that have no seq yet, in capture
--- order, and answers them; with them, the changes of `want` that an
--- earlier sequencer numbered (a write looking for its own).  Runs in its
--- own short transaction, after the writes commit.
-CREATE FUNCTION data_sequence(o bigint, want bigint[])
+-- Numbers the org's changes that have no seq yet (committed, and this
+-- transaction's own), in capture order, and answers them.  Runs at the end
+-- of a data batch's transaction, or in a short one of its own after other
+-- modules' writes commit.
+CREATE FUNCTION data_sequence(o bigint)
 RETURNS TABLE (id bigint, seq bigint, entity text, op text, ids jsonb, source text,
                action text)
 LANGUAGE plpgsql AS
@@ -217,9 +231,8 @@ $$
 DECLARE
   s bigint;
 BEGIN
-  -- Most calls are told of commits that captured nothing: no lock for them.
-  IF cardinality(want) = 0 AND NOT EXISTS (
-       SELECT 1 FROM data_changes c WHERE c.org_id = o AND c.seq IS NULL) THEN
+  -- Most commits a module tells of captured nothing: no lock for them.
+  IF NOT EXISTS (SELECT 1 FROM data_changes c WHERE c.org_id = o AND c.seq IS NULL) THEN
     RETURN;
   END IF;
   SELECT f.last_seq INTO s FROM data_feed f WHERE f.org_id = o FOR UPDATE;
@@ -227,19 +240,14 @@ BEGIN
     INSERT INTO data_feed (org_id) VALUES (o) ON CONFLICT (org_id) DO NOTHING;
     SELECT f.last_seq INTO s FROM data_feed f WHERE f.org_id = o FOR UPDATE;
   END IF;
-  -- A statement after the lock: its snapshot sees the last sequencer's work.
+  -- A statement after the lock: its snapshot sees the last numbering's work.
   RETURN QUERY
     WITH p AS (SELECT c.id AS pid, s + row_number() OVER (ORDER BY c.id) AS n
                FROM data_changes c WHERE c.org_id = o AND c.seq IS NULL
                ORDER BY c.id LIMIT 5000),
          u AS (UPDATE data_changes c SET seq = p.n FROM p WHERE c.id = p.pid
                RETURNING c.id, c.seq, c.entity, c.op, to_jsonb(c.ids), c.source, c.action)
-    SELECT * FROM u
-    UNION ALL
-    SELECT c.id, c.seq, c.entity, c.op, to_jsonb(c.ids), c.source, NULL::text
-    FROM data_changes c
-    WHERE c.id = ANY (want) AND c.org_id = o AND c.seq IS NOT NULL
-    ORDER BY 2;
+    SELECT * FROM u;
   UPDATE data_feed f SET last_seq = m.top
   FROM (SELECT max(c.seq) AS top FROM data_changes c WHERE c.org_id = o AND c.seq > s) m
   WHERE f.org_id = o AND m.top IS NOT NULL;
@@ -257,7 +265,7 @@ DECLARE
 BEGIN
   FOR r IN SELECT DISTINCT org_id FROM data_changes
            WHERE seq IS NULL AND at < now() - interval '1 second' LOOP
-    n := n + (SELECT count(*) FROM data_sequence(r.org_id, '{}'));
+    n := n + (SELECT count(*) FROM data_sequence(r.org_id));
   END LOOP;
   RETURN n;
 END
@@ -341,32 +349,102 @@ $$;
 -- Applies the writes of one org's calls in one transaction (records.c,
 -- group commit): writes is [[ops, versions, method]], each applied by
 -- data_apply() in its own subtransaction, in the org's scope, so a write
--- that fails leaves the others whole.  The answer has one entry per write:
--- {records, changes} (changes: the ids of its change rows, "1,2") or
--- {state, message} (the SQLSTATE it failed with).
+-- that fails leaves the others whole; then numbers the changes they
+-- captured (data_sequence(), in this transaction: the seqs commit with
+-- the writes).  The answer: {writes: [{records, changes} or {state,
+-- message}, ...], changes: [[id, seq, entity, op, ids, source, action]]},
+-- changes of a write being the ids of its change rows ("1,2").
 CREATE FUNCTION data_apply_batch(org bigint, writes jsonb) RETURNS jsonb LANGUAGE plpgsql AS
 $$
 DECLARE
   w jsonb;
   r jsonb;
-  answer jsonb := '[]';
+  answer jsonb;
 BEGIN
   -- The caller scoped the transaction to this org (app.org).
   IF org IS NULL OR org IS DISTINCT FROM actiond_org() THEN
     RAISE EXCEPTION 'not in the org''s scope' USING ERRCODE = 'DA400';
   END IF;
-  FOR w IN SELECT value FROM jsonb_array_elements(writes) LOOP
+  IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(writes) AS x(v)
+                 WHERE jsonb_array_length(x.v -> 0) <> 1 OR x.v -> 0 -> 0 ->> 'op' <> 'create'
+                    OR x.v ->> 2 <> 'data.mutate') THEN
     BEGIN
-      PERFORM set_config('app.action', w ->> 2, true);
-      PERFORM set_config('data.changes', '', true);
-      r := jsonb_build_object('records', data_apply(w -> 0, w -> 1),
-                              'changes', nullif(current_setting('data.changes', true), ''));
-    EXCEPTION WHEN OTHERS THEN
-      r := jsonb_build_object('state', SQLSTATE, 'message', SQLERRM);
+      answer := data_create_batch(org, writes);
+    EXCEPTION WHEN data_exception THEN
+      answer := NULL; -- a value the database refused: one by one, to tell which
     END;
-    answer := answer || jsonb_build_array(r);
+  END IF;
+  IF answer IS NULL THEN
+    answer := '[]';
+    FOR w IN SELECT value FROM jsonb_array_elements(writes) LOOP
+      BEGIN
+        PERFORM set_config('app.action', w ->> 2, true);
+        PERFORM set_config('data.changes', '', true);
+        r := jsonb_build_object('records', data_apply(w -> 0, w -> 1),
+                                'changes', nullif(current_setting('data.changes', true), ''));
+      EXCEPTION WHEN OTHERS THEN
+        r := jsonb_build_object('state', SQLSTATE, 'message', SQLERRM);
+      END;
+      answer := answer || jsonb_build_array(r);
+    END LOOP;
+    PERFORM set_config('app.action', '', true);
+  END IF;
+  RETURN jsonb_build_object('writes', answer, 'changes', (
+    SELECT coalesce(jsonb_agg(jsonb_build_array(id, seq, entity, op, ids, source, action)
+                              ORDER BY seq), '[]')
+    FROM data_sequence(org)));
+END
+$$;
+
+-- data_apply_batch() when every write is a single create (data.mutate
+-- create): one INSERT for all, so one trigger run and one index pass.
+-- Each write is refused alone when its entity moved on (DA428) or its id
+-- exists or repeats an earlier one of the batch (DA409); the others are
+-- written.  Each record gets its own change (data.split).
+CREATE FUNCTION data_create_batch(org bigint, writes jsonb) RETURNS jsonb LANGUAGE plpgsql AS
+$$
+DECLARE
+  e record;
+  answer jsonb;
+  m jsonb;
+BEGIN
+  FOR e IN SELECT DISTINCT x.v -> 0 -> 0 ->> 'entity' AS name
+           FROM jsonb_array_elements(writes) AS x(v) ORDER BY 1 LOOP
+    PERFORM pg_advisory_xact_lock_shared(data_entity_key(org, e.name));
   END LOOP;
+  PERFORM set_config('app.action', 'data.mutate', true);
+  PERFORM set_config('data.split', 'on', true);
+  PERFORM set_config('data.split_map', '{}', true);
+  WITH input AS (
+    SELECT x.ord, x.w -> 0 -> 0 AS o, x.w -> 0 -> 0 ->> 'entity' AS entity,
+           coalesce(x.w -> 0 -> 0 ->> 'id', gen_random_uuid()::text) AS rid,
+           (x.w -> 1 ->> (x.w -> 0 -> 0 ->> 'entity'))::bigint AS version
+    FROM jsonb_array_elements(writes) WITH ORDINALITY AS x(w, ord)),
+  checked AS (
+    SELECT i.*, EXISTS (SELECT 1 FROM data_entities d WHERE d.org_id = org
+                        AND d.name = i.entity AND d.version = i.version) AS current,
+           row_number() OVER (PARTITION BY i.entity, i.rid ORDER BY i.ord) AS nth
+    FROM input i),
+  ins AS (
+    INSERT INTO data_records (org_id, entity, id, data)
+    SELECT org, c.entity, c.rid, c.o -> 'data' FROM checked c
+    WHERE c.current AND c.nth = 1 ORDER BY c.ord
+    ON CONFLICT (org_id, entity, id) DO NOTHING
+    RETURNING *)
+  SELECT jsonb_agg(CASE
+           WHEN NOT c.current THEN jsonb_build_object('state', 'DA428', 'message', 'entity changed')
+           WHEN r.id IS NULL THEN jsonb_build_object('state', 'DA409', 'message', 'op 0')
+           ELSE jsonb_build_object('records', jsonb_build_array(data_record_json(r)),
+                                   'key', c.entity || '/' || c.rid) END ORDER BY c.ord)
+  INTO answer
+  FROM checked c LEFT JOIN ins r ON c.nth = 1 AND r.entity = c.entity AND r.id = c.rid;
+  -- The trigger ran at the end of that statement: its map is complete.
+  m := current_setting('data.split_map', true)::jsonb;
+  PERFORM set_config('data.split', '', true);
   PERFORM set_config('app.action', '', true);
-  RETURN answer;
+  RETURN (SELECT jsonb_agg(CASE WHEN a ? 'key'
+                                THEN (a - 'key') || jsonb_build_object('changes', m ->> (a ->> 'key'))
+                                ELSE a END ORDER BY n)
+          FROM jsonb_array_elements(answer) WITH ORDINALITY AS y(a, n));
 END
 $$;

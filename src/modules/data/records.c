@@ -4,11 +4,12 @@
  *
  * A write goes in two steps.  The schemas of the entities it touches come
  * from a cache (or one read of data_entities); each record is validated
- * here, in C.  Then one batch applies every op through data_apply() (the
- * migrations), which checks in the same transaction that each entity is
- * still at the version validated against, and reads back the ids of the
- * change rows its statements' trigger captured; after the commit the feed
- * numbers them (feed.c) and the answer carries their seq.  A
+ * here, in C.  Then the write joins its org's next batch (group commit,
+ * below): data_apply_batch() applies each write's ops through data_apply()
+ * (the migrations), which checks in the same transaction that each entity
+ * is still at the version validated against, and numbers the change rows
+ * the trigger captured, so the answer carries their seq and the feed
+ * delivers them as soon as the batch commits.  A
  * redefinition in between makes data_apply() refuse (DA428); the write is
  * then validated again once, from a fresh read.
  */
@@ -92,11 +93,11 @@ static void wr_start(struct ad_call *call, struct wr *w);
 
 /*
  * What became of one write: st is NULL when it committed with records
- * (taken) and the ids of its change rows, else the SQLSTATE and message of
- * its failure.  Frees w (or starts it again).
+ * (taken) and seq, the highest seq of its changes (0: none), else the
+ * SQLSTATE and message of its failure.  Frees w (or starts it again).
  */
 static void apply_outcome(struct ad_call *call, struct wr *w, const char *st, const char *msg,
-			  json_t *records, const char *ids)
+			  json_t *records, int64_t seq)
 {
 	long idx = -1;
 	char ptr[64];
@@ -143,14 +144,40 @@ static void apply_outcome(struct ad_call *call, struct wr *w, const char *st, co
 			dm_fail_state(call, st, msg, 0);
 		return;
 	}
-	if (w->many)
-		dm_feed_committed(call, ids, json_pack("{s:o}", "records", records));
-	else {
-		dm_feed_committed(call, ids, json_pack("{s:O}", "record",
-							json_array_get(records, 0)));
-		json_decref(records);
+	{
+		json_t *s = seq > 0 ? json_integer(seq) : json_null();
+
+		if (w->many)
+			ad_call_reply(call, json_pack("{s:o,s:o}", "records", records, "seq", s));
+		else {
+			ad_call_reply(call, json_pack("{s:O,s:o}", "record",
+						      json_array_get(records, 0), "seq", s));
+			json_decref(records);
+		}
 	}
 	wr_free(w);
+}
+
+/* The highest seq, in changes (DM_NUMBERED_JSON rows), of the change ids "1,2". */
+static int64_t seq_of(const char *ids, const json_t *changes)
+{
+	int64_t top = 0;
+
+	for (const char *c = ids; c && *c;) {
+		char *end;
+		long long id = strtoll(c, &end, 10);
+		size_t i;
+		json_t *row;
+
+		if (end == c)
+			break;
+		json_array_foreach(changes, i, row)
+			if (json_integer_value(json_array_get(row, 0)) == id &&
+			    json_integer_value(json_array_get(row, 1)) > top)
+				top = json_integer_value(json_array_get(row, 1));
+		c = *end == ',' ? end + 1 : end;
+	}
+	return top;
 }
 
 /* ---- group commit ----------------------------------------------------------------
@@ -162,11 +189,14 @@ static void apply_outcome(struct ad_call *call, struct wr *w, const char *st, co
  * queue; when it comes back they all go as the next batch, one statement
  * and one commit (data_apply_batch(): each write in its own
  * subtransaction, so one that fails leaves the others whole).  With one
- * write at a time a batch is that write alone, sent at once.  One batch per
- * org at a time, so batches never wait for each other's rows.
+ * write at a time a batch is that write alone, sent at once.  One batch of
+ * an org is in the database at a time, so batches never wait for each
+ * other's rows (two at a time measured no faster: PostgreSQL's CPU is
+ * what they wait for then).
  */
 
 #define BATCH_MAX 64
+#define FLIGHT_MAX 1
 
 struct pend {
 	struct pend *next;
@@ -179,7 +209,13 @@ struct org_batch {
 	struct org_batch *next;
 	int64_t org;
 	struct pend *queue, **tail; /* not sent yet, oldest first */
-	struct pend *flight;        /* the batch in the database */
+	int flying;                 /* batches in the database */
+};
+
+/* A batch in the database. */
+struct batch {
+	struct org_batch *ob;
+	struct pend *list;
 };
 
 static struct org_batch *batches;
@@ -212,29 +248,37 @@ static void pend_cancelled(struct ad_call *call, void *arg)
 
 static void batch_done(void *arg, const struct ad_sql_result *res)
 {
-	struct org_batch *ob = arg, **bp;
-	struct pend *p = ob->flight;
+	struct batch *bt = arg;
+	struct org_batch *ob = bt->ob, **bp;
+	struct pend *p = bt->list;
 	const char *st = ad_sql_error(res, NULL);
 	json_t *out = st ? NULL : ad_sql_json(res, 0, 0, 0);
+	json_t *writes = json_object_get(out, "writes"), *changes = json_object_get(out, "changes");
 	size_t i = 0;
 
-	ob->flight = NULL;
+	free(bt);
+	ob->flying--;
+	/* Delivered first: a subscriber on the writer's socket sees the change
+	 * before the answer. */
+	if (changes)
+		dm_feed_numbered(ob->org, changes);
 	while (p) {
 		struct pend *next = p->next;
-		json_t *r = json_array_get(out, i++);
+		json_t *r = json_array_get(writes, i++);
 		const char *state = json_string_value(json_object_get(r, "state"));
 
 		ad_call_on_cancel(p->call, NULL, NULL);
 		if (st || !r)
 			apply_outcome(p->call, p->w, st ? st : "XX000",
-				      st ? ad_sql_error_message(res) : "no outcome", NULL, NULL);
+				      st ? ad_sql_error_message(res) : "no outcome", NULL, 0);
 		else if (state)
 			apply_outcome(p->call, p->w, state,
-				      json_string_value(json_object_get(r, "message")), NULL, NULL);
+				      json_string_value(json_object_get(r, "message")), NULL, 0);
 		else
 			apply_outcome(p->call, p->w, NULL, NULL,
 				      json_incref(json_object_get(r, "records")),
-				      json_string_value(json_object_get(r, "changes")));
+				      seq_of(json_string_value(json_object_get(r, "changes")),
+					     changes));
 		pend_free(p);
 		p = next;
 	}
@@ -243,6 +287,8 @@ static void batch_done(void *arg, const struct ad_sql_result *res)
 		batch_send(ob);
 		return;
 	}
+	if (ob->flying)
+		return;
 	for (bp = &batches; *bp; bp = &(*bp)->next)
 		if (*bp == ob) {
 			*bp = ob->next;
@@ -256,7 +302,8 @@ static void batch_send(struct org_batch *ob)
 {
 	struct dm_buf items = { 0 };
 	struct dm_num org = dm_num(ob->org);
-	struct pend **tail = &ob->flight;
+	struct batch *bt = calloc(1, sizeof(*bt));
+	struct pend *list = NULL, **tail = &list;
 	struct ad_sql *q;
 	int64_t last_ms = 0;
 	int n = 0;
@@ -275,7 +322,7 @@ static void batch_send(struct org_batch *ob)
 		tail = &p->next;
 	}
 	dm_buf_put(&items, "]");
-	if (!items.oom && (q = ad_sql_new_background(AD_SQL_SEE_ERRORS))) {
+	if (bt && !items.oom && (q = ad_sql_new_background(AD_SQL_SEE_ERRORS))) {
 		const char *p[2] = { org.v, items.data };
 
 		/* In the org's scope, bounded by the latest deadline of the batch. */
@@ -283,19 +330,22 @@ static void batch_send(struct org_batch *ob)
 		ad_sql_timeout(q, (uint32_t)(last_ms < 100 ? 100 : last_ms));
 		ad_sql_add(q, "SELECT data_apply_batch($1::bigint, $2::jsonb)", 2, p);
 		dm_buf_free(&items);
-		ad_sql_run_background(q, batch_done, ob);
+		bt->ob = ob;
+		bt->list = list;
+		ob->flying++;
+		ad_sql_run_background(q, batch_done, bt);
 		return;
 	}
 	dm_buf_free(&items);
+	free(bt);
 	/* Out of memory: every write of this batch fails. */
-	for (struct pend *p = ob->flight, *next; p; p = next) {
+	for (struct pend *p = list, *next; p; p = next) {
 		next = p->next;
 		ad_call_on_cancel(p->call, NULL, NULL);
 		wr_free(p->w);
 		dm_fail_oom(p->call);
 		pend_free(p);
 	}
-	ob->flight = NULL;
 }
 
 /* Queues a validated write for its org's next batch (or sends it now). */
@@ -326,8 +376,37 @@ static void batch_add(struct ad_call *call, struct wr *w, char *item)
 	*ob->tail = p;
 	ob->tail = &p->next;
 	ad_call_on_cancel(call, pend_cancelled, p);
-	if (!ob->flight)
+	if (ob->flying < FLIGHT_MAX)
 		batch_send(ob);
+}
+
+/*
+ * False when a string in v holds U+0000, which jsonb cannot store; ptr
+ * (holding v's pointer) then points at it.  Keys are strings too.
+ */
+static bool nul_free(const json_t *v, char *ptr, size_t cap)
+{
+	size_t len = strlen(ptr), i;
+	const char *key;
+	json_t *x;
+
+	if (json_is_string(v))
+		return !memchr(json_string_value(v), '\0', json_string_length(v));
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, x) {
+			snprintf(ptr + len, cap - len, "/%zu", i);
+			if (!nul_free(x, ptr, cap))
+				return false;
+		}
+	} else if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, key, x) {
+			snprintf(ptr + len, cap - len, "/%s", key);
+			if (!nul_free(x, ptr, cap))
+				return false;
+		}
+	}
+	ptr[len] = '\0';
+	return true;
 }
 
 /* Validates every op against its entity's cached schema, then applies them. */
@@ -353,6 +432,12 @@ static void wr_apply(struct ad_call *call, struct wr *w)
 		op_ptr(w, i, "/data", ptr, sizeof(ptr));
 		if (data && !ad_call_check_value(call, s, data, ptr)) {
 			wr_free(w);
+			return;
+		}
+		if (data && !nul_free(data, ptr, sizeof(ptr))) {
+			wr_free(w);
+			ad_call_fail_params(call, ptr, "pattern",
+					    "PostgreSQL cannot store U+0000 in a JSON string");
 			return;
 		}
 	}
