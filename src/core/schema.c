@@ -1507,7 +1507,23 @@ static struct pattern *compile_pattern(struct compiler *c, const char *src, size
              "counted repetitions)", loc, src);
         return NULL;
     }
-    sb_putc(&b, '\0');
+    /*
+     * Searched for anywhere, a pattern is tried at every start position,
+     * which costs the text's length squared ("x+y" against 20,000 x's:
+     * 0.6 s).  Anchored behind "any bytes", it is one pass: "(.|[^.])"
+     * is any byte, U+0000 included ('.' alone leaves it out), and a "^"
+     * or "$" inside still means the text's start or end.
+     */
+    {
+        struct sbuf w = {0};
+
+        sb_putn(&w, "^(.|[^.])*(", 11);
+        sb_putn(&w, b.p, b.len);
+        sb_putn(&w, ")", 2); /* and the terminating NUL */
+        w.oom |= b.oom;
+        free(b.p);
+        b = w;
+    }
     pt = arena_alloc(&c->s->perm, sizeof(*pt));
     if (b.oom || !pt) {
         free(b.p);

@@ -290,6 +290,14 @@ test('entity patterns run in bounded time: nested stars are cheap, exploding rep
   }
   assert.ok(Date.now() - t0 < 5000, `40 refused writes took ${Date.now() - t0} ms`);
   ok(await mutate({ operation: 'create', entity: 'tag', data: { v: 'a'.repeat(50), w: 'aaa' } }));
+  // A pattern without an anchor is tried at one start, not at every one:
+  // tried at each of 200,000 starts this write would take minutes.
+  ok(await call(A, 'entities.define', { entity: 'scan', schema: {
+    type: 'object', properties: { s: { type: 'string', pattern: 'x+y' } } } }));
+  const t1 = Date.now();
+  bad(await mutate({ operation: 'create', entity: 'scan', data: { s: 'x'.repeat(200000) + 'b' } }), '/data/s', 'pattern');
+  assert.ok(Date.now() - t1 < 3000, `a 200 KB unanchored scan took ${Date.now() - t1} ms`);
+  ok(await mutate({ operation: 'create', entity: 'scan', data: { s: 'x'.repeat(1000) + 'y' } }));
   // Counted repetitions that the matcher would expand into millions of states
   // are refused when the schema is defined, naming the pattern.
   const r = await call(A, 'entities.define', { entity: 'slow', schema: { type: 'string', pattern: '((a{0,50}){0,50}){0,50}' } });

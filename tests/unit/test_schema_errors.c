@@ -26,7 +26,7 @@ static void check(bool ok, const char *what, const char *detail)
 static json_t *parse(const char *text)
 {
     json_error_t error;
-    json_t *v = json_loads(text, JSON_DECODE_ANY, &error);
+    json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, &error);
 
     if (!v) {
         fprintf(stderr, "bad test JSON %s: %s\n", text, error.text);
@@ -148,6 +148,13 @@ static void test_semantics(void)
     expect("{\"pattern\":\"^[a-z0-9._%+-]{1,64}@[a-z0-9.-]{1,255}\\\\.[a-z]{2,24}$\"}",
            "\"ada@example.org\"", NULL, NULL, NULL);
     expect("{\"pattern\":\"^.{1,100}$\"}", "\"\"", "", "pattern", NULL);
+    /* Searched anywhere, with the text's own start and end as anchors,
+     * U+0000 included. */
+    expect("{\"pattern\":\"b\"}", "\"a\\u0000b\"", NULL, NULL, NULL);
+    expect("{\"pattern\":\"^b\"}", "\"ab\"", "", "pattern", NULL);
+    expect("{\"pattern\":\"a$|c\"}", "\"ab\"", "", "pattern", NULL);
+    expect("{\"pattern\":\"a$|c\"}", "\"xa\"", NULL, NULL, NULL);
+    expect("{\"pattern\":\"x+y\"}", "\"xxyxx\"", NULL, NULL, NULL);
 }
 
 static void test_compile_errors(void)
