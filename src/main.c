@@ -7,6 +7,7 @@
 #include "bootstrap.h"
 #include "cluster.h"
 #include "config.h"
+#include "console.h"
 #include "embedded.h"
 #include "keys.h"
 #include "log.h"
@@ -382,9 +383,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	ad_http_set_metrics(ad_metrics_page);
+	if (ad_console_init()) {
+		status = 1;
+		goto out;
+	}
 	status = ad_server_init() ? 1 : ad_server_run();
 out:
 	ad_server_free();
+	ad_console_fini();
 	ad_worker_shutdown();
 	ad_modules_fini();
 	ad_plugins_unload();

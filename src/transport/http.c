@@ -259,6 +259,63 @@ static int serve_metrics(struct ad_http_exchange *h, struct lws *wsi)
 	return r;
 }
 
+/* ---- files ------------------------------------------------------------- */
+
+static const struct ad_http_file *(*files_fn)(const char *path);
+
+void ad_http_set_files(const struct ad_http_file *(*lookup)(const char *path))
+{
+	files_fn = lookup;
+}
+
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+		      unsigned char *end)
+{
+	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+					   (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+/*
+ * A file.  lws adds its baseline security headers to every answer (no
+ * sniffing, no framing, no referrer, a Content-Security-Policy); a page
+ * adds its own, stricter policy, and browsers enforce both.  A GET whose
+ * If-None-Match holds the file's tag gets 304.
+ */
+static int serve_file(struct ad_http_exchange *h, struct lws *wsi, const struct ad_http_file *f)
+{
+	char inm[128];
+	bool fresh = f->etag && lws_hdr_copy(wsi, inm, sizeof(inm), WSI_TOKEN_HTTP_IF_NONE_MATCH) > 0 &&
+		     strstr(inm, f->etag);
+	int status = fresh ? 304 : 200;
+	size_t blen = fresh ? 0 : f->len, room = 1024 + (f->csp ? strlen(f->csp) : 0), n;
+	unsigned char *buf = malloc(LWS_PRE + room + blen), *start, *p, *end;
+	int r;
+
+	if (!buf)
+		return -1;
+	start = p = buf + LWS_PRE;
+	end = buf + LWS_PRE + room - 1;
+	if (lws_add_http_common_headers(wsi, (unsigned)status, f->ctype, blen, &p, end) ||
+	    add_header(wsi, "cache-control:", f->cache, &p, end) ||
+	    (f->etag && add_header(wsi, "etag:", f->etag, &p, end)) ||
+	    (f->csp && add_header(wsi, "content-security-policy:", f->csp, &p, end)) ||
+	    lws_finalize_http_header(wsi, &p, end)) {
+		free(buf);
+		return -1;
+	}
+	if (blen)
+		memcpy(p, f->data, blen);
+	n = (size_t)(p - start) + blen;
+	r = lws_write(wsi, start, n, LWS_WRITE_HTTP_FINAL);
+	free(buf);
+	access_http(wsi, h->req.ip, h->via, h->start_us, status, NULL, h->body.len, n);
+	http_end(h);
+	if (r < 0 || ad_srv.draining || h->body_unread)
+		return -1;
+	ad_peer_mark_exchange(wsi);
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 /*
  * Whether /metrics may be served: to a loopback client (the address after
  * trusted proxies, so a local proxy does not open it to the world), or to
@@ -490,6 +547,13 @@ static int on_http(struct ad_http_exchange *h, struct lws *wsi, const char *path
 	if (!strcmp(path, "/ws"))
 		return respond_error(h, wsi, 426, "upgrade_required",
 				     "/ws speaks WebSocket only");
+	if (strcmp(path, "/rpc") && files_fn) {
+		const struct ad_http_file *f = files_fn(path);
+
+		if (f)
+			return get ? serve_file(h, wsi, f)
+				   : respond_error(h, wsi, 405, "method_not_allowed", "Use GET");
+	}
 	if (strcmp(path, "/rpc") != 0)
 		return respond_error(h, wsi, 404, "not_found", "No such path");
 	/* From here on every answer is a JSON-RPC response. */

@@ -57,4 +57,19 @@ void ad_http_close_idle(void);
 /* Sets what writes the /metrics page (the app layer does). */
 void ad_http_set_metrics(void (*fn)(struct ad_buf *b));
 
+/*
+ * A file served as it is (the console and the JavaScript client, from
+ * src/app/console.c).  All fields live as long as the process.
+ */
+struct ad_http_file {
+	const char *ctype;
+	const char *cache;   /* Cache-Control */
+	const char *etag;    /* quoted strong validator: If-None-Match gets 304 */
+	const char *csp;     /* Content-Security-Policy, or NULL */
+	const char *data;
+	size_t len;
+};
+/* lookup(path) answers the file for a GET of path, or NULL (404). */
+void ad_http_set_files(const struct ad_http_file *(*lookup)(const char *path));
+
 #endif
