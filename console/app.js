@@ -265,7 +265,7 @@ function start() {
     attempts = (e.detail && e.detail.attempt) || attempts + 1;
     setConn('reconnecting', 'Reconnecting…');
     // A connection refused again and again may rest on a session that ended.
-    if (attempts === 4) checkSession();
+    if (attempts % 4 === 0) checkSession();
   });
   c.addEventListener('session_revoked', (e) => { sessionNote = e.detail || {}; });
   c.addEventListener('revoked', (e) => {
@@ -284,11 +284,14 @@ function start() {
   if (!canDecide()) timers.push(setInterval(() => { if (c.state === 'open') { loadPending(); refreshLog(); } }, MEMBER_POLL_MS));
 }
 
+const ORIGIN_REFUSED = () => `The server does not take this page's sign-in from ${location.origin}: it must be listed in security.allowed_origins.`;
+
 async function checkSession() {
   try {
     await rpcHttp('account.session_list', {});
   } catch (e) {
     if (e.status === 401) revoked('Your session has ended. Sign in again to continue.');
+    else if (e.status === 403) revoked(ORIGIN_REFUSED());
   }
 }
 
@@ -305,6 +308,7 @@ function stop() {
   tokens.clear();
   for (const id of ['log-body', 'sessions-list', 'tokens-list', 'agents-list', 'accounts-list', 'audit-result', 'announcer']) $(id).replaceChildren();
   updateCount();
+  pendingLoaded = false;
   delete document.body.dataset.ready;
 }
 
@@ -342,8 +346,12 @@ async function syncClock() {
 
 // ---- pending approvals -------------------------------------------------------------
 
+let pendingLoaded = false;
+
 async function loadPending() {
   const c = client;
+  const announceNew = pendingLoaded;
+  const added = [];
   const seen = new Set();
   let cursor = null;
   try {
@@ -354,7 +362,10 @@ async function loadPending() {
       if (client !== c) return;
       for (const inv of r.invocations) {
         seen.add(inv.invocation_id);
-        addCard(inv, false);
+        if (!cards.has(inv.invocation_id)) {
+          addCard(inv, announceNew);
+          added.push(inv);
+        }
       }
       cursor = r.next_cursor;
       if (!cursor) break;
@@ -363,6 +374,9 @@ async function loadPending() {
     if (client === c) toast(`Could not load pending approvals: ${errText(e)}`, 'bad');
     return;
   }
+  pendingLoaded = true;
+  if (announceNew && added.length === 1) announce(`New approval request: ${added[0].integration} ${added[0].action} from ${agentName(added[0].agent_session_id)}.`);
+  else if (announceNew && added.length > 1) announce(`${added.length} new approval requests.`);
   // Whatever was decided while this page was not listening.
   for (const [id, card] of cards) if (!seen.has(id) && !card.expired && !card.busy) removeCard(id);
 }
@@ -436,7 +450,7 @@ function addCard(inv, fresh) {
     const commentId = nextId('m');
     const reasonId = nextId('r');
     const reasonErr = nextId('re');
-    card.comment = h('input', { id: commentId, class: 'comment', type: 'text', maxLength: 2000, autocomplete: 'off', placeholder: 'Optional' });
+    card.comment = h('input', { id: commentId, class: 'comment', type: 'text', maxLength: 2000, autocomplete: 'off', placeholder: 'Comment' });
     card.approve = h('button', { class: 'btn approve', type: 'button', 'aria-keyshortcuts': 'A', onclick: () => approve(card) }, 'Approve');
     card.deny = h('button', { class: 'btn deny', type: 'button', 'aria-keyshortcuts': 'D', 'aria-expanded': 'false', onclick: () => openDeny(card) }, 'Deny…');
     card.reason = h('textarea', { id: reasonId, class: 'reason', rows: 2, maxLength: 2000, required: true, 'aria-required': true, 'aria-describedby': reasonErr,
@@ -451,7 +465,7 @@ function addCard(inv, fresh) {
       card.reason, card.reasonErr,
       h('div', { class: 'buttons' }, card.confirm, h('button', { class: 'btn ghost cancel-deny', type: 'button', onclick: () => closeDeny(card, true) }, 'Cancel')));
     el.append(h('div', { class: 'decide' },
-      h('div', { class: 'comment-field' }, h('label', { for: commentId }, 'Comment'), card.comment),
+      h('div', { class: 'comment-field' }, h('label', { for: commentId, class: 'sr-only' }, 'Comment (optional)'), card.comment),
       h('div', { class: 'buttons' }, card.approve, card.deny)),
     card.denyBox);
   } else {
@@ -757,13 +771,19 @@ function logRow(inv) {
 function renderLog() {
   const rows = [...log.rows.values()].sort((a, b) => (ms(b.created_at) ?? 0) - (ms(a.created_at) ?? 0) || (a.invocation_id < b.invocation_id ? 1 : -1));
   // Keep open details open across a repaint.
-  const open = new Set([...$('log-body').querySelectorAll('details[open]')].map((d) => d.closest('tr').dataset.id));
+  const body = $('log-body');
+  const open = new Set([...body.querySelectorAll('details[open]')].map((d) => d.closest('tr').dataset.id));
+  const focused = body.contains(document.activeElement) ? document.activeElement.closest('tr').dataset.id : null;
   const trs = rows.map((inv) => {
     const tr = logRow(inv);
     if (open.has(inv.invocation_id)) tr.querySelector('details').open = true;
     return tr;
   });
-  $('log-body').replaceChildren(...trs);
+  body.replaceChildren(...trs);
+  if (focused) {
+    const tr = [...body.children].find((x) => x.dataset.id === focused);
+    (tr ? tr.querySelector('summary') : $('log-title')).focus();
+  }
   $('log-empty').hidden = rows.length > 0;
   $('log-more').hidden = !log.cursor;
 }
@@ -801,7 +821,9 @@ function twoStep(label, confirmLabel, action) {
     b.disabled = true;
     b.textContent = 'Revoking…';
     try {
+      const heading = b.closest('.panel') && b.closest('.panel').querySelector('h3');
       await action();
+      if (heading && !b.isConnected && (document.activeElement === document.body || !document.activeElement)) heading.focus();
     } catch (e) {
       toast(errText(e), 'bad');
       b.disabled = false;
@@ -832,7 +854,7 @@ async function loadAccess() {
         ['Signed in ', when(s.created_at), ' · expires ', when(s.expires_at)],
         twoStep(s.current ? 'Sign out here' : 'Revoke', 'Confirm revoke', async () => {
           await c.account.session_revoke({ session_id: s.id });
-          if (client === c) { toast(`Session #${s.id} revoked`, 'good'); loadAccess(); }
+          if (client === c) { toast(`Session #${s.id} revoked`, 'good'); await loadAccess(); }
         }))));
     }),
     c.account.token_list({}).then((r) => {
@@ -846,7 +868,7 @@ async function loadAccess() {
         ['Created ', when(t.created_at), ' · ', t.expires_at ? ['expires ', when(t.expires_at)] : 'no expiry'],
         twoStep('Revoke', 'Confirm revoke', async () => {
           await c.account.token_revoke({ token_id: t.id });
-          if (client === c) { toast(`Token ${t.name || t.id} revoked`, 'good'); loadAccess(); }
+          if (client === c) { toast(`Token ${t.name || t.id} revoked`, 'good'); await loadAccess(); }
         }))));
       scheduleLog();
     }),
@@ -864,7 +886,7 @@ async function loadAccess() {
           [a.integrations.length ? a.integrations.join(', ') : 'no integrations', ' · since ', when(a.created_at)],
           twoStep('Revoke', 'Confirm revoke', async () => {
             await c.admin.agent_session_revoke({ agent_session_id: a.agent_session_id });
-            if (client === c) { toast(`Agent session ${a.name} revoked; its pending requests expire`, 'good'); loadAccess(); }
+            if (client === c) { toast(`Agent session ${a.name} revoked; its pending requests expire`, 'good'); await loadAccess(); }
           }))));
       }
       for (const card of cards.values()) card.el.querySelector('.agent').textContent = agentName(card.inv.agent_session_id);
@@ -953,7 +975,7 @@ async function resume(s) {
   } catch (e) {
     if (e.status === 401 || e.status === 403) {
       save(null);
-      showLogin('Your session has ended. Sign in again to continue.', s.email);
+      showLogin(e.status === 401 ? 'Your session has ended. Sign in again to continue.' : ORIGIN_REFUSED(), s.email);
       return;
     }
     // The server is away: the socket keeps trying.

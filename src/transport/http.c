@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HDR_ROOM 512
+#define HDR_ROOM 1024
 
 /* ---- the access log -------------------------------------------------------- */
 
@@ -110,6 +110,25 @@ static int64_t request_start(struct lws *wsi)
  * Builds status line, headers and body into one buffer with LWS_PRE bytes of
  * headroom.  Returns NULL on failure.
  */
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+		      unsigned char *end)
+{
+	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+					   (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+/* What no answer may do: be sniffed, framed, leak a referrer, run anything. */
+#define NO_CONTENT_POLICY "default-src 'none'; frame-ancestors 'none'"
+
+static int add_security_headers(struct lws *wsi, const char *csp, unsigned char **p,
+				unsigned char *end)
+{
+	return add_header(wsi, "x-content-type-options:", "nosniff", p, end) ||
+	       add_header(wsi, "x-frame-options:", "DENY", p, end) ||
+	       add_header(wsi, "referrer-policy:", "no-referrer", p, end) ||
+	       add_header(wsi, "content-security-policy:", csp, p, end);
+}
+
 static unsigned char *build_response(struct lws *wsi, int status,
 				     const char *ctype, const char *body,
 				     size_t blen, uint32_t retry_after_ms,
@@ -126,7 +145,8 @@ static unsigned char *build_response(struct lws *wsi, int status,
 	if (lws_add_http_common_headers(wsi, (unsigned)status, ctype, blen, &p, end))
 		goto fail;
 	if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
-					(const unsigned char *)"no-store", 8, &p, end))
+					(const unsigned char *)"no-store", 8, &p, end) ||
+	    add_security_headers(wsi, NO_CONTENT_POLICY, &p, end))
 		goto fail;
 	if (status == 401 &&
 	    lws_add_http_header_by_name(wsi,
@@ -268,18 +288,10 @@ void ad_http_set_files(const struct ad_http_file *(*lookup)(const char *path))
 	files_fn = lookup;
 }
 
-static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
-		      unsigned char *end)
-{
-	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
-					   (const unsigned char *)value, (int)strlen(value), p, end);
-}
-
 /*
- * A file.  lws adds its baseline security headers to every answer (no
- * sniffing, no framing, no referrer, a Content-Security-Policy); a page
- * adds its own, stricter policy, and browsers enforce both.  A GET whose
- * If-None-Match holds the file's tag gets 304.
+ * A file, with the security headers of every answer and the file's own
+ * Content-Security-Policy (the console page's).  A GET whose If-None-Match
+ * holds the file's tag gets 304.
  */
 static int serve_file(struct ad_http_exchange *h, struct lws *wsi, const struct ad_http_file *f)
 {
@@ -298,7 +310,7 @@ static int serve_file(struct ad_http_exchange *h, struct lws *wsi, const struct 
 	if (lws_add_http_common_headers(wsi, (unsigned)status, f->ctype, blen, &p, end) ||
 	    add_header(wsi, "cache-control:", f->cache, &p, end) ||
 	    (f->etag && add_header(wsi, "etag:", f->etag, &p, end)) ||
-	    (f->csp && add_header(wsi, "content-security-policy:", f->csp, &p, end)) ||
+	    add_security_headers(wsi, f->csp ? f->csp : NO_CONTENT_POLICY, &p, end) ||
 	    lws_finalize_http_header(wsi, &p, end)) {
 		free(buf);
 		return -1;
