@@ -844,35 +844,47 @@ function empty(list, text) {
 
 async function loadAccess() {
   const c = client;
-  const jobs = [
-    c.account.session_list({}).then((r) => {
-      if (client !== c) return;
-      const list = $('sessions-list');
-      if (!r.sessions.length) return empty(list, 'No sessions.');
-      list.replaceChildren(...r.sessions.map((s) => row(s.id,
-        [`Session #${s.id} `, s.current ? h('span', { class: 'pill here' }, 'this browser') : null],
-        ['Signed in ', when(s.created_at), ' · expires ', when(s.expires_at)],
-        twoStep(s.current ? 'Sign out here' : 'Revoke', 'Confirm revoke', async () => {
-          await c.account.session_revoke({ session_id: s.id });
-          if (client === c) { toast(`Session #${s.id} revoked`, 'good'); await loadAccess(); }
-        }))));
-    }),
-    c.account.token_list({}).then((r) => {
-      if (client !== c) return;
-      tokens.clear();
-      for (const t of r.tokens) tokens.set(t.id, t.name || `#${t.id}`);
-      const list = $('tokens-list');
-      if (!r.tokens.length) return empty(list, 'No API tokens.');
-      list.replaceChildren(...r.tokens.map((t) => row(t.id,
-        [t.name || 'unnamed', h('span', { class: 'muted' }, ` #${t.id}`)],
-        ['Created ', when(t.created_at), ' · ', t.expires_at ? ['expires ', when(t.expires_at)] : 'no expiry'],
-        twoStep('Revoke', 'Confirm revoke', async () => {
-          await c.account.token_revoke({ token_id: t.id });
-          if (client === c) { toast(`Token ${t.name || t.id} revoked`, 'good'); await loadAccess(); }
-        }))));
-      scheduleLog();
-    }),
-  ];
+  // Admins and owners see (and revoke) the org's sessions and tokens,
+  // members their own.
+  const orgWide = canDecide();
+  const owner = (x) => (orgWide ? [' · ', x.email] : []);
+  const showSessions = (sessions) => {
+    const list = $('sessions-list');
+    if (!sessions.length) return empty(list, 'No sessions.');
+    list.replaceChildren(...sessions.map((s) => row(s.id,
+      [`Session #${s.id} `, s.current ? h('span', { class: 'pill here' }, 'this browser') : null],
+      ['Signed in ', when(s.created_at), ' · expires ', when(s.expires_at), ...owner(s)],
+      twoStep(s.current ? 'Sign out here' : 'Revoke', 'Confirm revoke', async () => {
+        if (orgWide) await c.admin.credential_revoke({ kind: 'session', id: s.id });
+        else await c.account.session_revoke({ session_id: s.id });
+        if (client === c) { toast(`Session #${s.id} revoked`, 'good'); await loadAccess(); }
+      }))));
+  };
+  const showTokens = (list_) => {
+    tokens.clear();
+    for (const t of list_) tokens.set(t.id, t.name || `#${t.id}`);
+    const list = $('tokens-list');
+    if (!list_.length) return empty(list, 'No API tokens.');
+    list.replaceChildren(...list_.map((t) => row(t.id,
+      [t.name || 'unnamed', h('span', { class: 'muted' }, ` #${t.id}`)],
+      ['Created ', when(t.created_at), ' · ', t.expires_at ? ['expires ', when(t.expires_at)] : 'no expiry', ...owner(t)],
+      twoStep('Revoke', 'Confirm revoke', async () => {
+        if (orgWide) await c.admin.credential_revoke({ kind: 'api_token', id: t.id });
+        else await c.account.token_revoke({ token_id: t.id });
+        if (client === c) { toast(`Token ${t.name || t.id} revoked`, 'good'); await loadAccess(); }
+      }))));
+    scheduleLog();
+  };
+  $('sessions-title').textContent = orgWide ? 'Browser sessions of the org' : 'Your browser sessions';
+  $('tokens-title').textContent = orgWide ? 'API tokens of the org' : 'Your API tokens';
+  const jobs = orgWide
+    ? [c.admin.credential_list({}).then((r) => {
+        if (client !== c) return;
+        showSessions(r.credentials.filter((x) => x.kind === 'session'));
+        showTokens(r.credentials.filter((x) => x.kind === 'api_token'));
+      })]
+    : [c.account.session_list({}).then((r) => { if (client === c) showSessions(r.sessions); }),
+       c.account.token_list({}).then((r) => { if (client === c) showTokens(r.tokens); })];
   if (canDecide()) {
     jobs.push(c.admin.agent_session_list({ limit: 200 }).then((r) => {
       if (client !== c) return;

@@ -301,6 +301,44 @@ test('auth.logout revokes the session: its socket gets session_revoked and 4001,
   await bystander.close();
 });
 
+test('admin.credential_list shows the org\'s sessions and tokens; admin.credential_revoke ends one of anyone\'s', async () => {
+  const carol = await newAccount(server, 'member', { name: 'carol' });
+  const s = await login(server, carol);
+  const other = await login(server, carol);
+  const tok = await newToken(server, s.cookie, 'carol-ci');
+  const list = await rpc(server, 'admin.credential_list', {}, { token: server.tokens.admin });
+  assert.equal(list.status, 200, list.body);
+  const creds = list.json.result.credentials;
+  const mine = creds.filter((c) => c.account_id === carol.id);
+  assert.deepEqual(mine.map((c) => [c.kind, c.id, c.email, c.name]).sort(),
+    [['api_token', tok.id, carol.email, 'carol-ci'], ['session', other.session_id, carol.email, null],
+     ['session', s.session_id, carol.email, null]].sort());
+  assert.ok(creds.every((c) => c.current === false), 'an API key is not among them');
+  // Narrowed by kind and account; nothing of another org.
+  const narrowed = await rpc(server, 'admin.credential_list', { kind: 'api_token', account_id: carol.id }, { token: server.tokens.admin });
+  assert.deepEqual(narrowed.json.result.credentials.map((c) => c.name), ['carol-ci']);
+  const g = await rpc(server, 'admin.credential_list', {}, { token: server.tokens.gadmin });
+  assert.equal(g.json.result.credentials.some((c) => c.account_id === carol.id), false);
+  // Members may not.
+  expectHttpError(await rpc(server, 'admin.credential_list', {}, byCookie(s.cookie)), 403, 'forbidden');
+  expectHttpError(await rpc(server, 'admin.credential_revoke', { kind: 'session', id: other.session_id }, byCookie(s.cookie)), 403, 'forbidden');
+
+  // The admin ends one of carol's sessions: its socket closes 4001, the other lives.
+  const c = await open(server, byCookie(s.cookie));
+  const bystander = await open(server, byCookie(other.cookie));
+  expectHttpError(await rpc(server, 'admin.credential_revoke', { kind: 'session', id: s.session_id }, { token: server.tokens.gadmin }), 404, 'not_found');
+  await expectAlive(c);
+  revokeAnswer(await rpc(server, 'admin.credential_revoke', { kind: 'session', id: s.session_id }, { token: server.tokens.admin }), { revoked: 1, sockets: 1 });
+  await expectRevoked(c, `session:${s.session_id}`);
+  await expectAlive(bystander);
+  expectHttpError(await rpc(server, 'admin.credential_revoke', { kind: 'session', id: s.session_id }, { token: server.tokens.admin }), 404, 'not_found');
+  // A session id taken as a token id names nothing.
+  expectHttpError(await rpc(server, 'admin.credential_revoke', { kind: 'api_token', id: other.session_id }, { token: server.tokens.admin }), 404, 'not_found');
+  revokeAnswer(await rpc(server, 'admin.credential_revoke', { kind: 'api_token', id: tok.id }, { token: server.tokens.admin }), { revoked: 1, sockets: 0 });
+  expectHttpError(await rpc(server, 'account.session_list', {}, { token: tok.token }), 401, 'unauthenticated');
+  await bystander.close();
+});
+
 // ---- API tokens ----------------------------------------------------------------------------
 
 test('account.token_create answers an adt_ token once; account.token_list never shows it', async () => {

@@ -260,6 +260,96 @@ void id_admin_token_revoke_all(struct ad_call *call)
 	admin_revoke_all(call, "api_token", AD_CRED_API_TOKEN);
 }
 
+/* ---- one credential of the org ------------------------------------------------- */
+
+static void credential_list_done(struct ad_call *call, void *arg, const struct ad_sql_result *r)
+{
+	struct ad_identity_caller c;
+	json_t *list = json_array();
+
+	(void)arg;
+	ad_identity_caller(call, &c);
+	for (int i = 0; i < ad_sql_rows(r, 0); i++) {
+		int64_t id = ad_sql_int(r, 0, i, 0);
+		bool session = !strcmp(ad_sql_text(r, 0, i, 1, NULL), "session");
+
+		json_array_append_new(list, json_pack(
+			"{s:s,s:I,s:I,s:o,s:o,s:o,s:o,s:b}", "kind", session ? "session" : "api_token",
+			"id", (json_int_t)ad_identity_id_out(session ? AD_ID_SESSION : AD_ID_API_TOKEN, id),
+			"account_id", (json_int_t)ad_identity_id_out(AD_ID_ACCOUNT, ad_sql_int(r, 0, i, 2)),
+			"email", ad_sql_string(r, 0, i, 3), "name", ad_sql_string(r, 0, i, 4),
+			"created_at", ad_sql_string(r, 0, i, 5), "expires_at", ad_sql_string(r, 0, i, 6),
+			"current", c.cred_id == id));
+	}
+	ad_call_reply(call, json_pack("{s:o}", "credentials", list));
+}
+
+/* admin.credential_list {kind?, account_id?}: the org's live sessions and API tokens. */
+void id_admin_credential_list(struct ad_call *call)
+{
+	struct ad_identity_caller c;
+	const char *kind = ad_param_str(call, "kind", NULL);
+	int64_t pub = 0, account;
+	struct id_num org, acct;
+	const char *p[3];
+	struct ad_sql *q;
+
+	ad_identity_caller(call, &c);
+	(void)ad_param_int(call, "account_id", &pub);
+	account = pub ? ad_identity_id_in(AD_ID_ACCOUNT, pub) : 0;
+	if (pub && !account) {
+		ad_call_reply(call, json_pack("{s:[]}", "credentials"));
+		return;
+	}
+	if (!(q = ad_sql_new(call, 0))) {
+		ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
+		return;
+	}
+	org = id_num(c.org_id);
+	acct = id_num(account);
+	p[0] = org.v;
+	p[1] = kind ? kind : "";
+	p[2] = acct.v;
+	ad_sql_add(q,
+		   "SELECT c.id, c.kind, c.account_id, a.email, c.name, iso(c.created_at), "
+		   "iso(c.expires_at) FROM credentials c JOIN accounts a ON a.id = c.account_id "
+		   "WHERE c.org_id = $1::bigint AND c.kind IN ('session', 'api_token') "
+		   "AND ($2 = '' OR c.kind = $2) AND ($3::bigint = 0 OR c.account_id = $3::bigint) "
+		   "AND c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > now()) "
+		   "ORDER BY c.id DESC LIMIT 500",
+		   3, p);
+	ad_sql_run(q, credential_list_done, NULL, NULL);
+}
+
+/* admin.credential_revoke {kind, id}: one session or API token of the org, whoever's. */
+void id_admin_credential_revoke(struct ad_call *call)
+{
+	struct ad_identity_caller c;
+	const char *kind = ad_param_str(call, "kind", NULL);
+	bool session = kind && !strcmp(kind, "session");
+	int64_t pub = 0, target;
+	struct id_num id, org;
+	const char *p[3];
+	char tgt[48];
+	struct ad_revoke_scope scope;
+
+	ad_identity_caller(call, &c);
+	(void)ad_param_int(call, "id", &pub);
+	target = ad_identity_id_in(session ? AD_ID_SESSION : AD_ID_API_TOKEN, pub);
+	id = id_num(target);
+	org = id_num(c.org_id);
+	p[0] = id.v;
+	p[1] = org.v;
+	p[2] = session ? "session" : "api_token";
+	scope = (struct ad_revoke_scope){ .org_id = c.org_id, .cred_id = target,
+					  .kind = session ? AD_CRED_SESSION : AD_CRED_API_TOKEN };
+	snprintf(tgt, sizeof(tgt), "%s:%lld", p[2], (long long)pub);
+	id_revoke(call, &scope, "revoked",
+		  "UPDATE credentials SET revoked_at = now() WHERE id = $1::bigint "
+		  "AND org_id = $2::bigint AND kind = $3 AND revoked_at IS NULL RETURNING id",
+		  3, p, "admin_revoke", tgt, true);
+}
+
 /* ---- integration secrets ------------------------------------------------------ */
 
 static void secret_stored(struct ad_call *call, void *arg, const struct ad_sql_result *r)

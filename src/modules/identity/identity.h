@@ -127,6 +127,10 @@ void id_revoke(struct ad_call *call, const struct ad_revoke_scope *scope,
 void id_revoke_own(struct ad_call *call, const char *kind, enum ad_cred_kind k,
 		   const char *param);
 
+/* admin.credential_list and admin.credential_revoke (admin.c). */
+void id_admin_credential_list(struct ad_call *call);
+void id_admin_credential_revoke(struct ad_call *call);
+
 /* Revokes one credential row that lost a race with a revocation, then fails. */
 void id_issue_lost(struct ad_call *call, int64_t cred_id, int64_t org_id);
 

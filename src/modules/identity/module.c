@@ -220,6 +220,8 @@ static int identity_init(struct ad_module *m)
 		{ "admin.credential_set", id_credential_set },
 		{ "admin.account_list", id_account_list },
 		{ "admin.agent_session_list", id_agent_session_list },
+		{ "admin.credential_list", id_admin_credential_list },
+		{ "admin.credential_revoke", id_admin_credential_revoke },
 	};
 
 	for (size_t i = 0; i < ad_identity_specs_count; i++)
