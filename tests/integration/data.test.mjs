@@ -542,3 +542,25 @@ test('history older than the retention answers reset', async () => {
     await C.stop();
   }
 });
+
+test('a change committed without a seq (its instance stopped first) is numbered and delivered by the timer', async () => {
+  const C = await startServer({ db: pg.conninfo, keys: KEYS, args: ['-s', 'module.data.poll_ms=200'] });
+  try {
+    const ws = await connect(C, { token: C.tokens.acme });
+    sockets.push(ws);
+    const sub = (await ws.call('changes.subscribe', { entities: ['contact'] })).result;
+    assert.ok(sub, 'subscribed');
+    // What a writer leaves behind when it stops between its commit and the
+    // numbering: a captured change with no seq.
+    pg.psql(`insert into data_changes (org_id, entity, op, ids, at)
+             select id, 'contact', 'update', array['orphan-1'], now() - interval '5 seconds'
+             from orgs where slug = 'acme'`);
+    const got = await collect(ws, (l) => l.length >= 1, 5000);
+    assert.deepEqual(got.map((c) => [c.entity, c.op, c.ids]), [['contact', 'update', ['orphan-1']]]);
+    assert.equal(got[0].seq, sub.seq + 1, 'the next seq, no gap');
+    assert.equal(pg.psql("select count(*) from data_changes where seq is null"), '0');
+    await ws.close();
+  } finally {
+    await C.stop();
+  }
+});
