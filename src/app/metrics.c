@@ -6,6 +6,7 @@
 #include "metrics.h"
 #include "cluster.h"
 #include "dispatch.h"
+#include "mcp.h"
 #include "outbound.h"
 #include "pg.h"
 #include "ws.h"
@@ -13,6 +14,7 @@
 void ad_metrics_page(struct ad_buf *b)
 {
 	ad_transport_metrics(b);
+	ad_mcp_metrics(b);
 	ad_dispatch_metrics(b);
 	ad_pg_metrics(b);
 	ad_outbound_metrics(b);

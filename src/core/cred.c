@@ -48,7 +48,26 @@ size_t ad_cred_close_all(struct ad_cred *c, const char *reason, int64_t t0_us,
 		ad_list_del(node); /* the hook unlinks it; be sure */
 		n++;
 	}
+	while (c->links.next && !ad_list_empty(&c->links)) {
+		struct ad_cred_link *l = ad_container_of(ad_list_first(&c->links),
+							 struct ad_cred_link, node);
+
+		ad_list_del(&l->node);
+		n += l->revoked(l, reason, t0_us, w);
+	}
 	return n;
+}
+
+void ad_cred_link_add(struct ad_cred *c, struct ad_cred_link *l)
+{
+	if (!c->links.next)
+		ad_list_init(&c->links);
+	ad_list_add_tail(&c->links, &l->node);
+}
+
+void ad_cred_link_del(struct ad_cred_link *l)
+{
+	ad_list_del(&l->node);
 }
 
 struct ad_flush_wait *ad_flush_wait_new(void (*done)(struct ad_flush_wait *w), void *arg)

@@ -38,6 +38,7 @@ struct ad_cred {
 	bool revoked;
 	bool seen;               /* scratch for ad_auth_resync() */
 	struct ad_list conns;    /* connections resting on it (their link nodes) */
+	struct ad_list links;    /* other things resting on it (ad_cred_link); zeroed: none */
 	struct ad_list org_node; /* on its org's list in the cache (auth.c) */
 	uint32_t heap_pos;       /* 1 + its place in the expiry heap, 0: none */
 };
@@ -76,7 +77,26 @@ typedef void (*ad_cred_revoke_fn)(struct ad_list *node, const char *reason,
 				  int64_t t0_us, struct ad_flush_wait *w);
 void ad_cred_set_revoke_hook(ad_cred_revoke_fn fn);
 
-/* Marks c revoked and closes every connection on it; returns how many. */
+/*
+ * Something other than a connection that rests on a credential (an MCP
+ * session, src/transport/mcp.c) and must end when it is revoked.  revoked
+ * is called with the link already unlinked; it counts what it closes on w
+ * (may be NULL) as the hook does, and returns how many connections it
+ * closed.
+ */
+struct ad_cred_link {
+	struct ad_list node;
+	size_t (*revoked)(struct ad_cred_link *l, const char *reason, int64_t t0_us,
+			  struct ad_flush_wait *w);
+};
+void ad_cred_link_add(struct ad_cred *c, struct ad_cred_link *l);
+/* Unlinks l (a no-op when it is not linked). */
+void ad_cred_link_del(struct ad_cred_link *l);
+
+/*
+ * Marks c revoked and closes every connection on it, and ends every link on
+ * it; returns how many connections were closed.
+ */
 size_t ad_cred_close_all(struct ad_cred *c, const char *reason, int64_t t0_us,
 			 struct ad_flush_wait *w);
 

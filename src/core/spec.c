@@ -68,6 +68,7 @@ static int spec_read(struct ad_spec *s, const char *file, char *err, size_t errl
 	s->side_effects = json_is_true(json_object_get(doc, "side_effects"));
 	s->timeout_ms = (uint32_t)json_integer_value(json_object_get(doc, "timeout_ms"));
 	s->positional = json_object_get(doc, "positional");
+	s->tool = json_is_true(json_object_get(doc, "tool"));
 	s->transports = 0;
 	json_array_foreach(json_object_get(doc, "transports"), i, v)
 		s->transports |= AD_TRANSPORT_BIT(!strcmp(json_string_value(v), "websocket")

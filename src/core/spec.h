@@ -47,6 +47,7 @@ struct ad_spec {
 	uint32_t role_mask;      /* AD_ROLE_BIT()s for role-bearing credentials */
 	bool side_effects;
 	uint8_t transports;      /* AD_TRANSPORT_BIT()s it may be called over */
+	bool tool;               /* offered as an MCP tool ("tool": true) */
 	struct ad_rate_rule {
 		uint32_t limit;      /* calls per window_ms */
 		uint32_t window_ms;

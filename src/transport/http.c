@@ -13,6 +13,7 @@
 #include "ipkey.h"
 #include "pg.h"
 #include "log.h"
+#include "mcp.h"
 #include "peer.h"
 #include "outbound.h"
 #include "ratelimit.h"
@@ -209,6 +210,18 @@ static int respond_now(struct ad_http_exchange *h, struct lws *wsi, int status, 
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+int ad_http_done(struct ad_http_exchange *h, struct lws *wsi, int status, size_t out_bytes,
+		 bool ok, bool keep_alive)
+{
+	access_http(wsi, h->req.ip, h->via, h->start_us, status,
+		    h->req.cred ? h->req.cred->id : NULL, h->body.len, out_bytes);
+	http_end(h);
+	if (!ok || !keep_alive || ad_srv.draining || h->body_unread)
+		return -1;
+	ad_peer_mark_exchange(wsi);
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 static void error_body(struct ad_buf *b, const char *reason, const char *message)
 {
 	ad_buf_puts(b, "{\"error\":{\"reason\":");
@@ -400,6 +413,8 @@ static void http_begin(struct ad_http_exchange *h, struct lws *wsi)
 /* Ends one request/response exchange (the connection may live on). */
 static void http_end(struct ad_http_exchange *h)
 {
+	if (h->mcp)
+		ad_mcp_detach(h);
 	ad_requester_detach(&h->req);
 	h->req.cred = ad_cred_unref(h->req.cred);
 	free(h->resp);
@@ -516,8 +531,13 @@ static int on_http(struct ad_http_exchange *h, struct lws *wsi, const char *path
 	 * A request with a body parsed from bytes lws had buffered before the
 	 * previous answer would send lws 4.1 into an endless loop (see
 	 * peer.c): hang up instead.  The earlier requests have their answers;
-	 * a client that pipelines starts again on a new connection.
+	 * a client that pipelines starts again on a new connection.  So is
+	 * one sent while an MCP stream is still being written (mcp.c).
 	 */
+	if (h->active && h->mcp) {
+		ad_log_debug("closing a connection that sent a request into an MCP stream");
+		return -1;
+	}
 	if ((post || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) &&
 	    ad_peer_maybe_pipelined(wsi)) {
 		ad_log_debug("closing a connection that pipelined a request with a body");
@@ -556,6 +576,8 @@ static int on_http(struct ad_http_exchange *h, struct lws *wsi, const char *path
 		}
 		return serve_metrics(h, wsi);
 	}
+	if (!strcmp(path, "/mcp"))
+		return ad_mcp_request(h, wsi);
 	if (!strcmp(path, "/ws"))
 		return respond_error(h, wsi, 426, "upgrade_required",
 				     "/ws speaks WebSocket only");
@@ -627,6 +649,8 @@ int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
 		if (!h->active)
 			return -1;
+		if (h->mcp)
+			return ad_mcp_body(h, wsi);
 		if (h->too_big)
 			return rpc_refuse_reason(h, wsi, AD_REASON_PAYLOAD_TOO_LARGE,
 						 "The body is larger than allowed");
@@ -638,6 +662,8 @@ int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_HTTP_WRITEABLE: {
 		int r;
 
+		if (h->active && h->mcp)
+			return ad_mcp_writable(h, wsi);
 		if (!h->active || !h->resp)
 			return 0;
 		r = lws_write(wsi, h->resp + LWS_PRE, h->resp_len, LWS_WRITE_HTTP_FINAL);

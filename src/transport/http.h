@@ -37,6 +37,7 @@ struct ad_http_exchange {
 	bool too_big;          /* the body passed body_limit */
 	bool body_unread;      /* the request has a body not read yet */
 	bool rx_off;           /* not read while the answer is awaited */
+	struct ad_mcp_conn *mcp; /* /mcp: this exchange's MCP side (mcp.c), or NULL */
 };
 
 /* Handles the HTTP callback reasons. */
@@ -50,6 +51,16 @@ int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
  */
 int ad_http_reply_error(struct lws *wsi, int status, const char *reason,
 			const char *message);
+
+/*
+ * Ends an exchange whose answer was written (out_bytes of it, with ok false
+ * when the write failed): logs it with status, then readies the connection
+ * for the next request, or returns -1 to hang up (keep_alive false, a
+ * failed write, the drain, a body left unread).  Returns what the HTTP
+ * callback should return.
+ */
+int ad_http_done(struct ad_http_exchange *h, struct lws *wsi, int status, size_t out_bytes,
+		 bool ok, bool keep_alive);
 
 /* Closes idle keep-alive connections (during the drain). */
 void ad_http_close_idle(void);

@@ -11,6 +11,7 @@
 #include "ipkey.h"
 #include "log.h"
 #include "loop.h"
+#include "mcp.h"
 #include "module.h"
 #include "peer.h"
 #include "outbound.h"
@@ -91,6 +92,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 		ad_auth_expire((int64_t)time(NULL));
 	if (ad_srv.draining) {
 		close_all_ws();
+		ad_mcp_drain();
 		ad_http_close_idle();
 		if (now >= ad_srv.drain_deadline_us && ad_dispatch_stats.calls_inflight) {
 			ad_log_warn("drain deadline passed; cancelling %llu calls",
@@ -271,6 +273,7 @@ int ad_server_init(void)
 	}
 	ad_dispatch_init();
 	ad_ws_init();
+	ad_mcp_init();
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
@@ -323,6 +326,7 @@ void ad_server_free(void)
 {
 	if (ad_srv.lws) {
 		lws_sul_cancel(&ad_srv.tick);
+		ad_mcp_free();
 		if (ad_srv.db_conninfo[0])
 			ad_cluster_shutdown(ad_srv.db_conninfo);
 		ad_pubsub_shutdown();

@@ -34,7 +34,7 @@ bool ad_buf_reserve(struct ad_buf *b, size_t extra)
 
 void ad_buf_append(struct ad_buf *b, const void *p, size_t n)
 {
-	if (!ad_buf_reserve(b, n))
+	if (!n || !ad_buf_reserve(b, n)) /* nothing: p may be NULL */
 		return;
 	memcpy(b->data + b->len, p, n);
 	b->len += n;

@@ -53,6 +53,12 @@ void ad_config_init(struct ad_config *c)
 	c->header_timeout_ms = 5000;
 	c->ipv6_prefix = 64;
 	c->max_inflight = 256;
+	c->mcp_sessions = 16;
+	c->mcp_streams = 4;
+	c->mcp_idle_ms = 30 * 60 * 1000;
+	c->mcp_events = 256;
+	c->mcp_event_bytes = 1 << 20;
+	c->mcp_keepalive_ms = 15000;
 	c->data_dir = strdup("data");
 	c->pg_bin = strdup("/usr/lib/postgresql/15/bin");
 	c->pg_user = strdup("postgres");
@@ -402,6 +408,8 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = ad_parse_duration_ms(v, &c->shutdown_timeout_ms);
 	else if (KEY("server", "access_log"))
 		r = parse_bool(v, &c->access_log);
+	else if (KEY("server", "mcp_keepalive"))
+		r = ad_parse_duration_ms(v, &c->mcp_keepalive_ms) || c->mcp_keepalive_ms < 1000 ? -1 : 0;
 	else if (KEY("limits", "max_message"))
 		r = ad_parse_size(v, &c->max_message);
 	else if (KEY("limits", "max_preauth_body"))
@@ -427,6 +435,16 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 		r = parse_u32(v, 1, 128, &c->ipv6_prefix);
 	else if (KEY("limits", "max_inflight"))
 		r = parse_u32(v, 1, 100000, &c->max_inflight);
+	else if (KEY("limits", "mcp_sessions"))
+		r = parse_u32(v, 1, 100000, &c->mcp_sessions);
+	else if (KEY("limits", "mcp_streams"))
+		r = parse_u32(v, 1, 1000, &c->mcp_streams);
+	else if (KEY("limits", "mcp_idle"))
+		r = ad_parse_duration_ms(v, &c->mcp_idle_ms) || c->mcp_idle_ms < 1000 ? -1 : 0;
+	else if (KEY("limits", "mcp_events"))
+		r = parse_u32(v, 1, 100000, &c->mcp_events);
+	else if (KEY("limits", "mcp_event_bytes"))
+		r = ad_parse_size(v, &c->mcp_event_bytes) || c->mcp_event_bytes < 1024 ? -1 : 0;
 	else if (KEY("database", "url"))
 		r = set_str(&c->db_url, v);
 	else if (KEY("database", "data_dir"))

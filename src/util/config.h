@@ -52,6 +52,7 @@ struct ad_config {
 	uint32_t heartbeat_timeout_ms; /* close a silent socket with 4000 */
 	uint32_t shutdown_timeout_ms;  /* SIGTERM drain deadline */
 	bool access_log;               /* a line per HTTP request and WebSocket */
+	uint32_t mcp_keepalive_ms;     /* ": ping" on an MCP SSE stream this long silent */
 
 	/* [limits] */
 	size_t max_message;      /* WebSocket message / HTTP body, bytes */
@@ -66,6 +67,11 @@ struct ad_config {
 	size_t slow_queue_bytes;     /* a queue above this for ... */
 	uint32_t slow_queue_time_ms; /* ... this long -> 4008 (0: never) */
 	uint32_t max_inflight;   /* calls in flight per connection */
+	uint32_t mcp_sessions;   /* MCP sessions per credential */
+	uint32_t mcp_streams;    /* open SSE streams per MCP session */
+	uint32_t mcp_idle_ms;    /* an MCP session unused this long ends */
+	uint32_t mcp_events;     /* SSE events an MCP session keeps for resumption ... */
+	size_t mcp_event_bytes;  /* ... and their bytes at most */
 
 	/* [database] */
 	char *db_url;            /* libpq conninfo; NULL: embedded cluster */

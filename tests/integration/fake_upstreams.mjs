@@ -9,7 +9,7 @@
 //   echo      answers 200 with the caller's credential inside the result
 //   echoauth  answers 200 with the Authorization header it got inside the result
 //   e500      answers 500 with the credential in the error body
-//   hang      never answers
+//   hang      never answers (hangsClosed() counts those the client closed)
 //   badjson   answers 200 with a body that is not JSON
 //   huge      answers 200 with a 5 MB JSON body
 //   retry     answers 429 with Retry-After: 999999
@@ -30,6 +30,7 @@ export async function startFakeUpstreams({ sentryToken, linearToken }) {
   const oauth = fakeOAuth();
   const requests = [];
   const hanging = new Set();
+  let hangsClosed = 0;       // hanging requests whose connection the client closed
   const seen = new Map(); // misbehaviour -> count
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -80,6 +81,7 @@ export async function startFakeUpstreams({ sentryToken, linearToken }) {
         return true;
       case 'hang':
         hanging.add(res);
+        res.on('close', () => { if (hanging.delete(res)) hangsClosed++; });
         return true;
       case 'badjson':
         res.writeHead(200, { 'Content-Type': 'application/json' });
@@ -163,8 +165,10 @@ export async function startFakeUpstreams({ sentryToken, linearToken }) {
     requests,
     // Requests whose path (or GraphQL document) matches.
     matching(pred) { return requests.filter(pred); },
+    // How many "hang" requests the client gave up on (closed the connection).
+    hangsClosed: () => hangsClosed,
     async close() {
-      for (const res of hanging) res.destroy();
+      for (const res of [...hanging]) { hanging.delete(res); res.destroy(); }
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
     },

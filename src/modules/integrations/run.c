@@ -32,6 +32,8 @@ struct run {
 	struct ad_timer retry;         /* first: recovered from the timer */
 	struct ig_token_wait token;    /* OAuth2: waiting for an access token */
 	struct ad_call *call;          /* NULL once answered or gone */
+	struct ad_http *http;          /* the upstream request in flight, or NULL */
+	bool caller_left;              /* a read's caller cancelled it */
 	int64_t org_id;
 	int64_t agent_session_id;
 	char id[33];
@@ -80,13 +82,22 @@ static void run_free(struct run *r)
 	free(r);
 }
 
-/* The call went away (cancelled, timed out): the run goes on without it. */
+/*
+ * The call went away (cancelled, timed out).  A write's run goes on without
+ * it (an approved write is not taken back by the approver leaving); a
+ * read's upstream request is cancelled with it, and the invocation ends
+ * failed.
+ */
 static void call_gone(struct ad_call *call, void *arg)
 {
 	struct run *r = arg;
 
 	r->call = NULL;
 	ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
+	if (r->http && r->action && r->action->risk == IG_READ) {
+		r->caller_left = true;
+		ad_http_cancel(r->http); /* upstream_done runs, now or soon */
+	}
 }
 
 static void answer(struct run *r, json_t *row)
@@ -253,6 +264,7 @@ static void upstream_done(void *arg, const struct ad_http_response *resp)
 	json_t *doc;
 	int64_t wait;
 
+	r->http = NULL;
 	switch (resp->error) {
 	case AD_HTTP_OK:
 		break;
@@ -264,7 +276,8 @@ static void upstream_done(void *arg, const struct ad_http_response *resp)
 		       (unsigned)IG_MAX_RESPONSE);
 		return;
 	case AD_HTTP_CANCELLED:
-		failed(r, 0, "upstream request cancelled (shutting down)");
+		failed(r, 0, r->caller_left ? "cancelled by the caller"
+					    : "upstream request cancelled (shutting down)");
 		return;
 	case AD_HTTP_RESOLVE:
 	case AD_HTTP_CONNECT:
@@ -354,8 +367,13 @@ static void send_request(struct run *r)
 			       : 1;
 	h.max_response = IG_MAX_RESPONSE;
 	/* Copied by the client: the request's strings are ours to wipe now.
-	 * done may have run (and r be gone) by the time this returns. */
-	(void)ad_http_fetch(&h, upstream_done, r);
+	 * When it could not start, done has run (and r may be gone). */
+	{
+		struct ad_http *started = ad_http_fetch(&h, upstream_done, r);
+
+		if (started)
+			r->http = started;
+	}
 	ig_request_free(&req);
 }
 
