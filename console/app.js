@@ -94,6 +94,7 @@ let stopping = false;
 const cards = new Map();  // invocation_id -> card entry
 const agents = new Map(); // agent_session_id -> name
 const tokens = new Map(); // api token id -> name
+const people = new Map();  // "session:<id>" / "api_token:<id>" -> who, for admins (admin.credential_list)
 const log = { rows: new Map(), cursor: null, filter: { status: '', agent: '' }, gen: 0, scheduled: false };
 
 const serverNow = () => Date.now() + offset;
@@ -306,6 +307,7 @@ function stop() {
   log.cursor = null;
   agents.clear();
   tokens.clear();
+  people.clear();
   for (const id of ['log-body', 'sessions-list', 'tokens-list', 'agents-list', 'accounts-list', 'audit-result', 'announcer']) $(id).replaceChildren();
   updateCount();
   pendingLoaded = false;
@@ -735,6 +737,7 @@ function decidedBy(inv) {
   let label = null;
   if (me && db === `session:${me.session_id}`) label = 'you (this session)';
   else if (db.startsWith('api_token:') && tokens.has(Number(db.slice(10)))) label = `your token “${tokens.get(Number(db.slice(10)))}”`;
+  else if (people.has(db)) label = people.get(db);
   return h('span', { class: 'decider' }, label ? h('span', { class: 'decider-label' }, label, ' ') : null, h('code', null, db));
 }
 
@@ -862,7 +865,7 @@ async function loadAccess() {
   };
   const showTokens = (list_) => {
     tokens.clear();
-    for (const t of list_) tokens.set(t.id, t.name || `#${t.id}`);
+    for (const t of list_) if (!orgWide || t.account_id === me.account_id) tokens.set(t.id, t.name || `#${t.id}`);
     const list = $('tokens-list');
     if (!list_.length) return empty(list, 'No API tokens.');
     list.replaceChildren(...list_.map((t) => row(t.id,
@@ -880,6 +883,7 @@ async function loadAccess() {
   const jobs = orgWide
     ? [c.admin.credential_list({}).then((r) => {
         if (client !== c) return;
+        for (const x of r.credentials) people.set(`${x.kind}:${x.id}`, x.kind === 'session' ? x.email : `${x.email}, token “${x.name || x.id}”`);
         showSessions(r.credentials.filter((x) => x.kind === 'session'));
         showTokens(r.credentials.filter((x) => x.kind === 'api_token'));
       })]

@@ -246,6 +246,27 @@ ui('approve (keyboard A, with a comment): the card leaves, the log shows complet
   assert.equal(seen[0].method, 'PUT');
 });
 
+ui('an admin\'s page names who decided: another admin\'s session by its email', async (open) => {
+  const other = { email: `admin2-${++seq}@acme.test`, password: `pw-${randomBytes(8).toString('hex')}`, role: 'admin' };
+  const r = await rpc(srv, 'admin.account_create', other);
+  assert.equal(r.status, 200, r.body);
+  const b = await open();
+  await login(b.page, other);
+  const a = await open();
+  await login(a.page, people.admin);
+  // The org's sessions, with their accounts, are on the admin's access panel.
+  await a.page.waitForSelector(`#sessions-list >> text=${other.email}`, { timeout: 5000 });
+  const inv = await invoke(await newAgent(), 'sentry', 'update_issue', { issue_id: '778', status: 'ignored' });
+  const c = card(b.page, inv.invocation_id);
+  await c.waitFor({ timeout: 2000 });
+  await c.focus();
+  await b.page.keyboard.press('a');
+  await a.page.waitForSelector(`#log-body tr[data-id="${inv.invocation_id}"][data-status="completed"]`, { timeout: 5000 });
+  const text = await a.page.locator(`#log-body tr[data-id="${inv.invocation_id}"]`).textContent();
+  assert.match(text, new RegExp(other.email.replace(/[.]/g, '\\.')), text);
+  assert.doesNotMatch(text, /you \(this session\)/);
+});
+
 ui('deny needs a reason: an empty one is refused before any call, then the request is denied', async (open) => {
   const { page, calls } = await open();
   await login(page, people.admin);
