@@ -283,11 +283,13 @@ static void batch_done(void *arg, const struct ad_sql_result *res)
 		p = next;
 	}
 	json_decref(out);
-	if (ob->queue) {
+	/* A write answered above may have queued again (its entity changed)
+	 * and started a batch already. */
+	if (ob->queue && ob->flying < FLIGHT_MAX) {
 		batch_send(ob);
 		return;
 	}
-	if (ob->flying)
+	if (ob->queue || ob->flying)
 		return;
 	for (bp = &batches; *bp; bp = &(*bp)->next)
 		if (*bp == ob) {
