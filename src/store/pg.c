@@ -864,8 +864,16 @@ static void conn_ready(struct pgconn *c)
 			on_notify(NULL);
 		return;
 	}
-	/* Pooled sessions serve calls: the runtime role, a statement timeout. */
-	snprintf(setup, sizeof(setup), "%sSET statement_timeout = %u",
+	/*
+	 * Pooled sessions serve calls: the runtime role, a statement timeout,
+	 * and generic plans for prepared statements.  Left to choose, the
+	 * planner keeps planning anew each execution when a custom plan looks
+	 * cheaper than the generic one, which under row-level security it
+	 * nearly always does; every statement here is parameterised on keys
+	 * (org, entity, ids), whose generic plans are the same index scans.
+	 */
+	snprintf(setup, sizeof(setup),
+		 "%sSET statement_timeout = %u; SET plan_cache_mode = force_generic_plan",
 		 opts.runtime_role ? "SET ROLE " AD_PG_RUNTIME_ROLE "; " : "",
 		 opts.statement_timeout_ms);
 	if (!PQsendQuery(c->pg, setup)) {
