@@ -107,10 +107,6 @@ static int64_t request_start(struct lws *wsi)
 	return p && p->rx.req_start_us ? p->rx.req_start_us : lws_now_usecs();
 }
 
-/*
- * Builds status line, headers and body into one buffer with LWS_PRE bytes of
- * headroom.  Returns NULL on failure.
- */
 static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
 		      unsigned char *end)
 {
@@ -130,6 +126,10 @@ static int add_security_headers(struct lws *wsi, const char *csp, unsigned char 
 	       add_header(wsi, "content-security-policy:", csp, p, end);
 }
 
+/*
+ * Builds status line, headers and body into one buffer with LWS_PRE bytes of
+ * headroom.  Returns NULL on failure.
+ */
 static unsigned char *build_response(struct lws *wsi, int status,
 				     const char *ctype, const char *body,
 				     size_t blen, uint32_t retry_after_ms,
@@ -196,18 +196,7 @@ static int respond_now(struct ad_http_exchange *h, struct lws *wsi, int status, 
 		return -1;
 	r = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
 	free(buf);
-	access_http(wsi, h->req.ip, h->via, h->start_us, status,
-		    h->req.cred ? h->req.cred->id : NULL, h->body.len, n);
-	http_end(h);
-	/*
-	 * Answered before its body was read: lws would discard the body and
-	 * then read on, but the mark below would be taken too early to tell a
-	 * pipelined request from a fresh one.  Hang up instead.
-	 */
-	if (r < 0 || ad_srv.draining || h->body_unread)
-		return -1;
-	ad_peer_mark_exchange(wsi);
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	return ad_http_done(h, wsi, status, n, r >= 0, true);
 }
 
 int ad_http_done(struct ad_http_exchange *h, struct lws *wsi, int status, size_t out_bytes,
@@ -216,6 +205,11 @@ int ad_http_done(struct ad_http_exchange *h, struct lws *wsi, int status, size_t
 	access_http(wsi, h->req.ip, h->via, h->start_us, status,
 		    h->req.cred ? h->req.cred->id : NULL, h->body.len, out_bytes);
 	http_end(h);
+	/*
+	 * Answered before its body was read: lws would discard the body and
+	 * then read on, but the mark below would be taken too early to tell a
+	 * pipelined request from a fresh one.  Hang up instead.
+	 */
 	if (!ok || !keep_alive || ad_srv.draining || h->body_unread)
 		return -1;
 	ad_peer_mark_exchange(wsi);
@@ -333,12 +327,7 @@ static int serve_file(struct ad_http_exchange *h, struct lws *wsi, const struct 
 	n = (size_t)(p - start) + blen;
 	r = lws_write(wsi, start, n, LWS_WRITE_HTTP_FINAL);
 	free(buf);
-	access_http(wsi, h->req.ip, h->via, h->start_us, status, NULL, h->body.len, n);
-	http_end(h);
-	if (r < 0 || ad_srv.draining || h->body_unread)
-		return -1;
-	ad_peer_mark_exchange(wsi);
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	return ad_http_done(h, wsi, status, n, r >= 0, true);
 }
 
 /*
@@ -667,13 +656,7 @@ int ad_http_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		if (!h->active || !h->resp)
 			return 0;
 		r = lws_write(wsi, h->resp + LWS_PRE, h->resp_len, LWS_WRITE_HTTP_FINAL);
-		access_http(wsi, h->req.ip, h->via, h->start_us, h->resp_status,
-			    h->req.cred ? h->req.cred->id : NULL, h->body.len, h->resp_len);
-		http_end(h);
-		if (r < 0 || ad_srv.draining)
-			return -1;
-		ad_peer_mark_exchange(wsi);
-		return lws_http_transaction_completed(wsi) ? -1 : 0;
+		return ad_http_done(h, wsi, h->resp_status, h->resp_len, r >= 0, true);
 	}
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
