@@ -138,16 +138,6 @@ int ad_module_on_message(struct ad_module *m, ad_module_message_fn fn);
 int ad_module_broadcast(const char *module, const json_t *msg);
 
 /*
- * Registers fn to run on the loop after each committed transaction of a
- * call whose spec has side effects, any module's, with the call's org and
- * method (before the handler sees the result): how a module learns that
- * others wrote (the data module numbers what its change capture saw).
- * It must be quick.  One per module; returns 0.
- */
-typedef void (*ad_module_commit_fn)(int64_t org, const char *method);
-int ad_module_on_commit(struct ad_module *m, ad_module_commit_fn fn);
-
-/*
  * The change capture saw a transaction of a call of `method` write rows of
  * `table`.  When the method's spec does not list the table in "writes", it
  * is logged and counted (actiond_undeclared_writes_total{method} in

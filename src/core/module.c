@@ -30,7 +30,6 @@ struct ad_module {
 	bool failed;
 	ad_module_start_fn start;
 	ad_module_message_fn on_message;
-	ad_module_commit_fn on_commit;
 };
 
 /* A module that loaded: kept for its migrations and fini(). */
@@ -40,7 +39,6 @@ struct loaded {
 	size_t nmigs;
 	ad_module_start_fn start;
 	ad_module_message_fn on_message;
-	ad_module_commit_fn on_commit;
 };
 
 static struct loaded loaded[AD_MAX_MODULES];
@@ -249,8 +247,7 @@ int ad_module_load(const struct ad_module_info *info, const char *origin, char *
 	free(m.specs); /* moved into the registry */
 	if (m.nmigs)
 		qsort(m.migs, m.nmigs, sizeof(*m.migs), cmp_mig);
-	loaded[nloaded++] = (struct loaded){ info, m.migs, m.nmigs, m.start, m.on_message,
-					      m.on_commit };
+	loaded[nloaded++] = (struct loaded){ info, m.migs, m.nmigs, m.start, m.on_message };
 	ad_log_debug("module %s %s (%s): %zu actions, %zu migrations", info->name,
 		     info->version ? info->version : "", origin, m.nspecs, m.nmigs);
 	return 0;
@@ -277,19 +274,6 @@ void ad_modules_start(bool database)
 	for (size_t i = 0; i < nloaded; i++)
 		if (loaded[i].start)
 			loaded[i].start(database);
-}
-
-int ad_module_on_commit(struct ad_module *m, ad_module_commit_fn fn)
-{
-	m->on_commit = fn;
-	return 0;
-}
-
-void ad_modules_committed(int64_t org, const char *method)
-{
-	for (size_t i = 0; i < nloaded; i++)
-		if (loaded[i].on_commit)
-			loaded[i].on_commit(org, method);
 }
 
 void ad_modules_fini(void)

@@ -28,8 +28,6 @@ int ad_module_load(const struct ad_module_info *info, const char *origin, char *
 /* Applies every loaded module's migrations (blocking); 0 or -1. */
 int ad_modules_migrate(const char *conninfo);
 
-/* A call's writing transaction committed: each module's ad_module_on_commit hook. */
-void ad_modules_committed(int64_t org, const char *method);
 /* Runs fini() of every loaded module, last loaded first, and forgets them. */
 void ad_modules_fini(void);
 /* Runs each loaded module's start hook (ad_module_on_start), on the loop. */

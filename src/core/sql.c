@@ -7,7 +7,6 @@
 #include "dispatch.h"
 #include "log.h"
 #include "loop.h"
-#include "module.h"
 #include "pg.h"
 #include "spec.h"
 #include "sql_internal.h"
@@ -185,8 +184,6 @@ static void sqlop_complete(void *arg, enum ad_pg_status status, PGresult *const 
 							  : "The database is unavailable";
 		res.failed = -1;
 	}
-	if (!res.state && ad_call_spec(call)->side_effects)
-		ad_modules_committed(ad_call_org_id(call), ad_call_spec(call)->method);
 	if (!res.state || (op->flags & AD_SQL_SEE_ERRORS)) {
 		op->done(call, op->arg, &res);
 	} else {

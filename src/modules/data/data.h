@@ -198,8 +198,6 @@ void dm_schema_clear(void);
  * them), and the other instances are told.
  */
 void dm_feed_numbered(int64_t org, const json_t *rows);
-/* Another module's call committed a write for org (ad_module_on_commit). */
-void dm_feed_on_commit(int64_t org, const char *method);
 /* Starts the poll and the retention sweep when actiond serves with a database. */
 void dm_feed_on_start(bool database);
 /* Another instance's data module says an org was written (module.h messages). */

@@ -9,9 +9,10 @@
  * an org's captured changes under the org's feed row lock, so seqs commit
  * in order and without holes.  The data module's own writes number theirs
  * at the end of their batch's transaction (records.c); the writes of other
- * modules to their tenant tables are numbered after they commit (the
- * commit hook starts a numbering run for the org, one at a time per org,
- * covering every write that committed meanwhile), so their writers never
+ * modules to their tenant tables are numbered after they commit: the
+ * capture announces the org through NOTIFY (delivered at commit, to every
+ * instance), and a numbering run starts for it, one at a time per org,
+ * covering every write that committed meanwhile, so their writers never
  * wait for each other.  Numbered changes are delivered here and announced
  * to the other instances (module messages); a timer numbers what a
  * stopped instance left behind.
@@ -404,21 +405,24 @@ static void sequence_start(int64_t org)
 	ad_sql_run_background(q, sequence_done, os);
 }
 
-void dm_feed_on_commit(int64_t org, const char *method)
-{
-	/* The data module's own writes number theirs in their transaction. */
-	if (org <= 0 || !strncmp(method, "data.", 5))
-		return;
-	feed_start();
-	sequence_start(org);
-}
-
+/*
+ * A module message: another instance numbered changes of org (poll when
+ * someone here follows it), or the capture on another module's table says
+ * that a write to org committed (number it; every instance is told, and
+ * all but one find nothing left to number).
+ */
 void dm_feed_on_message(const json_t *msg)
 {
 	int64_t org;
 
-	if (ad_json_int(json_object_get(msg, "org"), &org) && org_find(org))
+	if (!ad_json_int(json_object_get(msg, "org"), &org) || org <= 0)
+		return;
+	if (json_is_true(json_object_get(msg, "captured"))) {
+		feed_start();
+		sequence_start(org);
+	} else if (org_find(org)) {
 		poll_start();
+	}
 }
 
 void dm_feed_fini(void)

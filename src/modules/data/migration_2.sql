@@ -161,7 +161,10 @@ END
 $$;
 
 -- The capture of another module's tenant table: its changes are entity
--- `<table>`, ids from its `id` column (when it has one).
+-- `<table>`, ids from its `id` column (when it has one).  Each org written
+-- is announced to every instance's data module (a module message through
+-- NOTIFY, sent if and when the transaction commits), which numbers the
+-- org's changes.
 CREATE FUNCTION data_table_changes() RETURNS trigger LANGUAGE plpgsql AS
 $$
 DECLARE
@@ -169,6 +172,7 @@ DECLARE
                        ELSE 'delete' END;
   a text := nullif(current_setting('app.action', true), '');
   made bigint[];
+  orgs bigint[];
 BEGIN
   IF TG_OP = 'DELETE' THEN
     WITH c AS (INSERT INTO data_changes (org_id, entity, op, ids, source, action)
@@ -177,8 +181,8 @@ BEGIN
                                FILTER (WHERE r ? 'id'), '{}'), TG_TABLE_NAME, a
                FROM (SELECT to_jsonb(x) AS r FROM old_rows x) s
                GROUP BY 1 ORDER BY 1
-               RETURNING id)
-    SELECT array_agg(id) INTO made FROM c;
+               RETURNING id, org_id)
+    SELECT array_agg(id), array_agg(DISTINCT org_id) INTO made, orgs FROM c;
   ELSE
     WITH c AS (INSERT INTO data_changes (org_id, entity, op, ids, source, action)
                SELECT (r ->> 'org_id')::bigint, TG_TABLE_NAME, o,
@@ -186,10 +190,14 @@ BEGIN
                                FILTER (WHERE r ? 'id'), '{}'), TG_TABLE_NAME, a
                FROM (SELECT to_jsonb(x) AS r FROM new_rows x) s
                GROUP BY 1 ORDER BY 1
-               RETURNING id)
-    SELECT array_agg(id) INTO made FROM c;
+               RETURNING id, org_id)
+    SELECT array_agg(id), array_agg(DISTINCT org_id) INTO made, orgs FROM c;
   END IF;
   PERFORM data_note_changes(made);
+  PERFORM pg_notify('actiond', json_build_object(
+            'op', 'module', 'from', 'db', 'module', 'data',
+            'msg', json_build_object('org', w, 'captured', true))::text)
+    FROM unnest(orgs) w;
   RETURN NULL;
 END
 $$;

@@ -143,7 +143,6 @@ static int data_init(struct ad_module *m)
 			return -1;
 	ad_module_on_start(m, dm_feed_on_start);
 	ad_module_on_message(m, dm_feed_on_message);
-	ad_module_on_commit(m, dm_feed_on_commit);
 	for (size_t i = 0; i < ad_data_migrations_count; i++) {
 		char *sql = strndup(ad_data_migrations[i].data, ad_data_migrations[i].len);
 		int rc;
