@@ -14,7 +14,14 @@
  * transaction_read_only for that transaction only (set_config(..., true),
  * i.e. SET LOCAL).  A
  * connection keeps up to PIPE_DEPTH jobs in flight; more wait on a bounded
- * pending list.  When a connection breaks, the jobs on it fail with
+ * pending list.
+ *
+ * Sending: a job submitted goes on the pending list, which is sent once per
+ * turn of the loop (a timer due at once), so the jobs that one turn's
+ * sockets made travel together, one write per connection.  Read-only jobs
+ * of the same org sent in one turn share a transaction (see send_group()):
+ * one scope statement and one Sync for the lot, which halves what
+ * PostgreSQL does per read.  When a connection breaks, the jobs on it fail with
  * AD_PG_UNAVAILABLE (they may or may not have committed, like any lost
  * connection); when no connection is up, new jobs fail at once.
  */
@@ -40,6 +47,13 @@
 #define CONNECT_TIMEOUT_US (5 * 1000 * 1000)
 #define MAX_CONNS 64
 #define MAX_PREPARED 256
+/*
+ * Read-only jobs sharing one transaction at most (past that, the next
+ * ones go to the next connection), and how far down the list to look.
+ * 16 measured best: 53k reads/s against 50k with 4 and 40k with 1.
+ */
+#define GROUP_MAX 16
+#define GROUP_SCAN 256
 
 /*
  * What each item sent for a job serves: a statement index (>= 0), -1 for
@@ -90,6 +104,7 @@ struct pgconn {
 	uint32_t cancel_gen;     /* cancel requests issued on this session */
 	bool setup_failed;
 	bool in_writable;        /* inside its LWS_CALLBACK_RAW_WRITEABLE_FILE */
+	bool segment_failed;     /* a statement failed since the last Sync */
 	lws_sorted_usec_list_t rearm; /* asks for POLLOUT after that callback */
 };
 
@@ -105,7 +120,11 @@ struct ad_pg_job {
 	bool retried;          /* run again once after a stray cancel */
 	bool scoped;
 	bool read_only;
+	bool no_sync;          /* grouped, not last: ends with its last item */
+	bool aborted;          /* grouped: skipped after another job failed */
+	bool solo;             /* never grouped again */
 	uint32_t timeout_ms;
+	uint32_t sent_timeout_ms; /* the statement_timeout it ran under */
 	uint32_t gen;          /* the connection's cancel_gen when it was sent */
 	int n;                 /* caller's statements */
 	int cursor;            /* sent item whose results are being read */
@@ -129,6 +148,7 @@ static char *conninfo;
 static char *listen_channel;
 static void (*on_notify)(const char *payload);
 static lws_sorted_usec_list_t pool_sul;
+static lws_sorted_usec_list_t send_sul; /* sends the pending jobs */
 static bool pool_up;
 /*
  * Until the pool first connects (or CONNECT_TIMEOUT_US after start), jobs
@@ -149,6 +169,7 @@ static atomic_int cancel_threads; /* cancel requests in flight */
 
 static void conn_fail(struct pgconn *c, const char *why);
 static void send_pending(void);
+static void send_soon(void);
 
 /* ---- jobs --------------------------------------------------------------- */
 
@@ -332,18 +353,22 @@ static int stmt_send(struct pgconn *c, struct ad_pg_job *j, const char *sql, int
 }
 
 /*
- * Queues the job's statements and a Sync on c's pipeline.  Statements are
- * prepared once per session (the Prepare travels in the same pipeline), so
- * PostgreSQL parses and plans each only once per connection.
+ * Queues the job's statements on c's pipeline: after the scope statement
+ * when scope is set (with that statement_timeout), and followed by a Sync
+ * when sync is.  Statements are prepared once per session (the Prepare
+ * travels in the same pipeline), so PostgreSQL parses and plans each only
+ * once per connection.
  */
-static int job_send(struct pgconn *c, struct ad_pg_job *j)
+static int job_send(struct pgconn *c, struct ad_pg_job *j, bool scope, bool sync,
+		    uint32_t timeout_ms)
 {
 	j->nsent = 0;
-	if (j->scoped) {
+	j->sent_timeout_ms = timeout_ms;
+	if (scope) {
 		char ms[16];
 		const char *p[4] = { j->org, ms, j->read_only ? "on" : "off", j->action };
 
-		snprintf(ms, sizeof(ms), "%u", j->timeout_ms);
+		snprintf(ms, sizeof(ms), "%u", timeout_ms);
 		if (stmt_send(c, j, scope_sql, 4, p, -1))
 			return -1;
 	}
@@ -351,8 +376,9 @@ static int job_send(struct pgconn *c, struct ad_pg_job *j)
 		if (stmt_send(c, j, j->stmts[i].sql, j->stmts[i].nparams,
 			      j->stmts[i].params, i))
 			return -1;
-	if (!PQpipelineSync(c->pg))
+	if (sync && !PQpipelineSync(c->pg))
 		return -1;
+	j->no_sync = !sync;
 	j->queued = true;
 	j->conn = c;
 	/* A cancel still on its way may hit this job: count it as issued. */
@@ -420,7 +446,9 @@ static void conn_cancel_head(struct pgconn *c)
 {
 	struct ad_pg_job *j;
 
-	if (ad_list_empty(&c->inflight))
+	/* After a failure PostgreSQL skips the rest of the segment: the head
+	 * job is not running, and a cancel would hit a later one. */
+	if (ad_list_empty(&c->inflight) || c->segment_failed)
 		return;
 	j = ad_container_of(ad_list_first(&c->inflight), struct ad_pg_job, node);
 	if (j->cancel && !j->cancel_sent)
@@ -484,7 +512,6 @@ struct ad_pg_job *ad_pg_submit(const struct ad_pg_stmt *stmts, int n,
 			       ad_pg_done_fn fn, void *arg)
 {
 	struct ad_pg_job *j;
-	struct pgconn *c;
 
 	(void)flags;
 	ad_pg_stats.jobs++;
@@ -497,24 +524,14 @@ struct ad_pg_job *ad_pg_submit(const struct ad_pg_stmt *stmts, int n,
 		fn(arg, AD_PG_UNAVAILABLE, NULL, 0, -1);
 		return NULL;
 	}
-	c = pick_conn();
-	if (!c) {
-		if (ad_pg_stats.pending >= (uint32_t)opts.max_pending) {
-			j->status = AD_PG_OVERLOADED;
-			job_finish(j, AD_PG_OVERLOADED);
-			return NULL;
-		}
-		ad_list_add_tail(&pending, &j->node);
-		ad_pg_stats.pending++;
-		return j;
-	}
-	if (job_send(c, j)) {
-		job_free(j);
-		conn_fail(c, PQerrorMessage(c->pg));
-		fn(arg, AD_PG_UNAVAILABLE, NULL, 0, -1);
+	if (!pick_conn() && ad_pg_stats.pending >= (uint32_t)opts.max_pending) {
+		j->status = AD_PG_OVERLOADED;
+		job_finish(j, AD_PG_OVERLOADED);
 		return NULL;
 	}
-	conn_flush(c);
+	ad_list_add_tail(&pending, &j->node);
+	ad_pg_stats.pending++;
+	send_soon();
 	return j;
 }
 
@@ -568,10 +585,18 @@ static bool job_retryable(const struct pgconn *c, const struct ad_pg_job *j)
 	 */
 	if (!strcmp(state, SQLSTATE_NO_PREPARED))
 		return true;
+	/* Timed out in a group whose statement_timeout was shorter than its own. */
+	if (!strcmp(state, SQLSTATE_CANCELED) && j->sent_timeout_ms < j->timeout_ms)
+		return true;
 	return j->gen != c->cancel_gen && !strcmp(state, SQLSTATE_CANCELED);
 }
 
-static void job_requeue(struct ad_pg_job *j)
+/*
+ * Puts j back first in line.  solo: it was skipped for another job's
+ * failure, and runs again alone; else it was hit by another job's cancel
+ * or Prepare, and runs again once.
+ */
+static void job_requeue(struct ad_pg_job *j, bool solo)
 {
 	for (int i = 0; i < j->n; i++) {
 		PQclear(j->results[i]);
@@ -582,33 +607,123 @@ static void job_requeue(struct ad_pg_job *j)
 	j->cursor = j->nsent = 0;
 	j->queued = false;
 	j->conn = NULL;
-	j->retried = true;
-	ad_pg_stats.retries++;
+	j->aborted = j->no_sync = false;
+	if (solo) {
+		j->solo = true;
+	} else {
+		j->retried = true;
+		ad_pg_stats.retries++;
+	}
 	/* First in line: it has waited once already. */
 	ad_list_add_tail(pending.next, &j->node);
 	ad_pg_stats.pending++;
 }
 
+/* Whether j may share a transaction with other jobs: a read-only call's. */
+static bool groupable(const struct ad_pg_job *j)
+{
+	return j->scoped && j->read_only && !j->solo && j->n > 0;
+}
+
+/*
+ * Sends j and up to GROUP_MAX - 1 later pending jobs of the same org that
+ * may share its transaction, as one segment: the scope statement (under the
+ * least statement_timeout of them), every job's statements, one Sync.
+ * Each job is answered when its own results are in; a job whose
+ * statement fails takes the rest of the segment with it (PostgreSQL skips
+ * them), and those run again, alone.
+ */
+static int send_group(struct pgconn *c, struct ad_pg_job *j)
+{
+	struct ad_pg_job *group[GROUP_MAX];
+	uint32_t timeout = j->timeout_ms;
+	int n = 1, scanned = 0;
+
+	group[0] = j;
+	for (struct ad_list *it = pending.next; it != &pending && n < GROUP_MAX &&
+					       scanned < GROUP_SCAN; scanned++) {
+		struct ad_pg_job *o = ad_container_of(it, struct ad_pg_job, node);
+
+		it = it->next;
+		if (!groupable(o) || strcmp(o->org, j->org))
+			continue;
+		ad_list_del(&o->node);
+		ad_pg_stats.pending--;
+		group[n++] = o;
+		if (o->timeout_ms < timeout)
+			timeout = o->timeout_ms;
+	}
+	if (n > 1)
+		ad_pg_stats.grouped += (uint64_t)n;
+	for (int i = 0; i < n; i++)
+		if (job_send(c, group[i], i == 0, i == n - 1, timeout)) {
+			/* The ones not sent yet are lost with the connection too. */
+			for (int k = i; k < n; k++)
+				job_finish(group[k], AD_PG_UNAVAILABLE);
+			return -1;
+		}
+	return 0;
+}
+
+/* Sends what is pending, as far as the connections take it: see the top. */
 static void send_pending(void)
 {
+	bool dirty[MAX_CONNS] = { false };
 	struct pgconn *c;
 
+	lws_sul_cancel(&send_sul);
 	while (!ad_list_empty(&pending) && (c = pick_conn())) {
 		struct ad_pg_job *j = ad_container_of(ad_list_first(&pending),
 						      struct ad_pg_job, node);
+		int failed;
 
 		ad_list_del(&j->node);
 		ad_pg_stats.pending--;
-		if (job_send(c, j)) {
+		if (groupable(j)) {
+			failed = send_group(c, j);
+		} else if ((failed = job_send(c, j, j->scoped, true, j->timeout_ms))) {
 			job_finish(j, AD_PG_UNAVAILABLE);
+		}
+		if (failed) {
+			dirty[c - conns] = false;
 			conn_fail(c, PQerrorMessage(c->pg));
 			continue;
 		}
-		conn_flush(c);
+		dirty[c - conns] = true;
 	}
+	for (int i = 0; i < nconns; i++)
+		if (dirty[i] && conns[i].state == C_READY)
+			conn_flush(&conns[i]);
+}
+
+static void send_fire(lws_sorted_usec_list_t *sul)
+{
+	(void)sul;
+	send_pending();
+}
+
+/* Sends the pending jobs at the start of the loop's next turn. */
+static void send_soon(void)
+{
+	if (!lws_dll2_is_detached(&send_sul.list))
+		return;
+	lws_sul_schedule(ad_loop, 0, &send_sul, send_fire, 1);
 }
 
 /* ---- results -------------------------------------------------------------- */
+
+/* j's results are all in: answered, or run again. */
+static void job_done(struct pgconn *c, struct ad_pg_job *j)
+{
+	ad_list_del(&j->node);
+	c->ninflight--;
+	if (j->aborted && j->status == AD_PG_OK && !j->abandoned)
+		job_requeue(j, true); /* another job of its group failed */
+	else if (job_retryable(c, j))
+		job_requeue(j, false);
+	else
+		job_finish(j, AD_PG_OK);
+}
 
 /*
  * Reads every result libpq has complete.  In pipeline mode each statement's
@@ -624,17 +739,14 @@ static void conn_read_results(struct pgconn *c)
 
 		if (!res) {
 			j->cursor++; /* the end of one item's results */
+			if (j->no_sync && j->cursor >= j->nsent)
+				job_done(c, j);
 			continue;
 		}
 		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
 			PQclear(res);
-			ad_list_del(&j->node);
-			c->ninflight--;
-			if (job_retryable(c, j))
-				job_requeue(j);
-			else
-				job_finish(j, AD_PG_OK);
-			conn_cancel_head(c);
+			c->segment_failed = false;
+			job_done(c, j);
 			continue;
 		}
 		item = j->cursor < j->nsent ? j->sent[j->cursor] : -1;
@@ -649,6 +761,7 @@ static void conn_read_results(struct pgconn *c)
 
 				stmt_forget(c, st >= 0 ? j->stmts[st].sql : scope_sql);
 			}
+			j->aborted = true;
 			PQclear(res);
 			continue;
 		}
@@ -659,6 +772,8 @@ static void conn_read_results(struct pgconn *c)
 			stmt_forget(c, st >= 0 ? j->stmts[st].sql : scope_sql);
 			item = st;
 		}
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+			c->segment_failed = true;
 		if (PQresultStatus(res) == PGRES_FATAL_ERROR && j->status == AD_PG_OK) {
 			j->status = AD_PG_ERROR;
 			/* A failure setting app.org counts for the first statement. */
@@ -675,7 +790,10 @@ static void conn_read_results(struct pgconn *c)
 			PQclear(res);
 		}
 	}
-	send_pending();
+	/* Whatever is at the head now is waiting for PostgreSQL: cancel it if
+	 * it asked (not earlier: its results might have been in already). */
+	conn_cancel_head(c);
+	send_soon();
 }
 
 static void drain_listener(struct pgconn *c)
@@ -750,6 +868,7 @@ static void conn_down(struct pgconn *c)
 	if (c->state == C_READY && !c->listener)
 		ad_pg_stats.ready_conns--;
 	c->state = C_DOWN;
+	c->segment_failed = false;
 	c->listening = false;
 	prepared_clear(c); /* a new session knows none of them */
 	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
@@ -1142,6 +1261,7 @@ void ad_pg_shutdown(void)
 		return;
 	pool_up = false;
 	lws_sul_cancel(&pool_sul);
+	lws_sul_cancel(&send_sul);
 	while (!ad_list_empty(&pending)) {
 		struct ad_pg_job *j = ad_container_of(ad_list_first(&pending),
 						      struct ad_pg_job, node);
@@ -1195,4 +1315,7 @@ void ad_pg_metrics(struct ad_buf *b)
 	ad_buf_metric(b, "actiond_db_retries_total", "counter",
 		      "Jobs run again after a cancel meant for another job hit them.",
 		      ad_pg_stats.retries);
+	ad_buf_metric(b, "actiond_db_grouped_jobs_total", "counter",
+		      "Read-only jobs sent sharing a transaction with others of their org.",
+		      ad_pg_stats.grouped);
 }

@@ -117,6 +117,7 @@ struct ad_pg_stats {
 	uint64_t notifications;
 	uint64_t cancels;         /* cancel requests sent to PostgreSQL */
 	uint64_t retries;         /* jobs run again after a stray cancel */
+	uint64_t grouped;         /* read-only jobs sent sharing a transaction */
 	uint32_t ready_conns;
 	uint32_t pending;
 };

@@ -4,7 +4,7 @@
 // cancelled or times out is cancelled in PostgreSQL too.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, startPostgres, connect, rpc, sleep } from './lib.mjs';
+import { startServer, startPostgres, connect, rpc, http, sleep, metrics } from './lib.mjs';
 
 const KEYS = { acme: { org: 'acme', role: 'admin' }, globex: { org: 'globex', role: 'admin' } };
 let pg, server;
@@ -127,4 +127,58 @@ test('calls sharing the pool with a cancelled statement all succeed', { timeout:
   } finally {
     await c.close();
   }
+});
+
+// Read-only calls of one org that reach the pool in the same turn of the
+// loop share a transaction (one scope statement, one Sync).
+
+const grouped = async () => (await metrics(server)).values.actiond_db_grouped_jobs_total;
+
+test('read-only calls of two orgs sent together each see only their own org', async () => {
+  const before = await grouped();
+  const a = await connect(server, { token: server.tokens.acme });
+  const g = await connect(server, { token: server.tokens.globex });
+  try {
+    for (let round = 0; round < 5; round++) {
+      const calls = [];
+      for (let i = 0; i < 20; i++) {
+        calls.push(a.call('test.tenant_rows', {}).then((r) => ['acme', r]));
+        calls.push(g.call('test.tenant_rows', {}).then((r) => ['globex', r]));
+      }
+      for (const [k, r] of await Promise.all(calls)) {
+        assert.deepEqual(r.result?.event_orgs, [orgId(k)], `${k}: ${JSON.stringify(r)}`);
+        assert.equal(r.result.secrets, 1);
+      }
+    }
+  } finally {
+    await a.close();
+    await g.close();
+  }
+  assert.ok(await grouped() > before, 'some of those calls shared a transaction');
+});
+
+test('a call failing in a shared transaction takes none of the others with it', { timeout: 20000 }, async () => {
+  for (let round = 0; round < 3; round++) {
+    const before = await grouped();
+    // One JSON-RPC batch: its calls reach the pool in the same turn and
+    // share a transaction, bounded by the third call's 500 ms statement
+    // timeout.  The second (700 ms) hits that bound and runs again alone;
+    // the third times out; the ones after it, skipped by PostgreSQL, run
+    // again alone.  Only the third fails.
+    const batch = Array.from({ length: 10 }, (_, i) => ({
+      jsonrpc: '2.0', id: i,
+      method: i === 2 ? 'test.db_sleep_timeout' : 'test.db_sleep',
+      params: { ms: i === 2 ? 3000 : i === 1 ? 700 : 1 },
+    }));
+    const r = await http(server, '/rpc', { method: 'POST', body: batch, token: server.tokens.acme });
+    assert.equal(r.status, 200, r.body);
+    const byId = new Map(r.json.map((a) => [a.id, a]));
+    assert.equal(byId.size, 10, r.body);
+    assert.equal(byId.get(2).error?.data?.reason, 'timeout', JSON.stringify(byId.get(2)));
+    for (let i = 0; i < 10; i++) {
+      if (i !== 2) assert.equal(byId.get(i).result?.slept_ms, i === 1 ? 700 : 1, `call ${i}: ${JSON.stringify(byId.get(i))}`);
+    }
+    assert.ok(await grouped() >= before + 2, 'the calls shared a transaction');
+  }
+  await waitFor(() => sleeping() === 0, 1000, 'no statement left running');
 });
