@@ -44,6 +44,16 @@ struct ad_sql_result; /* the results of a batch, during its callback */
 
 /* Flags for ad_sql_new(). */
 #define AD_SQL_SEE_ERRORS 1u /* errors reach the callback; see ad_sql_run() */
+/*
+ * A read-only call's single SELECT that may run merged with other calls'
+ * reads of the same org and the same text, sent in the same turn of the
+ * loop: one execution for all, each call handed its own rows (see
+ * src/core/sql.c).  The text must use each parameter where a text value
+ * fits or with an explicit cast ($2::jsonb, never a bare $2 whose type
+ * PostgreSQL would infer), and write $ only for parameters; else it runs
+ * alone.  Meant for hot, similar reads (data.find_many).
+ */
+#define AD_SQL_MERGE 2u
 
 /*
  * Starts a batch for call.  Returns NULL only when out of memory (the call

@@ -702,6 +702,11 @@ static void send_fire(lws_sorted_usec_list_t *sul)
 	send_pending();
 }
 
+void ad_pg_send_now(void)
+{
+	send_pending();
+}
+
 /* Sends the pending jobs at the start of the loop's next turn. */
 static void send_soon(void)
 {
@@ -1315,6 +1320,9 @@ void ad_pg_metrics(struct ad_buf *b)
 	ad_buf_metric(b, "actiond_db_retries_total", "counter",
 		      "Jobs run again after a cancel meant for another job hit them.",
 		      ad_pg_stats.retries);
+	ad_buf_metric(b, "actiond_db_merged_reads_total", "counter",
+		      "Reads run merged with others of their org into one statement.",
+		      ad_pg_stats.merged);
 	ad_buf_metric(b, "actiond_db_grouped_jobs_total", "counter",
 		      "Read-only jobs sent sharing a transaction with others of their org.",
 		      ad_pg_stats.grouped);

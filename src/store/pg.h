@@ -105,6 +105,12 @@ void ad_pg_abandon(struct ad_pg_job *job);
  */
 void ad_pg_cancel(struct ad_pg_job *job);
 
+/*
+ * Sends what is pending now instead of at the start of the next turn: for
+ * code that itself runs at the start of a turn and submitted jobs.
+ */
+void ad_pg_send_now(void);
+
 /* True while at least one pooled connection is ready. */
 bool ad_pg_ready(void);
 
@@ -118,6 +124,7 @@ struct ad_pg_stats {
 	uint64_t cancels;         /* cancel requests sent to PostgreSQL */
 	uint64_t retries;         /* jobs run again after a stray cancel */
 	uint64_t grouped;         /* read-only jobs sent sharing a transaction */
+	uint64_t merged;          /* reads run merged into one statement (sql.c) */
 	uint32_t ready_conns;
 	uint32_t pending;
 };

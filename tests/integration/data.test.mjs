@@ -4,7 +4,7 @@
 // and the change feed across two instances sharing one database.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, startPostgres, connect, rpc, sleep } from './lib.mjs';
+import { startServer, startPostgres, connect, rpc, http, sleep, metrics } from './lib.mjs';
 
 const KEYS = {
   acme: { org: 'acme', role: 'admin' },
@@ -219,6 +219,52 @@ test('find_many pages with an opaque cursor through every match once, in order',
   bad(await call(A, 'data.find_many', { entity: 'contact', order_by: { field: 'age' }, cursor: other }), '/cursor', 'cursor');
   bad(await call(A, 'data.find_many', { entity: 'contact', cursor: 'bm90IGEgY3Vyc29y' }), '/cursor', 'cursor');
   bad(await call(A, 'data.find_many', { entity: 'contact', limit: 201 }), '/limit', 'maximum');
+});
+
+test('reads sent together run as one statement, and each gets exactly its own answer', async () => {
+  ok(await call(A, 'data.mutate_many', { ops: [...Array(10).keys()].map((i) => (
+    { operation: 'create', entity: 'contact', id: `merge-${i}`, data: { name: 'merge', age: i } })) }));
+  ok(await call(A, 'data.mutate', { operation: 'create', entity: 'contact', id: 'merge-g', data: { name: 'merge', age: 3 } }, 'globex'));
+  const first = ok(await call(A, 'data.find_many', { entity: 'contact', filter: { name: 'merge' }, limit: 3 }));
+  const byAge = ok(await call(A, 'data.find_many', { entity: 'contact', filter: { name: 'merge' }, order_by: { field: 'age' }, limit: 2 }));
+  // A cursor PostgreSQL cannot read, in the same statement text as a good
+  // one: the merged statement fails, each runs alone, and only it fails.
+  const enc = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const broken = enc(['age', 'asc', '{not json', 'merge-1']);
+  const calls = [
+    ...[...Array(10).keys()].map((age) => ({ entity: 'contact', filter: { name: 'merge', age } })),
+    ...[...Array(4).keys()].map((k) => ({ entity: 'contact', filter: { name: 'merge', age: { gt: k * 2 } }, limit: 2 })),
+    { entity: 'contact', filter: { name: 'merge' }, limit: 3, cursor: first.next_cursor },
+    { entity: 'contact', filter: { name: 'merge' }, order_by: { field: 'age' }, limit: 2, cursor: byAge.next_cursor },
+    { entity: 'contact', filter: { name: 'merge' }, order_by: { field: 'age' }, limit: 2, cursor: broken },
+    { entity: 'contact', filter: { name: 'nobody' } },
+  ];
+  // Each alone first: what each must answer.
+  const alone = [];
+  for (const p of calls) alone.push(await call(A, 'data.find_many', p));
+  assert.ok(alone[calls.length - 2].error, 'the broken cursor fails alone too');
+  assert.deepEqual(ok(alone[calls.length - 3]).records.map((x) => x.id), ['merge-2', 'merge-3']);
+  const merged = async () => (await metrics(A)).values.actiond_db_merged_reads_total;
+  for (let round = 0; round < 3; round++) {
+    const before = await merged();
+    const batch = calls.map((params, id) => ({ jsonrpc: '2.0', id, method: 'data.find_many', params }));
+    const [r, g] = await Promise.all([
+      http(A, '/rpc', { method: 'POST', body: batch, token: A.tokens.acme }),
+      call(A, 'data.find_many', { entity: 'contact', filter: { name: 'merge' } }, 'globex'),
+    ]);
+    assert.equal(r.status, 200, r.body);
+    const byId = new Map(r.json.map((a) => [a.id, a]));
+    calls.forEach((p, id) => {
+      const { jsonrpc, id: _, ...got } = byId.get(id);
+      const { jsonrpc: j2, id: __, ...want } = alone[id];
+      assert.deepEqual(got, want, `call ${id} ${JSON.stringify(p)}`);
+    });
+    assert.deepEqual(ok(g).records.map((x) => x.id), ['merge-g'], 'the other org sees its own');
+    assert.ok(await merged() >= before + 10, 'the calls ran merged');
+  }
+  assert.deepEqual(alone.slice(0, 10).map((a) => ok(a).records.map((x) => x.id)),
+    [...Array(10).keys()].map((i) => [`merge-${i}`]));
+  ok(await call(A, 'data.mutate', { operation: 'delete', entity: 'contact', id: 'merge-g' }, 'globex'));
 });
 
 test('filters refuse what is not a field or an operator, with the pointer', async () => {

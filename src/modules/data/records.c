@@ -849,7 +849,7 @@ void dm_find_many(struct ad_call *call)
 	dm_order_sql(&pg->field, &b);
 	dm_buf_printf(&b, " %s, r.id %s LIMIT $%d::bigint", dir, dir, np + 1);
 	p[np++] = fetch.v;
-	if (b.oom || !(q = ad_sql_new(call, AD_SQL_SEE_ERRORS))) {
+	if (b.oom || !(q = ad_sql_new(call, AD_SQL_SEE_ERRORS | AD_SQL_MERGE))) {
 		dm_fail_oom(call);
 		goto out;
 	}
