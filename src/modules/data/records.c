@@ -739,11 +739,16 @@ static void page_free(void *p)
 	free(p);
 }
 
+/*
+ * The answer is written as text around the records' JSON as PostgreSQL
+ * sent it (data_record_json()), not parsed and printed again.
+ */
 static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
 {
 	struct page *pg = arg;
 	int rows = ad_sql_rows(res, 0);
-	json_t *list, *next;
+	struct dm_buf b = { 0 };
+	char *enc = NULL;
 
 	if (ad_sql_error(res, NULL)) {
 		/* A cursor whose value the database cannot read is class 22. */
@@ -751,29 +756,33 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 		dm_fail_sql(call, res);
 		return;
 	}
-	list = json_array();
-	next = json_null();
-
-	for (int r = 0; r < rows && r < pg->limit; r++)
-		json_array_append_new(list, ad_sql_json(res, 0, r, 0));
 	if (rows > pg->limit) {
 		int last = (int)pg->limit - 1;
 		json_t *c = json_pack("[s,s,s,s]", pg->field.name, pg->desc ? "desc" : "asc",
 				      ad_sql_text(res, 0, last, 1, NULL),
 				      ad_sql_text(res, 0, last, 2, NULL));
 		char *text = c ? json_dumps(c, JSON_COMPACT) : NULL;
-		char *enc = text ? b64_encode(text, strlen(text)) : NULL;
 
-		if (enc) {
-			json_decref(next);
-			next = json_string(enc);
-		}
-		free(enc);
+		enc = text ? b64_encode(text, strlen(text)) : NULL;
 		free(text);
 		json_decref(c);
 	}
+	dm_buf_put(&b, "{\"records\":[");
+	for (int r = 0; r < rows && r < pg->limit; r++) {
+		if (r)
+			dm_buf_put(&b, ",");
+		dm_buf_put(&b, ad_sql_text(res, 0, r, 0, NULL));
+	}
+	/* The cursor is base64url: nothing in it needs escaping. */
+	dm_buf_printf(&b, "],\"next_cursor\":%s%s%s}", enc ? "\"" : "", enc ? enc : "null",
+		      enc ? "\"" : "");
+	if (b.oom || (rows > pg->limit && !enc))
+		dm_fail_oom(call);
+	else
+		ad_call_reply_raw(call, b.data, b.len);
+	free(enc);
 	free(pg);
-	ad_call_reply(call, json_pack("{s:o,s:o}", "records", list, "next_cursor", next));
+	dm_buf_free(&b);
 }
 
 void dm_find_many(struct ad_call *call)
