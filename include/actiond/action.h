@@ -173,12 +173,14 @@ bool ad_call_cancel_request(struct ad_call *call, const json_t *request_id);
  * is answered -32602 exactly as for its own params, with prefix (a JSON
  * pointer inside the call's params, "" for none) put before the pointer of
  * the failing value, and false is returned: the handler's part is over.
+ * ad_json_schema_valid only says whether value conforms.
  */
 struct ad_json_schema;
 struct ad_json_schema *ad_json_schema_new(const json_t *schema, char *err, size_t errlen);
 void ad_json_schema_free(struct ad_json_schema *s);
 bool ad_call_check_value(struct ad_call *call, const struct ad_json_schema *s,
 			 const json_t *value, const char *prefix);
+bool ad_json_schema_valid(const struct ad_json_schema *s, const json_t *value);
 
 /*
  * Ids on the wire are opaque: a keyed permutation of the internal id, one

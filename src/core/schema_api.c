@@ -54,3 +54,10 @@ bool ad_call_check_value(struct ad_call *call, const struct ad_json_schema *s,
 	ad_call_fail_params(call, pointer, e.keyword, e.message);
 	return false;
 }
+
+bool ad_json_schema_valid(const struct ad_json_schema *s, const json_t *value)
+{
+	struct ad_schema_error e;
+
+	return ad_schema_validate(s->compiled, value, &e);
+}

@@ -10,6 +10,7 @@ const KEYS = {
   acme: { org: 'acme', role: 'admin' },
   member: { org: 'acme', role: 'member' },
   globex: { org: 'globex', role: 'admin' },
+  initech: { org: 'initech', role: 'admin' },
 };
 let pg, A, B;
 const sockets = [];
@@ -219,6 +220,27 @@ test('find_many pages with an opaque cursor through every match once, in order',
   bad(await call(A, 'data.find_many', { entity: 'contact', order_by: { field: 'age' }, cursor: other }), '/cursor', 'cursor');
   bad(await call(A, 'data.find_many', { entity: 'contact', cursor: 'bm90IGEgY3Vyc29y' }), '/cursor', 'cursor');
   bad(await call(A, 'data.find_many', { entity: 'contact', limit: 201 }), '/limit', 'maximum');
+});
+
+test('an entity redefined on the other instance: writes here are checked against the new schema', async () => {
+  const define = (server, schema) => call(server, 'entities.define', { entity: 'stale', schema }, 'initech');
+  const create = (p) => mutate({ operation: 'create', entity: 'stale', ...p }, 'initech');
+  ok(await define(A, { type: 'object', properties: { n: { type: 'string' } } }));
+  ok(await create({ data: { n: 'text' } })); // A caches version 1
+  const v2 = ok(await define(B, { type: 'object', required: ['n'], properties: { n: { type: 'integer' } } }));
+  assert.equal(v2.version, 2);
+  // A still holds version 1.  A write valid under it is refused by the
+  // database (another version); one invalid under it makes A read the
+  // schema again.  Either way each is checked against version 2.
+  const creates = await Promise.all([
+    create({ data: { n: 'text' } }),
+    create({ data: { n: 7 } }),
+    create({ id: 'stale-id', data: { n: 8 } }),
+  ]);
+  bad(creates[0], '/data/n', 'type');
+  assert.deepEqual(ok(creates[1]).record.data, { n: 7 });
+  assert.deepEqual(ok(creates[2]).record.data, { n: 8 });
+  assert.equal(pg.psql("select count(*) from data_records where entity = 'stale'"), '3');
 });
 
 test('reads sent together run as one statement, and each gets exactly its own answer', async () => {

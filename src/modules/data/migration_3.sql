@@ -58,8 +58,9 @@ END
 $$;
 
 -- data_apply_batch() when every write is a single create (data.mutate
--- create): one statement inserts every record, a second, under the org's
--- feed lock, their numbered changes (one per record, in the order of the
+-- create).  When the writes name no ids, see below; else one statement
+-- inserts every record, a second, under the org's feed lock, their
+-- numbered changes (one per record, in the order of the
 -- writes).  The lock comes after the records: batches of an org from two
 -- instances write their records at the same time and wait for each other
 -- only to number.
@@ -84,6 +85,52 @@ BEGIN
     PERFORM pg_advisory_xact_lock_shared(data_entity_key(org, e.name));
   END LOOP;
   PERFORM set_config('data.split', 'on', true);
+  IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(writes) AS x(v) WHERE x.v -> 0 -> 0 ? 'id') THEN
+    -- Every id is made here, so none exists or repeats: one statement
+    -- numbers, writes the records and their changes, and answers from
+    -- what it wrote (the defaults: version 1, both times now()), with no
+    -- join between them.  The feed lock comes first.
+    base := data_feed_lock(org);
+    WITH input AS (
+      SELECT x.ord, x.w -> 0 -> 0 -> 'data' AS data, x.w -> 0 -> 0 ->> 'entity' AS entity,
+             gen_random_uuid()::text AS rid,
+             (x.w -> 1 ->> (x.w -> 0 -> 0 ->> 'entity'))::bigint AS version
+      FROM jsonb_array_elements(writes) WITH ORDINALITY AS x(w, ord)),
+    cur AS (
+      SELECT d.name, d.version FROM data_entities d
+      WHERE d.org_id = org AND d.name IN (SELECT DISTINCT i.entity FROM input i)),
+    numbered AS (
+      SELECT i.*, c.name IS NOT NULL AS current,
+             CASE WHEN c.name IS NOT NULL
+                  THEN base + count(c.name) OVER (ORDER BY i.ord) END AS seq
+      FROM input i LEFT JOIN cur c ON c.name = i.entity AND c.version = i.version),
+    ins AS (
+      INSERT INTO data_records (org_id, entity, id, data)
+      SELECT org, n.entity, n.rid, n.data FROM numbered n WHERE n.current ORDER BY n.ord),
+    ch AS (
+      INSERT INTO data_changes (org_id, seq, entity, op, ids, source, action)
+      SELECT org, n.seq, n.entity, 'create', ARRAY[n.rid], 'data_records', 'data.mutate'
+      FROM numbered n WHERE n.current ORDER BY n.seq
+      RETURNING id, seq, entity, ids)
+    SELECT jsonb_agg(CASE WHEN n.current
+             THEN jsonb_build_object('records', jsonb_build_array(jsonb_build_object(
+                    'id', n.rid, 'data', n.data, 'version', 1,
+                    'created_at', t.at, 'updated_at', t.at)), 'seq', n.seq)
+             ELSE jsonb_build_object('state', 'DA428', 'message', 'entity changed') END
+             ORDER BY n.ord),
+           max(n.seq),
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(h.id, h.seq, h.entity, 'create',
+                                                        to_jsonb(h.ids), 'data_records',
+                                                        'data.mutate') ORDER BY h.seq), '[]')
+            FROM ch h)
+    INTO answer, made, numbered
+    FROM numbered n, (SELECT iso(now()) AS at) t;
+    PERFORM set_config('data.split', '', true);
+    IF made IS NOT NULL THEN
+      UPDATE data_feed SET last_seq = made WHERE org_id = org;
+    END IF;
+    RETURN jsonb_build_object('writes', answer, 'changes', numbered);
+  END IF;
   WITH input AS (
     SELECT x.ord, x.w -> 0 -> 0 AS o, x.w -> 0 -> 0 ->> 'entity' AS entity,
            coalesce(x.w -> 0 -> 0 ->> 'id', gen_random_uuid()::text) AS rid,
@@ -157,8 +204,10 @@ BEGIN
       r := data_create_batch(org, writes);
       answer := r -> 'writes';
       numbered := r -> 'changes';
-    EXCEPTION WHEN data_exception THEN
-      answer := NULL; -- a value the database refused: one by one, to tell which
+    EXCEPTION WHEN data_exception OR unique_violation THEN
+      -- A value the database refused (or a made id that exists): one by
+      -- one, to tell which.
+      answer := NULL;
     END;
   END IF;
   IF answer IS NULL THEN

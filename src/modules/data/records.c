@@ -25,6 +25,8 @@ struct wr {
 	json_t *versions; /* {entity: version} */
 	bool many;
 	int attempt;
+	int reread;       /* schemas read again after a refusal: 1 asked, 2 done */
+	json_t *fresh;    /* {entity: true} for schemas this write read itself */
 };
 
 static void wr_free(void *p)
@@ -33,6 +35,7 @@ static void wr_free(void *p)
 
 	json_decref(w->ops);
 	json_decref(w->versions);
+	json_decref(w->fresh);
 	free(w);
 }
 
@@ -278,8 +281,10 @@ static void batch_done(void *arg, const struct ad_sql_result *res)
 		else
 			apply_outcome(p->call, p->w, NULL, NULL,
 				      json_incref(json_object_get(r, "records")),
-				      seq_of(json_string_value(json_object_get(r, "changes")),
-					     changes));
+				      json_object_get(r, "seq")
+					      ? json_integer_value(json_object_get(r, "seq"))
+					      : seq_of(json_string_value(json_object_get(r, "changes")),
+						       changes));
 		pend_free(p);
 		p = next;
 	}
@@ -433,6 +438,19 @@ static void wr_apply(struct ad_call *call, struct wr *w)
 		}
 		json_object_set_new(w->versions, entity, json_integer(version));
 		op_ptr(w, i, "/data", ptr, sizeof(ptr));
+		if (data && !w->reread && !json_object_get(w->fresh, entity) &&
+		    !ad_json_schema_valid(s, data)) {
+			/*
+			 * The cached schema may be older than the entity (another
+			 * instance redefined it): refused once, the write reads
+			 * its schemas again before it is answered.  (A write that
+			 * passes a stale schema is caught by the database: DA428.)
+			 */
+			json_object_clear(w->versions);
+			w->reread = 1;
+			wr_start(call, w);
+			return;
+		}
 		if (data && !ad_call_check_value(call, s, data, ptr)) {
 			wr_free(w);
 			return;
@@ -466,6 +484,9 @@ static void schemas_done(struct ad_call *call, void *arg, const struct ad_sql_re
 	for (int r = 0; r < ad_sql_rows(res, 0); r++) {
 		json_t *schema = ad_sql_json(res, 0, r, 2);
 
+		if (!w->fresh)
+			w->fresh = json_object();
+		json_object_set_new(w->fresh, ad_sql_text(res, 0, r, 0, NULL), json_true());
 		if (!dm_schema_put(org, ad_sql_text(res, 0, r, 0, NULL), ad_sql_int(res, 0, r, 1),
 				   schema, err, sizeof(err)))
 			ad_call_log(call, AD_LOG_WARN, "entity %s: its schema does not compile: %s",
@@ -500,9 +521,11 @@ static void wr_start(struct ad_call *call, struct wr *w)
 	json_array_foreach(w->ops, i, o) {
 		json_t *e = json_object_get(o, "entity");
 
-		if (!dm_schema_get(org, json_string_value(e), &version))
+		if (w->reread == 1 || !dm_schema_get(org, json_string_value(e), &version))
 			json_array_append(names, e);
 	}
+	if (w->reread == 1)
+		w->reread = 2;
 	if (!json_array_size(names)) {
 		json_decref(names);
 		wr_apply(call, w);
