@@ -194,9 +194,10 @@ static int64_t seq_of(const char *ids, const json_t *changes)
  * subtransaction, so one that fails leaves the others whole).  With one
  * write at a time a batch is that write alone, sent at once.  One batch of
  * an org is in the database at a time: two at a time measured slower
- * (12.7k creates/s against 17.0k, 50 writers): the batches halve, and a
- * batch costs about 0.4 ms however small (the function calls, a
- * subtransaction, the commit's flush) on top of 31 us a record.
+ * (12.7k creates/s against 17.0k, 50 writers): the batches halve, a batch
+ * costs about 0.25 ms in the database however small on top of 31 us a
+ * record, and two backends side by side wait on each other's WAL flushes
+ * (docs/benchmarks.md).
  */
 
 #define BATCH_MAX 64
