@@ -129,8 +129,14 @@ bool dm_filter_sql(const struct dm_node *n, struct dm_buf *b, json_t *vals, int 
  * name (nothing appended).
  */
 bool dm_from_sql(struct dm_buf *b, const char *entity);
-/* The SQL of a field's value for ORDER BY (a total order, missing last-ish). */
+/*
+ * The SQL of a field's value for ORDER BY, and what follows its direction:
+ * a record without a data field (SQL NULL) sorts first ascending, last
+ * descending, as the declared index (migration 3) holds them, so an order
+ * on a declared field reads that index in order.
+ */
 void dm_order_sql(const struct dm_field *f, struct dm_buf *b);
+const char *dm_order_nulls(const struct dm_field *f, bool desc);
 /* The SQL type a field's order value is compared as, for keyset cursors. */
 const char *dm_order_type(const struct dm_field *f);
 /* The SQL of a field's value as JSON (for SELECT lists). */

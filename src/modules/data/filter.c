@@ -191,10 +191,14 @@ bool dm_from_sql(struct dm_buf *b, const char *entity)
 
 void dm_order_sql(const struct dm_field *f, struct dm_buf *b)
 {
-	if (f->meta == DM_DATA)
-		dm_buf_printf(b, "coalesce(r.data -> '%s', 'null'::jsonb)", f->name);
-	else
-		field_sql(f, false, b);
+	field_sql(f, false, b);
+}
+
+const char *dm_order_nulls(const struct dm_field *f, bool desc)
+{
+	if (f->meta != DM_DATA)
+		return "";
+	return desc ? " NULLS LAST" : " NULLS FIRST";
 }
 
 const char *dm_order_type(const struct dm_field *f)

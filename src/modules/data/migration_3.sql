@@ -12,6 +12,40 @@
 
 SELECT set_config('app.org', '*', true);
 
+-- ---- Indexes that serve the order too ---------------------------------------
+--
+-- Reads order a data field as the index holds it, records without the
+-- field first (NULLS FIRST): an order_by on a declared field then reads
+-- the index in order, instead of sorting every record of the entity, and
+-- filters on the field use it as before.
+CREATE OR REPLACE FUNCTION data_make_index(entity text, field text) RETURNS void
+LANGUAGE plpgsql SET search_path = public, pg_temp AS
+$$
+BEGIN
+  IF entity !~ '^[a-z][a-z0-9_]{0,62}$' OR field !~ '^[A-Za-z][A-Za-z0-9_]{0,62}$' THEN
+    RAISE EXCEPTION 'bad index' USING ERRCODE = 'DA400';
+  END IF;
+  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON data_records '
+                 '(org_id, (data -> %L) NULLS FIRST, id) WHERE entity = %L',
+                 'data_ix2_' || left(md5(entity || '.' || field), 24), field, entity);
+END
+$$;
+REVOKE ALL ON FUNCTION data_make_index(text, text) FROM PUBLIC;
+
+DO $$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN SELECT DISTINCT e.name, f FROM data_entities e, unnest(e.indexes) f LOOP
+    PERFORM data_make_index(r.name, r.f);
+  END LOOP;
+  FOR r IN SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+           WHERE i.indrelid = 'data_records'::regclass AND c.relname LIKE 'data\_ix\_%' LOOP
+    EXECUTE format('DROP INDEX %I', r.relname);
+  END LOOP;
+END
+$$;
+
 -- Locks the org's feed row to the end of the transaction and answers its
 -- last seq (making the row if the org has none yet).
 CREATE FUNCTION data_feed_lock(o bigint) RETURNS bigint LANGUAGE plpgsql AS

@@ -711,7 +711,8 @@ void dm_query(struct ad_call *call)
 		dm_buf_put(&b, " ORDER BY ");
 		for (size_t i = 0; i < q.norder; i++) {
 			dm_order_sql(&q.order[i], &b);
-			dm_buf_put(&b, q.desc[i] ? " DESC, " : " ASC, ");
+			dm_buf_printf(&b, "%s%s, ", q.desc[i] ? " DESC" : " ASC",
+				      dm_order_nulls(&q.order[i], q.desc[i]));
 		}
 		dm_buf_put(&b, "r.id");
 		limit = dm_num(q.limit < 0 ? DM_FIND_MAX : q.limit);

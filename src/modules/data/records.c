@@ -782,8 +782,8 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 	}
 	if (rows > pg->limit) {
 		int last = (int)pg->limit - 1;
-		json_t *c = json_pack("[s,s,s,s]", pg->field.name, pg->desc ? "desc" : "asc",
-				      ad_sql_text(res, 0, last, 1, NULL),
+		json_t *c = json_pack("[s,s,o,s]", pg->field.name, pg->desc ? "desc" : "asc",
+				      ad_sql_string(res, 0, last, 1),
 				      ad_sql_text(res, 0, last, 2, NULL));
 		char *text = c ? json_dumps(c, JSON_COMPACT) : NULL;
 
@@ -807,6 +807,42 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 	free(enc);
 	free(pg);
 	dm_buf_free(&b);
+}
+
+/*
+ * The keyset condition of the rows after a cursor: its order value ($p,
+ * unless null_key: the last row had no such field) and id ($p + 1, or $p).
+ * A data field's SQL NULLs come first ascending and last descending.
+ */
+static void after_sql(struct dm_buf *b, const struct dm_field *f, bool desc, bool null_key,
+		      int p)
+{
+	const char *cmp = desc ? "<" : ">";
+
+	dm_buf_put(b, " AND (");
+	if (null_key) {
+		/* Among the records without the field, then (ascending) all others. */
+		dm_buf_put(b, "(");
+		dm_order_sql(f, b);
+		dm_buf_printf(b, " IS NULL AND r.id %s $%d)", cmp, p);
+		if (!desc) {
+			dm_buf_put(b, " OR ");
+			dm_order_sql(f, b);
+			dm_buf_put(b, " IS NOT NULL");
+		}
+	} else {
+		/* A row comparison is never true for a NULL: those come after
+		 * descending, and were before ascending. */
+		dm_buf_put(b, "((");
+		dm_order_sql(f, b);
+		dm_buf_printf(b, "), r.id) %s ($%d::%s, $%d)", cmp, p, dm_order_type(f), p + 1);
+		if (desc && f->meta == DM_DATA) {
+			dm_buf_put(b, " OR ");
+			dm_order_sql(f, b);
+			dm_buf_put(b, " IS NULL");
+		}
+	}
+	dm_buf_put(b, ")");
 }
 
 void dm_find_many(struct ad_call *call)
@@ -863,7 +899,8 @@ void dm_find_many(struct ad_call *call)
 		cur = raw ? json_loadb(raw, len, 0, NULL) : NULL;
 		if (!cur || json_array_size(cur) != 4 || !(f = json_array_get(cur, 0)) ||
 		    !(d = json_array_get(cur, 1)) || !(k = json_array_get(cur, 2)) ||
-		    !(id = json_array_get(cur, 3)) || !json_is_string(k) || !json_is_string(id) ||
+		    !(id = json_array_get(cur, 3)) || !json_is_string(id) ||
+		    !(json_is_string(k) || (json_is_null(k) && pg->field.meta == DM_DATA)) ||
 		    !json_is_string(f) || strcmp(json_string_value(f), pg->field.name) ||
 		    !json_is_string(d) || strcmp(json_string_value(d), pg->desc ? "desc" : "asc")) {
 			ad_call_fail_params(call, "/cursor", "cursor",
@@ -871,16 +908,15 @@ void dm_find_many(struct ad_call *call)
 					    "with the same order_by)");
 			goto out;
 		}
-		dm_buf_put(&b, " AND ((");
-		dm_order_sql(&pg->field, &b);
-		dm_buf_printf(&b, "), r.id) %s ($%d::%s, $%d)", pg->desc ? "<" : ">", np + 1,
-			      dm_order_type(&pg->field), np + 2);
-		p[np++] = json_string_value(k);
+		after_sql(&b, &pg->field, pg->desc, json_is_null(k), np + 1);
+		if (!json_is_null(k))
+			p[np++] = json_string_value(k);
 		p[np++] = json_string_value(id);
 	}
 	dm_buf_put(&b, " ORDER BY ");
 	dm_order_sql(&pg->field, &b);
-	dm_buf_printf(&b, " %s, r.id %s LIMIT $%d::bigint", dir, dir, np + 1);
+	dm_buf_printf(&b, " %s%s, r.id %s LIMIT $%d::bigint", dir,
+		      dm_order_nulls(&pg->field, pg->desc), dir, np + 1);
 	p[np++] = fetch.v;
 	if (b.oom || !(q = ad_sql_new(call, AD_SQL_SEE_ERRORS | AD_SQL_MERGE))) {
 		dm_fail_oom(call);
