@@ -221,6 +221,13 @@ struct pattern {
     regex_t re;
     const char *source;
     struct pattern *next;
+    /*
+     * A run, ^A{min,max}$ with A one character (see run_of()): re matches
+     * one character, ascii[] caches it for each ASCII byte.
+     */
+    bool run;
+    size_t min, max;
+    bool ascii[128];
 };
 
 struct str {
@@ -1483,6 +1490,139 @@ static size_t ere_cost(const char *p, size_t n)
 }
 
 /*
+ * Whether the pattern p[0..n) is a run of one character, ^A{m}$, ^A{m,}$
+ * or ^A{m,n}$ with A ".", an escape standing for one character or a class,
+ * a character class or a literal: then *atom_len is A's length (from p + 1)
+ * and [*min, *max] the bounds.  Length limits are written so ("^.{1,255}$",
+ * "^[a-z0-9_]{3,32}$"), and the C library's matcher would expand A into
+ * max copies: such a run is matched by counting instead (run_match()).
+ */
+static bool run_of(const char *p, size_t n, size_t *atom_len, size_t *min, size_t *max)
+{
+    struct rx x = {.p = p, .n = n, .i = 1};
+    size_t a, k, adv;
+    struct sbuf scratch = {0};
+    unsigned long long lo = 0, hi = 0;
+    bool bounded = false, ok;
+
+    if (n < 5 || p[0] != '^' || p[n - 1] != '$')
+        return false;
+    switch (p[1]) {
+    case '.':
+        x.i = 2;
+        break;
+    case '\\':
+        /* One character: a class escape or an escaped punctuation mark. */
+        if (!p[2] || is_digit((unsigned char)p[2]) ||
+            !strchr("dDwWsS.\\/^$|?*+()[]{}-", p[2]))
+            return false;
+        x.i = 3;
+        break;
+    case '[':
+        x.i = 2;
+        ok = rx_class(&x, &scratch);
+        free(scratch.p);
+        if (!ok)
+            return false;
+        break;
+    default:
+        if (strchr("()|^$*+?{}]", p[1]) || (unsigned char)p[1] < 0x20)
+            return false;
+        (void)utf8_decode(p + 1, n - 2, &adv);
+        x.i = 1 + adv;
+        break;
+    }
+    a = x.i - 1;
+    /* {m}, {m,} or {m,n}, an optional lazy ?, then the final $. */
+    if (x.i >= n || p[x.i] != '{' || !(k = rx_brace_quantifier(&x)))
+        return false;
+    if (x.i + k + (p[x.i + k] == '?') != n - 1)
+        return false;
+    for (size_t j = x.i + 1; is_digit((unsigned char)p[j]); j++)
+        lo = lo * 10 + (unsigned)(p[j] - '0') > 100000000ull ? 100000000ull
+                                                              : lo * 10 + (unsigned)(p[j] - '0');
+    {
+        const char *comma = memchr(p + x.i, ',', k);
+
+        if (!comma) {
+            hi = lo;
+            bounded = true;
+        } else if (comma[1] != '}') {
+            for (const char *d = comma + 1; is_digit((unsigned char)*d); d++)
+                hi = hi * 10 + (unsigned)(*d - '0') > 100000000ull ? 100000000ull
+                                                                   : hi * 10 + (unsigned)(*d - '0');
+            bounded = true;
+        }
+    }
+    if (bounded && hi < lo)
+        return false;
+    *atom_len = a;
+    *min = (size_t)lo;
+    *max = bounded ? (size_t)hi : SIZE_MAX;
+    return true;
+}
+
+/*
+ * Compiles a run (run_of() said so): the one-character pattern ^A$, and
+ * what it says of each ASCII byte.  Called in the C locale.
+ */
+static bool compile_run(struct pattern *pt, const char *src, size_t atom_len, const char **why)
+{
+    struct sbuf one = {0}, b = {0};
+    bool ok;
+
+    sb_putc(&one, '^');
+    sb_putn(&one, src + 1, atom_len);
+    sb_putc(&one, '$');
+    ok = !one.oom && rx_translate(one.p, one.len, &b, why);
+    free(one.p);
+    sb_putc(&b, '\0');
+    if (!ok || b.oom || regcomp(&pt->re, b.p, REG_EXTENDED | REG_NOSUB) != 0) {
+        free(b.p);
+        if (!*why)
+            *why = "not a valid character";
+        return false;
+    }
+    free(b.p);
+    for (int ch = 0; ch < 128; ch++) {
+        char byte = (char)ch;
+        regmatch_t m[1] = {{.rm_so = 0, .rm_eo = 1}};
+
+        pt->ascii[ch] = regexec(&pt->re, &byte, 1, m, REG_STARTEND) == 0;
+    }
+    pt->run = true;
+    return true;
+}
+
+/* Matches a run: every character is A, and there are min..max of them. */
+static bool run_match(const struct pattern *pt, const char *s, size_t len)
+{
+    size_t count = 0, adv;
+
+    for (size_t i = 0; i < len; i += adv) {
+        unsigned char u = (unsigned char)s[i];
+
+        if (++count > pt->max)
+            return false;
+        if (u < 0x80) {
+            adv = 1;
+            if (!pt->ascii[u])
+                return false;
+        } else {
+            regmatch_t m[1];
+
+            (void)utf8_decode(s + i, len - i, &adv);
+            /* The character as a text of its own: ^ holds only at 0. */
+            m[0].rm_so = 0;
+            m[0].rm_eo = (regoff_t)adv;
+            if (regexec(&pt->re, s + i, 1, m, REG_STARTEND) != 0)
+                return false;
+        }
+    }
+    return count >= pt->min;
+}
+
+/*
  * Compiles the ECMA-262 pattern src[0..len), which must outlive the schema;
  * on failure records an error for "loc" and returns NULL.
  */
@@ -1493,8 +1633,31 @@ static struct pattern *compile_pattern(struct compiler *c, const char *src, size
     const char *why = NULL;
     struct pattern *pt;
     locale_t old;
+    size_t atom_len, min, max;
     int rc;
 
+    if (run_of(src, len, &atom_len, &min, &max)) {
+        bool ok;
+
+        if (!(pt = arena_alloc(&c->s->perm, sizeof(*pt)))) {
+            oom(c);
+            return NULL;
+        }
+        memset(pt, 0, sizeof(*pt));
+        pt->min = min;
+        pt->max = max;
+        old = uselocale(c->s->c_locale);
+        ok = compile_run(pt, src, atom_len, &why);
+        uselocale(old);
+        if (!ok) {
+            cerr(c, -EINVAL, "%s: unsupported regular expression \"%s\": %s", loc, src, why);
+            return NULL;
+        }
+        pt->source = src;
+        pt->next = c->s->patterns;
+        c->s->patterns = pt;
+        return pt;
+    }
     if (!rx_translate(src, len, &b, &why)) {
         free(b.p);
         cerr(c, -EINVAL, "%s: unsupported regular expression \"%s\": %s", loc, src, why);
@@ -1552,6 +1715,8 @@ static bool pattern_match(const struct pattern *pt, const char *s, size_t len)
 {
     regmatch_t m[1];
 
+    if (pt->run)
+        return run_match(pt, s, len);
     m[0].rm_so = 0;
     m[0].rm_eo = (regoff_t)len;
     return regexec(&pt->re, s, 1, m, REG_STARTEND) == 0;

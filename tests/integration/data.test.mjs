@@ -429,6 +429,17 @@ test('entity patterns run in bounded time: nested stars are cheap, exploding rep
   const r = await call(A, 'entities.define', { entity: 'slow', schema: { type: 'string', pattern: '((a{0,50}){0,50}){0,50}' } });
   assert.equal(r.error?.code, -32602, JSON.stringify(r));
   assert.match(JSON.stringify(r.error), /too costly/);
+  // A length limit written as a pattern (a run of one character) is
+  // counted, not expanded: accepted, and linear in the text.
+  ok(await call(A, 'entities.define', { entity: 'handle', schema: { type: 'object', properties: {
+    name: { type: 'string', pattern: '^.{1,255}$' }, slug: { type: 'string', pattern: '^[a-z0-9_]{3,5000}$' } } } }));
+  ok(await mutate({ operation: 'create', entity: 'handle', data: { name: '\u00e9'.repeat(255), slug: 'a'.repeat(5000) } }));
+  bad(await mutate({ operation: 'create', entity: 'handle', data: { name: 'x'.repeat(256) } }), '/data/name', 'pattern');
+  bad(await mutate({ operation: 'create', entity: 'handle', data: { name: '' } }), '/data/name', 'pattern');
+  bad(await mutate({ operation: 'create', entity: 'handle', data: { slug: 'a'.repeat(4999) + 'A' } }), '/data/slug', 'pattern');
+  const t2 = Date.now();
+  bad(await mutate({ operation: 'create', entity: 'handle', data: { slug: 'a'.repeat(200000) } }), '/data/slug', 'pattern');
+  assert.ok(Date.now() - t2 < 3000, `a 200 KB run took ${Date.now() - t2} ms`);
 });
 
 // ---- isolation --------------------------------------------------------------------
