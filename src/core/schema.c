@@ -1622,6 +1622,15 @@ static bool run_match(const struct pattern *pt, const char *s, size_t len)
     return count >= pt->min;
 }
 
+/* Links a compiled pattern into the schema, which frees it. */
+static struct pattern *pattern_keep(struct compiler *c, struct pattern *pt, const char *src)
+{
+    pt->source = src;
+    pt->next = c->s->patterns;
+    c->s->patterns = pt;
+    return pt;
+}
+
 /*
  * Compiles the ECMA-262 pattern src[0..len), which must outlive the schema;
  * on failure records an error for "loc" and returns NULL.
@@ -1653,10 +1662,7 @@ static struct pattern *compile_pattern(struct compiler *c, const char *src, size
             cerr(c, -EINVAL, "%s: unsupported regular expression \"%s\": %s", loc, src, why);
             return NULL;
         }
-        pt->source = src;
-        pt->next = c->s->patterns;
-        c->s->patterns = pt;
-        return pt;
+        return pattern_keep(c, pt, src);
     }
     if (!rx_translate(src, len, &b, &why)) {
         free(b.p);
@@ -1704,10 +1710,7 @@ static struct pattern *compile_pattern(struct compiler *c, const char *src, size
         cerr(c, -EINVAL, "%s: invalid regular expression \"%s\": %s", loc, src, msg);
         return NULL;
     }
-    pt->source = src;
-    pt->next = c->s->patterns;
-    c->s->patterns = pt;
-    return pt;
+    return pattern_keep(c, pt, src);
 }
 
 /* Runs a compiled pattern on s[0..len); the caller has selected the C locale. */
