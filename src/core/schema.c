@@ -1585,10 +1585,11 @@ static bool compile_run(struct pattern *pt, const char *src, size_t atom_len, co
     }
     free(b.p);
     for (int ch = 0; ch < 128; ch++) {
-        char byte = (char)ch;
+        /* NUL-terminated as well: regexec may look past rm_eo. */
+        char text[2] = {(char)ch, '\0'};
         regmatch_t m[1] = {{.rm_so = 0, .rm_eo = 1}};
 
-        pt->ascii[ch] = regexec(&pt->re, &byte, 1, m, REG_STARTEND) == 0;
+        pt->ascii[ch] = regexec(&pt->re, text, 1, m, REG_STARTEND) == 0;
     }
     pt->run = true;
     return true;
