@@ -654,20 +654,8 @@ static void bg_complete(void *arg, enum ad_pg_status status, PGresult *const *re
 			int n, int failed)
 {
 	struct bgop *op = arg;
-	struct ad_sql_result res = { .r = results, .n = n, .failed = failed };
+	struct ad_sql_result res = result_of(status, results, n, failed);
 
-	if (status == AD_PG_ERROR) {
-		const PGresult *e = failed >= 0 && failed < n ? results[failed] : NULL;
-		const char *st = e ? PQresultErrorField(e, PG_DIAG_SQLSTATE) : NULL;
-		const char *msg = e ? PQresultErrorField(e, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-
-		res.state = st ? st : "XX000";
-		res.message = msg ? msg : "statement failed";
-	} else if (status != AD_PG_OK) {
-		res.state = "unavailable";
-		res.message = "The database is unavailable";
-		res.failed = -1;
-	}
 	if (op->done)
 		op->done(op->arg, &res);
 	free(op);
