@@ -251,6 +251,17 @@ static void pend_cancelled(struct ad_call *call, void *arg)
 			}
 }
 
+/* A create the batch answered [id, seq, time]: its record is the data the
+ * write sent, as version 1 made and updated at that time. */
+static json_t *made_record(const struct wr *w, const json_t *made)
+{
+	json_t *at = json_array_get(made, 2);
+
+	return json_pack("[{s:O,s:O?,s:i,s:O,s:O}]", "id", json_array_get(made, 0), "data",
+			 json_object_get(json_array_get(w->ops, 0), "data"), "version", 1,
+			 "created_at", at, "updated_at", at);
+}
+
 static void batch_done(void *arg, const struct ad_sql_result *res)
 {
 	struct batch *bt = arg;
@@ -279,6 +290,9 @@ static void batch_done(void *arg, const struct ad_sql_result *res)
 		else if (state)
 			apply_outcome(p->call, p->w, state,
 				      json_string_value(json_object_get(r, "message")), NULL, 0);
+		else if (json_is_array(r))
+			apply_outcome(p->call, p->w, NULL, NULL, made_record(p->w, r),
+				      json_integer_value(json_array_get(r, 1)));
 		else
 			apply_outcome(p->call, p->w, NULL, NULL,
 				      json_incref(json_object_get(r, "records")),
