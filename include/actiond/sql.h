@@ -112,6 +112,15 @@ void ad_sql_timeout(struct ad_sql *q, uint32_t ms);
 typedef void (*ad_sql_bg_done_fn)(void *arg, const struct ad_sql_result *res);
 void ad_sql_run_background(struct ad_sql *q, ad_sql_bg_done_fn done, void *arg);
 
+/*
+ * Batches run so far are written to the database at the end of the loop's
+ * turn, together with whatever else the turn runs (one write per
+ * connection).  ad_sql_send_now() writes them at once: for a batch the
+ * database should start on while the caller goes on with slower work in
+ * the same turn (answering the last batch's callers, say).
+ */
+void ad_sql_send_now(void);
+
 /* ---- reading results ---------------------------------------------------- */
 
 /*

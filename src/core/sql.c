@@ -690,6 +690,11 @@ void ad_sql_run_background(struct ad_sql *q, ad_sql_bg_done_fn done, void *arg)
 	stmts_free(q);
 }
 
+void ad_sql_send_now(void)
+{
+	ad_pg_send_now();
+}
+
 /* ---- results ------------------------------------------------------------- */
 
 static const PGresult *stmt_result(const struct ad_sql_result *res, int stmt)
