@@ -951,39 +951,54 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 }
 
 /*
- * The keyset condition of the rows after a cursor: its order value ($p,
+ * The keyset conditions of the rows after a cursor: its order value ($p,
  * unless null_key: the last row had no such field) and id ($p + 1, or $p).
- * A data field's SQL NULLs come first ascending and last descending.
+ * A data field's records without it (SQL NULL) come first ascending and
+ * last descending, so the rows after a cursor may be two ranges of the
+ * index: descending, the values after it and then every record without
+ * the field; ascending after a record without it, the rest of those and
+ * then every value.  Each range is then read on its own (two queries under
+ * the same order, each limited, merged), not the whole order filtered by
+ * an OR, which reads the index from its start.  Writes one condition, or
+ * two into c[0] and c[1]; answers how many.
  */
-static void after_sql(struct dm_buf *b, const struct dm_field *f, bool desc, bool null_key,
-		      int p)
+static int after_sql(struct dm_buf c[2], const struct dm_field *f, bool desc, bool null_key,
+		     int p)
 {
 	const char *cmp = desc ? "<" : ">";
 
-	dm_buf_put(b, " AND (");
 	if (null_key) {
-		/* Among the records without the field, then (ascending) all others. */
-		dm_buf_put(b, "(");
-		dm_order_sql(f, b);
-		dm_buf_printf(b, " IS NULL AND r.id %s $%d)", cmp, p);
-		if (!desc) {
-			dm_buf_put(b, " OR ");
-			dm_order_sql(f, b);
-			dm_buf_put(b, " IS NOT NULL");
-		}
-	} else {
-		/* A row comparison is never true for a NULL: those come after
-		 * descending, and were before ascending. */
-		dm_buf_put(b, "((");
-		dm_order_sql(f, b);
-		dm_buf_printf(b, "), r.id) %s ($%d::%s, $%d)", cmp, p, dm_order_type(f), p + 1);
-		if (desc && f->meta == DM_DATA) {
-			dm_buf_put(b, " OR ");
-			dm_order_sql(f, b);
-			dm_buf_put(b, " IS NULL");
-		}
+		dm_order_sql(f, &c[0]);
+		dm_buf_printf(&c[0], " IS NULL AND r.id %s $%d", cmp, p);
+		if (desc)
+			return 1;
+		dm_order_sql(f, &c[1]);
+		dm_buf_put(&c[1], " IS NOT NULL");
+		return 2;
 	}
-	dm_buf_put(b, ")");
+	/* A row comparison is never true for a NULL. */
+	dm_buf_put(&c[0], "(");
+	dm_order_sql(f, &c[0]);
+	dm_buf_printf(&c[0], ", r.id) %s ($%d::%s, $%d)", cmp, p, dm_order_type(f), p + 1);
+	if (!desc || f->meta != DM_DATA)
+		return 1;
+	dm_order_sql(f, &c[1]);
+	dm_buf_put(&c[1], " IS NULL");
+	return 2;
+}
+
+/* " ORDER BY <the order> LIMIT $limit", over r or (outer) u. */
+static void order_sql(struct dm_buf *b, const struct page *pg, bool outer, int limit)
+{
+	const char *dir = pg->desc ? "DESC" : "ASC";
+
+	dm_buf_put(b, " ORDER BY ");
+	if (outer)
+		dm_buf_put(b, "u.o");
+	else
+		dm_order_sql(&pg->field, b);
+	dm_buf_printf(b, " %s%s, %s.id %s LIMIT $%d::bigint", dir,
+		      dm_order_nulls(&pg->field, pg->desc), outer ? "u" : "r", dir, limit);
 }
 
 void dm_find_many(struct ad_call *call)
@@ -992,14 +1007,13 @@ void dm_find_many(struct ad_call *call)
 	const json_t *ob = json_object_get(params, "order_by");
 	const char *cursor = json_string_value(json_object_get(params, "cursor"));
 	const char *p[5];
-	int np = 0;
-	struct dm_buf b = { 0 };
-	json_t *vals = json_array(), *cur = NULL;
+	int np = 0, ranges = 1;
+	struct dm_buf b = { 0 }, head = { 0 }, c[2] = { { 0 }, { 0 } };
+	json_t *vals = json_array(), *cur = NULL, *k = NULL, *id = NULL;
 	struct ad_sql *q = NULL;
 	char *vtext = NULL, *raw = NULL;
 	struct page *pg = calloc(1, sizeof(*pg));
 	struct dm_num fetch, org = dm_num(ad_call_org_id(call));
-	const char *dir;
 
 	if (!pg || !vals) {
 		dm_fail_oom(call);
@@ -1017,24 +1031,9 @@ void dm_find_many(struct ad_call *call)
 				   json_string_value(json_object_get(ob, "direction")) : "asc",
 				   "desc");
 	}
-	dir = pg->desc ? "DESC" : "ASC";
-	p[np++] = org.v;
-	dm_buf_put(&b, "SELECT data_record_json(r), (");
-	dm_order_sql(&pg->field, &b);
-	dm_buf_put(&b, ")::text, r.id");
-	if (!from_sql(call, &b, json_string_value(json_object_get(params, "entity"))) ||
-	    !where_filter(call, &b, vals, 2))
-		goto out;
-	if (json_array_size(vals)) {
-		if (!(vtext = json_dumps(vals, JSON_COMPACT))) {
-			dm_fail_oom(call);
-			goto out;
-		}
-		p[np++] = vtext;
-	}
 	if (cursor) {
 		size_t len;
-		json_t *f, *d, *k, *id;
+		json_t *f, *d;
 
 		raw = b64_decode(cursor, &len);
 		cur = raw ? json_loadb(raw, len, 0, NULL) : NULL;
@@ -1049,17 +1048,47 @@ void dm_find_many(struct ad_call *call)
 					    "with the same order_by)");
 			goto out;
 		}
-		after_sql(&b, &pg->field, pg->desc, json_is_null(k), np + 1);
+	}
+	p[np++] = org.v;
+	if (!from_sql(call, &head, json_string_value(json_object_get(params, "entity"))) ||
+	    !where_filter(call, &head, vals, 2))
+		goto out;
+	if (json_array_size(vals)) {
+		if (!(vtext = json_dumps(vals, JSON_COMPACT))) {
+			dm_fail_oom(call);
+			goto out;
+		}
+		p[np++] = vtext;
+	}
+	if (cursor) {
+		ranges = after_sql(c, &pg->field, pg->desc, json_is_null(k), np + 1);
 		if (!json_is_null(k))
 			p[np++] = json_string_value(k);
 		p[np++] = json_string_value(id);
 	}
-	dm_buf_put(&b, " ORDER BY ");
-	dm_order_sql(&pg->field, &b);
-	dm_buf_printf(&b, " %s%s, r.id %s LIMIT $%d::bigint", dir,
-		      dm_order_nulls(&pg->field, pg->desc), dir, np + 1);
 	p[np++] = fetch.v;
-	if (b.oom || !(q = ad_sql_new(call, AD_SQL_SEE_ERRORS | AD_SQL_MERGE))) {
+	if (ranges == 2)
+		dm_buf_put(&b, "SELECT u.j, u.k, u.id FROM (");
+	for (int i = 0; i < ranges; i++) {
+		dm_buf_put(&b, i ? ") UNION ALL (SELECT" : ranges == 2 ? "(SELECT" : "SELECT");
+		dm_buf_put(&b, " data_record_json(r), (");
+		dm_order_sql(&pg->field, &b);
+		dm_buf_put(&b, ")::text, r.id");
+		if (ranges == 2) {
+			dm_buf_put(&b, ", ");
+			dm_order_sql(&pg->field, &b);
+		}
+		dm_buf_put(&b, head.data);
+		if (cursor)
+			dm_buf_printf(&b, " AND (%s)", c[i].data);
+		order_sql(&b, pg, false, np);
+	}
+	if (ranges == 2) {
+		dm_buf_put(&b, ")) u(j, k, id, o)");
+		order_sql(&b, pg, true, np);
+	}
+	if (b.oom || head.oom || c[0].oom || c[1].oom ||
+	    !(q = ad_sql_new(call, AD_SQL_SEE_ERRORS | AD_SQL_MERGE))) {
 		dm_fail_oom(call);
 		goto out;
 	}
@@ -1073,4 +1102,7 @@ out:
 	json_decref(cur);
 	json_decref(vals);
 	dm_buf_free(&b);
+	dm_buf_free(&head);
+	dm_buf_free(&c[0]);
+	dm_buf_free(&c[1]);
 }
