@@ -259,19 +259,42 @@ static const char FRESH_WRITE[] =
 	" ch AS ("
 	" INSERT INTO data_changes (org_id, seq, entity, op, ids, source, action)"
 	" SELECT $1::bigint, c.seq, c.entity, 'create', ARRAY[c.rid], 'data_records', 'data.mutate'"
-	" FROM checked c WHERE c.current ORDER BY c.seq"
-	" RETURNING id, seq, entity, ids),"
+	" FROM checked c WHERE c.current ORDER BY c.seq),"
 	" feed AS ("
 	" UPDATE data_feed SET last_seq = (SELECT max(c.seq) FROM checked c WHERE c.current)"
 	" WHERE org_id = $1::bigint AND EXISTS (SELECT 1 FROM checked c WHERE c.current))"
-	" SELECT jsonb_build_object('writes', jsonb_agg(CASE WHEN c.current"
-	"  THEN jsonb_build_array(c.rid, c.seq, t.at)"
-	"  ELSE jsonb_build_object('state', 'DA428', 'message', 'entity changed') END"
-	"  ORDER BY c.ord),"
-	" 'changes', (SELECT coalesce(jsonb_agg(jsonb_build_array(h.id, h.seq, h.entity,"
-	"  'create', to_jsonb(h.ids), 'data_records', 'data.mutate') ORDER BY h.seq), '[]')"
-	"  FROM ch h))"
-	" FROM checked c, (SELECT iso(now()) AS at) t";
+	" SELECT c.rid, c.seq, t.at, c.current FROM checked c, (SELECT iso(now()) AS at) t"
+	" ORDER BY c.ord";
+
+/*
+ * A fresh batch's rows - id, seq, time and whether the entity was current,
+ * one per write in order - as data_apply_batch() answers: {writes:
+ * [[id, seq, time] | {state, message}], changes: [[-, seq, entity, op,
+ * ids, source, action]]}.
+ */
+static json_t *fresh_out(const struct ad_sql_result *res, const struct pend *list)
+{
+	json_t *writes = json_array(), *changes = json_array();
+	int n = ad_sql_rows(res, 2);
+
+	for (int i = 0; i < n && list && writes && changes; i++, list = list->next) {
+		const json_t *entity = json_object_get(json_array_get(list->w->ops, 0), "entity");
+		json_int_t seq = ad_sql_int(res, 2, i, 1);
+		json_t *id;
+
+		if (!ad_sql_bool(res, 2, i, 3)) {
+			json_array_append_new(writes, json_pack("{s:s,s:s}", "state", "DA428",
+								"message", "entity changed"));
+			continue;
+		}
+		id = ad_sql_string(res, 2, i, 0);
+		json_array_append_new(writes, json_pack("[O,I,o]", id, seq,
+							ad_sql_string(res, 2, i, 2)));
+		json_array_append_new(changes, json_pack("[i,I,O,s,[o],s,s]", 0, seq, entity,
+							 "create", id, "data_records", "data.mutate"));
+	}
+	return json_pack("{s:o,s:o}", "writes", writes, "changes", changes);
+}
 
 /* Whether the database refused a value of a fresh batch, not the batch:
  * what data_apply_batch() runs one by one. */
@@ -326,7 +349,7 @@ static void batch_done(void *arg, const struct ad_sql_result *res)
 	struct org_batch *ob = bt->ob, **bp;
 	struct pend *p = bt->list;
 	const char *st = ad_sql_error(res, NULL);
-	json_t *out = st ? NULL : ad_sql_json(res, bt->fresh ? 2 : 0, 0, 0);
+	json_t *out = st ? NULL : bt->fresh ? fresh_out(res, p) : ad_sql_json(res, 0, 0, 0);
 	json_t *writes = json_object_get(out, "writes"), *changes = json_object_get(out, "changes");
 	size_t i = 0;
 
