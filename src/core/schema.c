@@ -217,17 +217,21 @@ enum {
     G_APPLY = 1 << 4,
 };
 
+/* min..max characters that each match re (one character); ascii[]
+ * caches re for each ASCII byte. */
+struct run {
+    regex_t re;
+    size_t min, max;
+    bool ascii[128];
+};
+
 struct pattern {
     regex_t re;
     const char *source;
     struct pattern *next;
-    /*
-     * A run, ^A{min,max}$ with A one character (see run_of()): re matches
-     * one character, ascii[] caches it for each ASCII byte.
-     */
-    bool run;
-    size_t min, max;
-    bool ascii[128];
+    /* A sequence of runs (see runs_of()), matched by counting; re unused. */
+    struct run *runs;
+    size_t nruns;
 };
 
 struct str {
@@ -1277,9 +1281,17 @@ static bool rx_translate(const char *p, size_t n, struct sbuf *b, const char **w
             }
             sb_putc(b, '(');
             break;
+        case '^':
+            /*
+             * The start of the text: GNU's \` ("^" after "(.|[^.])*",
+             * which compile_pattern() puts in front, also matches after
+             * a newline in glibc, so "^b" took "a\nb").
+             */
+            x.i++;
+            sb_puts(b, "\\`");
+            break;
         case ')':
         case '|':
-        case '^':
         case '$':
             x.i++;
             sb_putc(b, ch);
@@ -1489,95 +1501,118 @@ static size_t ere_cost(const char *p, size_t n)
     return total;
 }
 
-/*
- * Whether the pattern p[0..n) is a run of one character, ^A{m}$, ^A{m,}$
- * or ^A{m,n}$ with A ".", an escape standing for one character or a class,
- * a character class or a literal: then *atom_len is A's length (from p + 1)
- * and [*min, *max] the bounds.  Length limits are written so ("^.{1,255}$",
- * "^[a-z0-9_]{3,32}$"), and the C library's matcher would expand A into
- * max copies: such a run is matched by counting instead (run_match()).
- */
-static bool run_of(const char *p, size_t n, size_t *atom_len, size_t *min, size_t *max)
+/* A run as written: its character p[at..at+len) and its bounds. */
+struct run_src {
+    size_t at, len, min, max;
+};
+
+#define RUNS_MAX 16
+
+/* Reads the digits at p[i..) as a count, capped at 100,000,000. */
+static size_t count_at(const char *p, size_t i)
 {
-    struct rx x = {.p = p, .n = n, .i = 1};
-    size_t a, k, adv;
-    struct sbuf scratch = {0};
-    unsigned long long lo = 0, hi = 0;
-    bool bounded = false, ok;
+    unsigned long long v = 0;
 
-    if (n < 5 || p[0] != '^' || p[n - 1] != '$')
-        return false;
-    switch (p[1]) {
-    case '.':
-        x.i = 2;
-        break;
-    case '\\':
-        /* One character: a class escape or an escaped punctuation mark. */
-        if (!p[2] || is_digit((unsigned char)p[2]) ||
-            !strchr("dDwWsS.\\/^$|?*+()[]{}-", p[2]))
-            return false;
-        x.i = 3;
-        break;
-    case '[':
-        x.i = 2;
-        ok = rx_class(&x, &scratch);
-        free(scratch.p);
-        if (!ok)
-            return false;
-        break;
-    default:
-        if (strchr("()|^$*+?{}]", p[1]) || (unsigned char)p[1] < 0x20)
-            return false;
-        (void)utf8_decode(p + 1, n - 2, &adv);
-        x.i = 1 + adv;
-        break;
-    }
-    a = x.i - 1;
-    /* {m}, {m,} or {m,n}, an optional lazy ?, then the final $. */
-    if (x.i >= n || p[x.i] != '{' || !(k = rx_brace_quantifier(&x)))
-        return false;
-    if (x.i + k + (p[x.i + k] == '?') != n - 1)
-        return false;
-    for (size_t j = x.i + 1; is_digit((unsigned char)p[j]); j++)
-        lo = lo * 10 + (unsigned)(p[j] - '0') > 100000000ull ? 100000000ull
-                                                              : lo * 10 + (unsigned)(p[j] - '0');
-    {
-        const char *comma = memchr(p + x.i, ',', k);
-
-        if (!comma) {
-            hi = lo;
-            bounded = true;
-        } else if (comma[1] != '}') {
-            for (const char *d = comma + 1; is_digit((unsigned char)*d); d++)
-                hi = hi * 10 + (unsigned)(*d - '0') > 100000000ull ? 100000000ull
-                                                                   : hi * 10 + (unsigned)(*d - '0');
-            bounded = true;
-        }
-    }
-    if (bounded && hi < lo)
-        return false;
-    *atom_len = a;
-    *min = (size_t)lo;
-    *max = bounded ? (size_t)hi : SIZE_MAX;
-    return true;
+    for (; is_digit((unsigned char)p[i]); i++)
+        v = v * 10 + (unsigned)(p[i] - '0') > 100000000ull ? 100000000ull
+                                                           : v * 10 + (unsigned)(p[i] - '0');
+    return (size_t)v;
 }
 
 /*
- * Compiles a run (run_of() said so): the one-character pattern ^A$, and
- * what it says of each ASCII byte.  Called in the C locale.
+ * Whether the pattern p[0..n) is a sequence of runs of one character each,
+ * ^A1{m1}A2{m2}...Ak{lo,hi}$: each A ".", an escape standing for one
+ * character, a class or a literal, with a count ({m}, or none for one),
+ * and the last with any quantifier ({m}, {m,}, {m,n}, ?, * or +, lazy or
+ * not).  Every run but the last has a fixed length, so where each begins
+ * is known and a match is one pass.  Length limits and shapes are written
+ * so ("^.{1,255}$", "^[a-z][a-z0-9_]{0,62}$", "^\d{3}-\d{4}$"), and the C
+ * library's matcher would expand A{m,n} into n copies.  Fills r[] and
+ * answers how many runs, or 0.
  */
-static bool compile_run(struct pattern *pt, const char *src, size_t atom_len, const char **why)
+static size_t runs_of(const char *p, size_t n, struct run_src r[RUNS_MAX])
+{
+    struct rx x = {.p = p, .n = n, .i = 1};
+    size_t nr = 0, adv, k;
+    struct sbuf scratch = {0};
+    bool ok;
+
+    if (n < 3 || p[0] != '^' || p[n - 1] != '$' || (n >= 2 && p[n - 2] == '\\'))
+        return 0;
+    while (x.i < n - 1) {
+        size_t at = x.i, lo = 1, hi = 1;
+
+        if (nr == RUNS_MAX || (nr && r[nr - 1].min != r[nr - 1].max))
+            return 0; /* only the last run may vary */
+        switch (p[x.i]) {
+        case '.':
+            x.i++;
+            break;
+        case '\\':
+            /* One character: a class escape or an escaped punctuation mark. */
+            if (x.i + 1 >= n - 1 || !p[x.i + 1] || is_digit((unsigned char)p[x.i + 1]) ||
+                !strchr("dDwWsS.\\/^$|?*+()[]{}-", p[x.i + 1]))
+                return 0;
+            x.i += 2;
+            break;
+        case '[':
+            x.i++;
+            ok = rx_class(&x, &scratch);
+            free(scratch.p);
+            scratch = (struct sbuf){0};
+            if (!ok || x.i > n - 1)
+                return 0;
+            break;
+        default:
+            if (strchr("()|^$*+?{}]", p[x.i]) || (unsigned char)p[x.i] < 0x20)
+                return 0;
+            (void)utf8_decode(p + x.i, n - 1 - x.i, &adv);
+            x.i += adv;
+            break;
+        }
+        r[nr].at = at;
+        r[nr].len = x.i - at;
+        if (x.i < n - 1 && p[x.i] == '{') {
+            const char *comma;
+
+            if (!(k = rx_brace_quantifier(&x)) || x.i + k > n - 1)
+                return 0;
+            comma = memchr(p + x.i, ',', k);
+            lo = count_at(p, x.i + 1);
+            hi = !comma ? lo : comma[1] == '}' ? SIZE_MAX : count_at(p, (size_t)(comma - p) + 1);
+            if (hi < lo)
+                return 0;
+            x.i += k;
+        } else if (x.i < n - 1 && strchr("?*+", p[x.i])) {
+            lo = p[x.i] == '+';
+            hi = p[x.i] == '?' ? 1 : SIZE_MAX;
+            x.i++;
+        }
+        if (x.i < n - 1 && p[x.i] == '?' && (lo != 1 || hi != 1 || p[x.i - 1] == '}'))
+            x.i++; /* lazy: the same matches, anchored at both ends */
+        r[nr].min = lo;
+        r[nr].max = hi;
+        nr++;
+    }
+    return x.i == n - 1 ? nr : 0;
+}
+
+/*
+ * Compiles one run's character (src[0..len)) as the pattern ^A$, and what
+ * it says of each ASCII byte.  Called in the C locale.
+ */
+static bool compile_run(struct run *r, const char *src, size_t len, const char **why)
 {
     struct sbuf one = {0}, b = {0};
     bool ok;
 
     sb_putc(&one, '^');
-    sb_putn(&one, src + 1, atom_len);
+    sb_putn(&one, src, len);
     sb_putc(&one, '$');
     ok = !one.oom && rx_translate(one.p, one.len, &b, why);
     free(one.p);
     sb_putc(&b, '\0');
-    if (!ok || b.oom || regcomp(&pt->re, b.p, REG_EXTENDED | REG_NOSUB) != 0) {
+    if (!ok || b.oom || regcomp(&r->re, b.p, REG_EXTENDED | REG_NOSUB) != 0) {
         free(b.p);
         if (!*why)
             *why = "not a valid character";
@@ -1589,38 +1624,49 @@ static bool compile_run(struct pattern *pt, const char *src, size_t atom_len, co
         char text[2] = {(char)ch, '\0'};
         regmatch_t m[1] = {{.rm_so = 0, .rm_eo = 1}};
 
-        pt->ascii[ch] = regexec(&pt->re, text, 1, m, REG_STARTEND) == 0;
+        r->ascii[ch] = regexec(&r->re, text, 1, m, REG_STARTEND) == 0;
     }
-    pt->run = true;
     return true;
 }
 
-/* Matches a run: every character is A, and there are min..max of them. */
-static bool run_match(const struct pattern *pt, const char *s, size_t len)
+/* Whether the character at s[0..len) is one of r's; *adv is its length. */
+static bool run_char(const struct run *r, const char *s, size_t len, size_t *adv)
 {
-    size_t count = 0, adv;
+    unsigned char u = (unsigned char)s[0];
+    regmatch_t m[1];
 
-    for (size_t i = 0; i < len; i += adv) {
-        unsigned char u = (unsigned char)s[i];
-
-        if (++count > pt->max)
-            return false;
-        if (u < 0x80) {
-            adv = 1;
-            if (!pt->ascii[u])
-                return false;
-        } else {
-            regmatch_t m[1];
-
-            (void)utf8_decode(s + i, len - i, &adv);
-            /* The character as a text of its own: ^ holds only at 0. */
-            m[0].rm_so = 0;
-            m[0].rm_eo = (regoff_t)adv;
-            if (regexec(&pt->re, s + i, 1, m, REG_STARTEND) != 0)
-                return false;
-        }
+    if (u < 0x80) {
+        *adv = 1;
+        return r->ascii[u];
     }
-    return count >= pt->min;
+    (void)utf8_decode(s, len, adv);
+    /* The character as a text of its own: ^ holds only at 0. */
+    m[0].rm_so = 0;
+    m[0].rm_eo = (regoff_t)*adv;
+    return regexec(&r->re, s, 1, m, REG_STARTEND) == 0;
+}
+
+/* Matches a sequence of runs: each run's count of its characters in turn,
+ * the last up to the end of the text. */
+static bool runs_match(const struct pattern *pt, const char *s, size_t len)
+{
+    size_t i = 0, adv;
+
+    for (size_t k = 0; k < pt->nruns; k++) {
+        const struct run *r = &pt->runs[k];
+        size_t count = 0;
+        bool last = k + 1 == pt->nruns;
+
+        while (i < len && (last || count < r->max)) {
+            if (count == r->max || !run_char(r, s + i, len - i, &adv))
+                return false;
+            count++;
+            i += adv;
+        }
+        if (count < r->min)
+            return false;
+    }
+    return i == len;
 }
 
 /* Links a compiled pattern into the schema, which frees it. */
@@ -1643,23 +1689,34 @@ static struct pattern *compile_pattern(struct compiler *c, const char *src, size
     const char *why = NULL;
     struct pattern *pt;
     locale_t old;
-    size_t atom_len, min, max;
+    struct run_src rs[RUNS_MAX];
+    size_t nr;
     int rc;
 
-    if (run_of(src, len, &atom_len, &min, &max)) {
-        bool ok;
+    if ((nr = runs_of(src, len, rs))) {
+        bool ok = true;
 
-        if (!(pt = arena_alloc(&c->s->perm, sizeof(*pt)))) {
+        pt = arena_alloc(&c->s->perm, sizeof(*pt));
+        if (pt) {
+            memset(pt, 0, sizeof(*pt));
+            pt->runs = arena_alloc(&c->s->perm, nr * sizeof(*pt->runs));
+        }
+        if (!pt || !pt->runs) {
             oom(c);
             return NULL;
         }
-        memset(pt, 0, sizeof(*pt));
-        pt->min = min;
-        pt->max = max;
+        memset(pt->runs, 0, nr * sizeof(*pt->runs));
         old = uselocale(c->s->c_locale);
-        ok = compile_run(pt, src, atom_len, &why);
+        for (size_t k = 0; k < nr && ok; k++) {
+            pt->runs[k].min = rs[k].min;
+            pt->runs[k].max = rs[k].max;
+            if ((ok = compile_run(&pt->runs[k], src + rs[k].at, rs[k].len, &why)))
+                pt->nruns = k + 1;
+        }
         uselocale(old);
         if (!ok) {
+            for (size_t k = 0; k < pt->nruns; k++)
+                regfree(&pt->runs[k].re);
             cerr(c, -EINVAL, "%s: unsupported regular expression \"%s\": %s", loc, src, why);
             return NULL;
         }
@@ -1681,8 +1738,9 @@ static struct pattern *compile_pattern(struct compiler *c, const char *src, size
      * Searched for anywhere, a pattern is tried at every start position,
      * which costs the text's length squared ("x+y" against 20,000 x's:
      * 0.6 s).  Anchored behind "any bytes", it is one pass: "(.|[^.])"
-     * is any byte, U+0000 included ('.' alone leaves it out), and a "^"
-     * or "$" inside still means the text's start or end.
+     * is any byte, U+0000 included ('.' alone leaves it out); the
+     * pattern's "^" is translated as \` (the text's start, and not
+     * after a newline) and its "$" still means the text's end.
      */
     {
         struct sbuf w = {0};
@@ -1719,8 +1777,8 @@ static bool pattern_match(const struct pattern *pt, const char *s, size_t len)
 {
     regmatch_t m[1];
 
-    if (pt->run)
-        return run_match(pt, s, len);
+    if (pt->nruns)
+        return runs_match(pt, s, len);
     m[0].rm_so = 0;
     m[0].rm_eo = (regoff_t)len;
     return regexec(&pt->re, s, 1, m, REG_STARTEND) == 0;
@@ -2749,8 +2807,12 @@ struct ad_schema *ad_schema_free(struct ad_schema *s)
 {
     if (!s)
         return NULL;
-    for (struct pattern *p = s->patterns; p; p = p->next)
-        regfree(&p->re);
+    for (struct pattern *p = s->patterns; p; p = p->next) {
+        if (!p->nruns)
+            regfree(&p->re);
+        for (size_t k = 0; k < p->nruns; k++)
+            regfree(&p->runs[k].re);
+    }
     for (size_t i = 0; i < s->n_docs; i++)
         json_decref(s->docs[i]);
     free(s->docs);

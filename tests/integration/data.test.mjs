@@ -447,7 +447,11 @@ test('entity patterns run in bounded time: nested stars are cheap, exploding rep
   // A length limit written as a pattern (a run of one character) is
   // counted, not expanded: accepted, and linear in the text.
   ok(await call(A, 'entities.define', { entity: 'handle', schema: { type: 'object', properties: {
-    name: { type: 'string', pattern: '^.{1,255}$' }, slug: { type: 'string', pattern: '^[a-z0-9_]{3,5000}$' } } } }));
+    name: { type: 'string', pattern: '^.{1,255}$' }, slug: { type: 'string', pattern: '^[a-z0-9_]{3,5000}$' },
+    color: { type: 'string', pattern: '^(red|blue)$' } } } }));
+  // "^" is the start of the text, not of a line: no bypass with a newline.
+  bad(await mutate({ operation: 'create', entity: 'handle', data: { color: '<b>\nred' } }), '/data/color', 'pattern');
+  ok(await mutate({ operation: 'create', entity: 'handle', data: { color: 'red' } }));
   ok(await mutate({ operation: 'create', entity: 'handle', data: { name: '\u00e9'.repeat(255), slug: 'a'.repeat(5000) } }));
   bad(await mutate({ operation: 'create', entity: 'handle', data: { name: 'x'.repeat(256) } }), '/data/name', 'pattern');
   bad(await mutate({ operation: 'create', entity: 'handle', data: { name: '' } }), '/data/name', 'pattern');
