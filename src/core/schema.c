@@ -1218,6 +1218,62 @@ static size_t rx_brace_quantifier(const struct rx *x)
     return k + 1 - x->i;
 }
 
+/* Reads the digits at p[i..) as a count, capped at 100,000,000. */
+static size_t count_at(const char *p, size_t i)
+{
+    unsigned long long v = 0;
+
+    for (; is_digit((unsigned char)p[i]); i++)
+        v = v * 10 + (unsigned)(p[i] - '0') > 100000000ull ? 100000000ull
+                                                           : v * 10 + (unsigned)(p[i] - '0');
+    return (size_t)v;
+}
+
+#define RX_GROUPS_MAX 64
+#define RX_REPEAT_MAX 16384
+
+struct rx_group {
+    size_t at; /* where the group starts in the output */
+    bool zw;   /* it holds ^, $, \b or \B */
+};
+
+/*
+ * Writes the group b->p[at..len), which holds a zero-width assertion, lo
+ * times and then hi - lo times more, each optional (or once more with a
+ * star when hi is unbounded), in place of the group and its count (or +).
+ * glibc copies a counted group internally, and in its copies ^, $ and \b
+ * lose their condition ("(x\'){2}" took "xx"); copies written out are
+ * each parsed as they are.  False when they would take more than
+ * RX_REPEAT_MAX bytes.
+ */
+static bool rx_repeat_group(struct sbuf *b, size_t at, size_t lo, size_t hi)
+{
+    size_t glen = b->len - at, copies = lo + (hi == SIZE_MAX ? 1 : hi - lo);
+    char *g;
+
+    if (lo > RX_REPEAT_MAX || copies > RX_REPEAT_MAX / (glen + 1))
+        return false;
+    if (!(g = malloc(glen ? glen : 1))) {
+        b->oom = true;
+        return true;
+    }
+    memcpy(g, b->p + at, glen);
+    b->len = at;
+    for (size_t i = 0; i < lo; i++)
+        sb_putn(b, g, glen);
+    if (hi == SIZE_MAX) {
+        sb_putn(b, g, glen);
+        sb_putc(b, '*');
+    } else {
+        for (size_t i = lo; i < hi; i++) {
+            sb_putn(b, g, glen);
+            sb_putc(b, '?');
+        }
+    }
+    free(g);
+    return true;
+}
+
 /*
  * Translates the ECMA-262 pattern p[0..n) into a POSIX extended regular
  * expression for byte-wise matching of UTF-8 text.  Lookaround assertions,
@@ -1227,6 +1283,11 @@ static size_t rx_brace_quantifier(const struct rx *x)
 static bool rx_translate(const char *p, size_t n, struct sbuf *b, const char **why)
 {
     struct rx x = {.p = p, .n = n};
+    /* Open groups: where each starts in b, and whether it holds a
+     * zero-width assertion; the last group closed, if nothing followed. */
+    struct rx_group group[RX_GROUPS_MAX];
+    size_t depth = 0, last_at = SIZE_MAX;
+    bool last_zw = false;
 
     while (x.i < x.n && !b->oom) {
         char ch = x.p[x.i];
@@ -1249,10 +1310,19 @@ static bool rx_translate(const char *p, size_t n, struct sbuf *b, const char **w
                     free(set.r);
                     break;
                 }
-                if (e == 'b' || e == 'B') {
+                if (e == 'B') {
+                    /* glibc's \B, behind the "(.|[^.])*" in front, holds
+                     * where ECMA-262's does not ("\B" took "1 b"). */
+                    x.why = "\\B (no word boundary) is not supported";
+                    goto fail;
+                }
+                if (e == 'b') {
                     x.i++;
                     sb_putc(b, '\\');
                     sb_putc(b, e);
+                    if (depth)
+                        group[depth - 1].zw = true;
+                    last_at = SIZE_MAX;
                     break;
                 }
             }
@@ -1279,20 +1349,40 @@ static bool rx_translate(const char *p, size_t n, struct sbuf *b, const char **w
                     goto fail;
                 }
             }
+            if (depth == RX_GROUPS_MAX) {
+                x.why = "groups nested too deep";
+                goto fail;
+            }
+            group[depth++] = (struct rx_group){.at = b->len};
             sb_putc(b, '(');
-            break;
+            last_at = SIZE_MAX;
+            continue;
         case '^':
+        case '$':
             /*
-             * The start of the text: GNU's \` ("^" after "(.|[^.])*",
-             * which compile_pattern() puts in front, also matches after
-             * a newline in glibc, so "^b" took "a\nb").
+             * The text's start and end: GNU's \` and \'.  glibc's "^" and
+             * "$" inside an expression also match next to a newline ("^b"
+             * after the "(.|[^.])*" compile_pattern() puts in front took
+             * "a\nb", "$." took "\nx").
              */
             x.i++;
-            sb_puts(b, "\\`");
+            sb_puts(b, ch == '^' ? "\\`" : "\\'");
+            if (depth)
+                group[depth - 1].zw = true;
             break;
         case ')':
+            x.i++;
+            sb_putc(b, ch);
+            if (depth) {
+                depth--;
+                last_at = group[depth].at;
+                last_zw = group[depth].zw;
+                if (depth)
+                    group[depth - 1].zw |= last_zw;
+                continue;
+            }
+            break;
         case '|':
-        case '$':
             x.i++;
             sb_putc(b, ch);
             break;
@@ -1300,13 +1390,33 @@ static bool rx_translate(const char *p, size_t n, struct sbuf *b, const char **w
         case '+':
         case '?':
             x.i++;
-            sb_putc(b, ch);
+            if (ch == '+' && last_at != SIZE_MAX && last_zw) {
+                if (!rx_repeat_group(b, last_at, 1, SIZE_MAX)) {
+                    x.why = "a group with ^, $ or \\b repeated too often";
+                    goto fail;
+                }
+            } else {
+                sb_putc(b, ch);
+            }
             if (x.i < x.n && x.p[x.i] == '?')
                 x.i++;
             break;
         case '{':
             adv = rx_brace_quantifier(&x);
-            if (adv) {
+            if (adv && last_at != SIZE_MAX && last_zw) {
+                const char *comma = memchr(x.p + x.i, ',', adv);
+                size_t lo = count_at(x.p, x.i + 1);
+                size_t hi = !comma ? lo : comma[1] == '}' ? SIZE_MAX
+                                                          : count_at(x.p, (size_t)(comma - x.p) + 1);
+
+                if (hi < lo || !rx_repeat_group(b, last_at, lo, hi)) {
+                    x.why = "a group with ^, $ or \\b repeated too often";
+                    goto fail;
+                }
+                x.i += adv;
+                if (x.i < x.n && x.p[x.i] == '?')
+                    x.i++;
+            } else if (adv) {
                 sb_putn(b, x.p + x.i, adv);
                 x.i += adv;
                 if (x.i < x.n && x.p[x.i] == '?')
@@ -1341,6 +1451,7 @@ static bool rx_translate(const char *p, size_t n, struct sbuf *b, const char **w
             emit_literal(b, cp);
             break;
         }
+        last_at = SIZE_MAX; /* what follows is not right after a group */
     }
     return true;
 fail:
@@ -1507,17 +1618,6 @@ struct run_src {
 };
 
 #define RUNS_MAX 16
-
-/* Reads the digits at p[i..) as a count, capped at 100,000,000. */
-static size_t count_at(const char *p, size_t i)
-{
-    unsigned long long v = 0;
-
-    for (; is_digit((unsigned char)p[i]); i++)
-        v = v * 10 + (unsigned)(p[i] - '0') > 100000000ull ? 100000000ull
-                                                           : v * 10 + (unsigned)(p[i] - '0');
-    return (size_t)v;
-}
 
 /*
  * Whether the pattern p[0..n) is a sequence of runs of one character each,
@@ -1739,8 +1839,8 @@ static struct pattern *compile_pattern(struct compiler *c, const char *src, size
      * which costs the text's length squared ("x+y" against 20,000 x's:
      * 0.6 s).  Anchored behind "any bytes", it is one pass: "(.|[^.])"
      * is any byte, U+0000 included ('.' alone leaves it out); the
-     * pattern's "^" is translated as \` (the text's start, and not
-     * after a newline) and its "$" still means the text's end.
+     * pattern's "^" and "$" are translated as \` and \' (the text's
+     * start and end, never next to a newline).
      */
     {
         struct sbuf w = {0};

@@ -180,6 +180,12 @@ static void test_semantics(void)
     expect("{\"pattern\":\"^[a-z]+@[a-z]+\\\\.(com|org)$\"}", "\"<s>\\nx@y.com\"", "",
            "pattern", NULL);
     expect("{\"pattern\":\"^[a-z]+@[a-z]+\\\\.(com|org)$\"}", "\"x@y.com\"", NULL, NULL, NULL);
+    /* Anchors inside a counted group keep their meaning in every copy. */
+    expect("{\"pattern\":\"^(x$){2}\"}", "\"xx\"", "", "pattern", NULL);
+    expect("{\"pattern\":\"(a|^b){2}c\"}", "\"babc\"", "", "pattern", NULL);
+    expect("{\"pattern\":\"(a|^b){2}c\"}", "\"bac\"", NULL, NULL, NULL);
+    expect("{\"pattern\":\"^(\\\\bx){1,}$\"}", "\"xx\"", "", "pattern", NULL);
+    expect("{\"pattern\":\"(x\\\\b.)+\"}", "\"x-\"", NULL, NULL, NULL);
     /* Runs in sequence, each but the last of a fixed length. */
     expect("{\"pattern\":\"^[a-z][a-z0-9_]{0,62}$\"}", "\"a\"", NULL, NULL, NULL);
     expect("{\"pattern\":\"^[a-z][a-z0-9_]{0,62}$\"}", "\"a_9\"", NULL, NULL, NULL);
@@ -205,6 +211,7 @@ static void test_compile_errors(void)
     expect_compile_error("{\"properties\":{\"a\":{\"pattern\":\"(unclosed\"}}}",
                          "#/properties/a");
     expect_compile_error("{\"pattern\":\"(?=x)\"}", "lookaround");
+    expect_compile_error("{\"pattern\":\"a\\\\B\"}", "word boundary");
     /* Counted repetitions the matcher would expand into seconds of work. */
     expect_compile_error("{\"pattern\":\"((a{0,50}){0,50}){0,50}\"}", "too costly");
     expect_compile_error("{\"pattern\":\"^((a{0,60}){0,60})$\"}", "too costly");
