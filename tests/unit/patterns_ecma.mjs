@@ -2,7 +2,7 @@
 // of the supported constructs (classes, escapes, groups, alternation,
 // quantifiers, anchors, word boundaries) and random texts over letters,
 // digits, spaces, newlines and non-ASCII characters.  Every verdict of
-// tests/unit/pattern_oracle.c must equal `new RegExp(pattern, 'u').test(text)`
+// tests/unit/schema_oracle.c (for {pattern}) must equal `new RegExp(pattern, 'u').test(text)`
 // (JSON Schema patterns are ECMA-262 and match code points).  Patterns the
 // validator refuses to compile (lookaround, too costly) are counted, not
 // compared.
@@ -72,7 +72,7 @@ while (cases.length < 60000) {
   }
 }
 const run = spawnSync(oracle, [], {
-  input: cases.map(([p, t]) => JSON.stringify([p, t])).join('\n') + '\n',
+  input: cases.map(([p, t]) => JSON.stringify([{ pattern: p }, t])).join('\n') + '\n',
   maxBuffer: 1 << 26,
 });
 if (run.status !== 0) {
