@@ -11,17 +11,11 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import Ajv from 'ajv';
+import { generator } from './random.mjs';
 
 const oracle = path.join(process.env.ACTIOND_BUILD_ROOT, 'tests', 'unit', 'schema_oracle');
 
-let seed = Number(process.env.SCHEMA_SEED || 7);
-const rnd = () => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
-const pick = (a) => a[Math.floor(rnd() * a.length)];
+const { rnd, pick } = generator(Number(process.env.SCHEMA_SEED || 7));
 const some = (n, f) => Array.from({ length: Math.floor(rnd() * (n + 1)) }, f);
 
 const strings = ['', 'a', 'b', 'ab', 'ba', 'abc', '\u00e9', '\u{1F600}', 'a\u{1F600}', '1', 'A'];

@@ -7,17 +7,10 @@
 // validator refuses to compile (lookaround, too costly) are counted, not
 // compared.
 import { spawnSync } from 'node:child_process';
+import { generator } from '../integration/random.mjs';
 
 const oracle = process.argv[2];
-let seed = Number(process.env.PATTERN_SEED || 20261129);
-const rnd = () => {
-  // mulberry32
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
-const pick = (a) => a[Math.floor(rnd() * a.length)];
+const { rnd, pick } = generator(Number(process.env.PATTERN_SEED || 20261129));
 
 const atoms = ['a', 'b', 'c', '1', '\u00e9', '\u65e5', '.', '\\d', '\\D', '\\w', '\\W', '\\s', '\\S',
   '[ab]', '[^a]', '[a-c]', '[^\\d]', '[\\w-]', '[.]', '\\.', '\\-', '-', '_', ' ', '\\n', '\\t',
