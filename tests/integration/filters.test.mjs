@@ -7,7 +7,8 @@
 // ->> gives it - must be exactly the records actiond answers.  Then every
 // order (asc, desc) paged with cursors against the documented order:
 // records without the field first ascending, then null, strings, numbers,
-// booleans, arrays, objects.
+// booleans, arrays, objects.  And each filter written in data.query's SQL
+// subset selects and counts the same records.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, startPostgres, rpc } from './lib.mjs';
@@ -184,5 +185,43 @@ test('every order, paged with cursors, is the documented order', async () => {
       if (direction === 'desc') want.reverse();
       assert.deepEqual(seen, want, `${field} ${direction}`);
     }
+  }
+});
+
+// The same filter written in data.query's SQL subset: the same tree, so
+// exactly the same records, and COUNT(*) their number.
+function sql(f, params) {
+  const val = (v) => {
+    if (typeof v === 'string') return `'${v.replaceAll("'", "''")}'`;
+    if (typeof v === 'number' || typeof v === 'boolean') return String(v).toUpperCase();
+    params.push(v);
+    return `$${params.length}`;
+  };
+  if ('and' in f) return `(${f.and.map((g) => sql(g, params)).join(' AND ')})`;
+  if ('or' in f) return `(${f.or.map((g) => sql(g, params)).join(' OR ')})`;
+  if ('not' in f) return `NOT (${sql(f.not, params)})`;
+  const [field, cond] = Object.entries(f)[0];
+  const [op, want] = Object.entries(cond)[0];
+  switch (op) {
+    case 'is_null': return `${field} IS ${want ? '' : 'NOT '}NULL`;
+    case 'in': return `${field} IN (${want.map(val).join(', ')})`;
+    case 'like': return `${field} LIKE ${val(want)}`;
+    default: return `${field} ${{ eq: '=', ne: '!=', lt: '<', le: '<=', gt: '>', ge: '>=' }[op]} ${val(want)}`;
+  }
+}
+
+test('data.query selects and counts what the same filter selects', async () => {
+  for (let t = 0; t < 150; t++) {
+    const f = filter();
+    const params = [];
+    const where = sql(f, params);
+    const q = await call('data.query', { sql: `SELECT * FROM fz WHERE ${where} LIMIT 200`, params });
+    assert.ok(q.result, `${where} ${JSON.stringify(params)}: ${JSON.stringify(q.error)}`);
+    const c = await call('data.query', { sql: `select count(*) from fz where ${where}`, params });
+    assert.ok(c.result, `${where}: ${JSON.stringify(c.error)}`);
+    const r = await call('data.find_many', { entity: 'fz', filter: f, limit: 200 });
+    const want = r.result.records.map((x) => x.id).sort();
+    assert.deepEqual(q.result.rows.map((x) => x.id).sort(), want, `${where} ${JSON.stringify(params)}`);
+    assert.equal(c.result.count, want.length, where);
   }
 });
