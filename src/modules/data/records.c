@@ -27,12 +27,17 @@ struct wr {
 	int attempt;
 	int reread;       /* schemas read again after a refusal: 1 asked, 2 done */
 	json_t *fresh;    /* {entity: true} for schemas this write read itself */
+	struct pend *ticket; /* its place in the org's arrival order, until ready */
 };
+
+static void ticket_drop(struct wr *w);
 
 static void wr_free(void *p)
 {
 	struct wr *w = p;
 
+	if (w->ticket)
+		ticket_drop(w);
 	json_decref(w->ops);
 	json_decref(w->versions);
 	json_decref(w->fresh);
@@ -209,11 +214,20 @@ struct pend {
 	struct wr *w;
 	char *item;          /* [ops, versions, method] as JSON text */
 	bool fresh;          /* a data.mutate create naming no id */
+	bool ready;          /* validated: item is set */
 };
 
+/*
+ * An org's writes join its batches in the order they arrived: each takes a
+ * place in admit when it starts, and moves to queue once it is validated
+ * and every write before it has moved on (or failed).  A write whose
+ * schemas are cached is validated at once; one that reads a schema first
+ * keeps the writes behind it waiting until the read returns.
+ */
 struct org_batch {
 	struct org_batch *next;
 	int64_t org;
+	struct pend *admit, **admit_tail; /* arrived, oldest first */
 	struct pend *queue, **tail; /* not sent yet, oldest first */
 	int flying;                 /* batches in the database */
 };
@@ -231,7 +245,7 @@ struct batch {
  * three statements of the batch's transaction - the entities' shared
  * locks; the org's feed lock (data_create_batch() takes them in the same
  * order); then one statement that numbers, writes the records and their
- * changes, moves the feed on and answers each write [id, seq, time] - at
+ * changes, moves the feed on and answers a row per write (id, seq, time) - at
  * less cost in the database than the same work through PL/pgSQL and a
  * subtransaction.  A value the database refuses fails the statement: the
  * batch then runs again through data_apply_batch(), which tells which.
@@ -306,6 +320,8 @@ static bool refused_value(const char *state)
 static struct org_batch *batches;
 
 static void batch_send(struct org_batch *ob);
+static void admit_ready(struct org_batch *ob);
+static void ob_gc(struct org_batch *ob);
 static void batch_requeue(struct org_batch *ob, struct pend *list);
 
 static void pend_free(struct pend *p)
@@ -314,22 +330,36 @@ static void pend_free(struct pend *p)
 	free(p);
 }
 
-/* Cancelled or timed out: a queued write is dropped; one in the database
- * is answered with what became of it (it may well commit). */
+/* Takes p out of the list at *head (whose last next pointer is *tail);
+ * false when it is not there. */
+static bool pend_unlink(struct pend **head, struct pend ***tail, const struct pend *p)
+{
+	for (struct pend **pp = head; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			if (!(*pp = p->next))
+				*tail = pp;
+			return true;
+		}
+	return false;
+}
+
+/* Cancelled or timed out: a write waiting for its batch (or, validated,
+ * for the writes before it) is dropped; one in the database is answered
+ * with what became of it (it may well commit). */
 static void pend_cancelled(struct ad_call *call, void *arg)
 {
 	struct pend *p = arg;
 
 	for (struct org_batch *ob = batches; ob; ob = ob->next)
-		for (struct pend **pp = &ob->queue; *pp; pp = &(*pp)->next)
-			if (*pp == p) {
-				if (!(*pp = p->next))
-					ob->tail = pp;
-				wr_free(p->w);
-				pend_free(p);
-				ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
-				return;
-			}
+		if (pend_unlink(&ob->queue, &ob->tail, p) ||
+		    pend_unlink(&ob->admit, &ob->admit_tail, p)) {
+			wr_free(p->w);
+			pend_free(p);
+			ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
+			admit_ready(ob);
+			ob_gc(ob);
+			return;
+		}
 }
 
 /* A create the batch answered [id, seq, time]: its record is the data the
@@ -343,10 +373,88 @@ static json_t *made_record(const struct wr *w, const json_t *made)
 			 "created_at", at, "updated_at", at);
 }
 
+/* Frees an org's state once nothing of it waits or flies. */
+static void ob_gc(struct org_batch *ob)
+{
+	if (ob->admit || ob->queue || ob->flying)
+		return;
+	for (struct org_batch **bp = &batches; *bp; bp = &(*bp)->next)
+		if (*bp == ob) {
+			*bp = ob->next;
+			free(ob);
+			return;
+		}
+}
+
+/* The org's state, made if it has none; NULL when out of memory. */
+static struct org_batch *org_of(int64_t org)
+{
+	struct org_batch *ob;
+
+	for (ob = batches; ob && ob->org != org; ob = ob->next)
+		;
+	if (!ob && (ob = calloc(1, sizeof(*ob)))) {
+		ob->org = org;
+		ob->tail = &ob->queue;
+		ob->admit_tail = &ob->admit;
+		ob->next = batches;
+		batches = ob;
+	}
+	return ob;
+}
+
+/* Moves the validated writes at the head of the arrival order to the
+ * queue, and sends the queue if it may go. */
+static void admit_ready(struct org_batch *ob)
+{
+	while (ob->admit && ob->admit->ready) {
+		struct pend *p = ob->admit;
+
+		if (!(ob->admit = p->next))
+			ob->admit_tail = &ob->admit;
+		p->next = NULL;
+		*ob->tail = p;
+		ob->tail = &p->next;
+	}
+	if (ob->queue && ob->flying < FLIGHT_MAX)
+		batch_send(ob);
+}
+
+/* Gives a starting write its place in its org's arrival order (none when
+ * out of memory: it then joins the queue when it is validated). */
+static void ticket_take(struct ad_call *call, struct wr *w)
+{
+	struct org_batch *ob = org_of(ad_call_org_id(call));
+	struct pend *p = ob ? calloc(1, sizeof(*p)) : NULL;
+
+	if (!p)
+		return;
+	p->call = call;
+	*ob->admit_tail = p;
+	ob->admit_tail = &p->next;
+	w->ticket = p;
+}
+
+/* A write that failed (or was cancelled) before it was validated gives up
+ * its place; the writes behind it may move on. */
+static void ticket_drop(struct wr *w)
+{
+	struct pend *p = w->ticket;
+
+	w->ticket = NULL;
+	for (struct org_batch *ob = batches; ob; ob = ob->next)
+		if (pend_unlink(&ob->admit, &ob->admit_tail, p)) {
+			free(p);
+			admit_ready(ob);
+			ob_gc(ob);
+			return;
+		}
+}
+
 static void batch_done(void *arg, const struct ad_sql_result *res)
 {
 	struct batch *bt = arg;
-	struct org_batch *ob = bt->ob, **bp;
+	struct org_batch *ob = bt->ob;
 	struct pend *p = bt->list;
 	const char *st = ad_sql_error(res, NULL);
 	json_t *out = st ? NULL : bt->fresh ? fresh_out(res, p) : ad_sql_json(res, 0, 0, 0);
@@ -404,14 +512,7 @@ static void batch_done(void *arg, const struct ad_sql_result *res)
 		batch_send(ob);
 		return;
 	}
-	if (ob->queue || ob->flying)
-		return;
-	for (bp = &batches; *bp; bp = &(*bp)->next)
-		if (*bp == ob) {
-			*bp = ob->next;
-			free(ob);
-			return;
-		}
+	ob_gc(ob);
 }
 
 /* Whether an earlier write of list has p's entity. */
@@ -509,23 +610,20 @@ static void batch_send(struct org_batch *ob)
 	}
 }
 
-/* Queues a validated write for its org's next batch (or sends it now). */
+/* A validated write joins its org's next batch, in the order writes
+ * arrived (or is sent now). */
 static void batch_add(struct ad_call *call, struct wr *w, char *item)
 {
-	int64_t org = ad_call_org_id(call);
-	struct org_batch *ob;
-	struct pend *p = calloc(1, sizeof(*p));
+	struct org_batch *ob = org_of(ad_call_org_id(call));
+	struct pend *p = w->ticket;
+	const json_t *op = json_array_get(w->ops, 0);
+	const char *kind = json_string_value(json_object_get(op, "op"));
 
-	for (ob = batches; ob && ob->org != org; ob = ob->next)
-		;
-	if (!ob && (ob = calloc(1, sizeof(*ob)))) {
-		ob->org = org;
-		ob->tail = &ob->queue;
-		ob->next = batches;
-		batches = ob;
-	}
+	if (!p)
+		p = calloc(1, sizeof(*p));
 	if (!p || !ob) {
-		free(p);
+		if (p != w->ticket)
+			free(p);
 		free(item);
 		wr_free(w);
 		dm_fail_oom(call);
@@ -534,20 +632,18 @@ static void batch_add(struct ad_call *call, struct wr *w, char *item)
 	p->call = call;
 	p->w = w;
 	p->item = item;
-	{
-		const json_t *op = json_array_get(w->ops, 0);
-
-		const char *kind = json_string_value(json_object_get(op, "op"));
-
-		p->fresh = !w->many && json_array_size(w->ops) == 1 &&
-			   !strcmp(ad_call_method(call), "data.mutate") && kind &&
-			   !strcmp(kind, "create") && !json_object_get(op, "id");
-	}
-	*ob->tail = p;
-	ob->tail = &p->next;
+	p->fresh = !w->many && json_array_size(w->ops) == 1 &&
+		   !strcmp(ad_call_method(call), "data.mutate") && kind && !strcmp(kind, "create") &&
+		   !json_object_get(op, "id");
+	p->ready = true;
 	ad_call_on_cancel(call, pend_cancelled, p);
-	if (ob->flying < FLIGHT_MAX)
-		batch_send(ob);
+	if (p == w->ticket) {
+		w->ticket = NULL; /* the arrival order holds it now */
+	} else {
+		*ob->admit_tail = p;
+		ob->admit_tail = &p->next;
+	}
+	admit_ready(ob);
 }
 
 /*
@@ -674,6 +770,9 @@ static void wr_start(struct ad_call *call, struct wr *w)
 	struct ad_sql *q;
 	char *text;
 	size_t i;
+
+	if (!w->ticket && !w->attempt && !w->reread)
+		ticket_take(call, w);
 
 	if (!names) {
 		wr_free(w);
