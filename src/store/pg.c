@@ -567,6 +567,15 @@ void ad_pg_cancel(struct ad_pg_job *j)
  * was skipped - changed nothing (its transaction rolled back), so it runs
  * again, once.
  */
+/* Whether a 57014 came from a cancel request ("... due to user request"),
+ * not from statement_timeout. */
+static bool by_request(const PGresult *r)
+{
+	const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+
+	return m && strstr(m, "user request");
+}
+
 static bool job_retryable(const struct pgconn *c, const struct ad_pg_job *j)
 {
 	const char *state;
@@ -585,10 +594,22 @@ static bool job_retryable(const struct pgconn *c, const struct ad_pg_job *j)
 	 */
 	if (!strcmp(state, SQLSTATE_NO_PREPARED))
 		return true;
+	if (strcmp(state, SQLSTATE_CANCELED))
+		return false;
 	/* Timed out in a group whose statement_timeout was shorter than its own. */
-	if (!strcmp(state, SQLSTATE_CANCELED) && j->sent_timeout_ms < j->timeout_ms)
+	if (j->sent_timeout_ms < j->timeout_ms)
 		return true;
-	return j->gen != c->cancel_gen && !strcmp(state, SQLSTATE_CANCELED);
+	/*
+	 * A cancel request, where nobody asked to cancel this job: one meant for
+	 * a job before it, which PostgreSQL took only once this one ran (the
+	 * request is sent from a thread and delivered by a signal, so it may
+	 * land after the job it was for has ended).  PostgreSQL says so in the
+	 * message (a timeout says "statement timeout"); with messages in
+	 * another language, cancels issued since this job was sent tell.
+	 */
+	if (!j->cancel && by_request(j->results[j->failed]))
+		return true;
+	return j->gen != c->cancel_gen;
 }
 
 /*
