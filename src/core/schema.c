@@ -1637,7 +1637,7 @@ static size_t runs_of(const char *p, size_t n, struct run_src r[RUNS_MAX])
     struct sbuf scratch = {0};
     bool ok;
 
-    if (n < 3 || p[0] != '^' || p[n - 1] != '$' || (n >= 2 && p[n - 2] == '\\'))
+    if (n < 3 || p[0] != '^' || p[n - 1] != '$' || p[n - 2] == '\\')
         return 0;
     while (x.i < n - 1) {
         size_t at = x.i, lo = 1, hi = 1;

@@ -561,12 +561,6 @@ void ad_pg_cancel(struct ad_pg_job *j)
 	conn_cancel_head(j->conn);
 }
 
-/*
- * A job that failed only because of another job - a cancel meant for that
- * one reached its statement, or that one's Prepare of a statement it uses
- * was skipped - changed nothing (its transaction rolled back), so it runs
- * again, once.
- */
 /* Whether a 57014 came from a cancel request ("... due to user request"),
  * not from statement_timeout. */
 static bool by_request(const PGresult *r)
@@ -576,6 +570,12 @@ static bool by_request(const PGresult *r)
 	return m && strstr(m, "user request");
 }
 
+/*
+ * A job that failed only because of another job - a cancel meant for that
+ * one reached its statement, or that one's Prepare of a statement it uses
+ * was skipped - changed nothing (its transaction rolled back), so it runs
+ * again, once.
+ */
 static bool job_retryable(const struct pgconn *c, const struct ad_pg_job *j)
 {
 	const char *state;

@@ -121,6 +121,14 @@ bool dm_filter_sql(const struct dm_node *n, struct dm_buf *b, json_t *vals, int 
 		   const char *base, struct dm_error *e);
 
 /*
+ * When a filter put values in vals, adds them as the next statement
+ * parameter p[(*np)++], as text kept in *text (the caller frees it); false
+ * when out of memory (the call is answered).
+ */
+bool dm_vals_param(struct ad_call *call, const json_t *vals, char **text, const char **p,
+		   int *np);
+
+/*
  * Starts a read of data_records r: "FROM data_records r WHERE r.org_id =
  * $1::bigint AND r.entity = '<entity>'".  The org is the caller's (both
  * layers of isolation: this condition and the row-level policy); the

@@ -618,6 +618,19 @@ static const char *json_type_name(const json_t *v)
 	}
 }
 
+bool dm_vals_param(struct ad_call *call, const json_t *vals, char **text, const char **p,
+		   int *np)
+{
+	if (!json_array_size(vals))
+		return true;
+	if (!(*text = json_dumps(vals, JSON_COMPACT))) {
+		dm_fail_oom(call);
+		return false;
+	}
+	p[(*np)++] = *text;
+	return true;
+}
+
 bool dm_filter_sql(const struct dm_node *n, struct dm_buf *b, json_t *vals, int vp,
 		   const char *base, struct dm_error *e)
 {

@@ -700,13 +700,8 @@ void dm_query(struct ad_call *call)
 			goto out;
 		}
 	}
-	if (json_array_size(vals)) {
-		if (!(vtext = json_dumps(vals, JSON_COMPACT))) {
-			dm_fail_oom(call);
-			goto out;
-		}
-		p[np++] = vtext;
-	}
+	if (!dm_vals_param(call, vals, &vtext, p, &np))
+		goto out;
 	if (!q.count) {
 		dm_buf_put(&b, " ORDER BY ");
 		for (size_t i = 0; i < q.norder; i++) {

@@ -403,6 +403,16 @@ static struct org_batch *org_of(int64_t org)
 	return ob;
 }
 
+/* Sends the org's queue as its next batch if none of its batches is in
+ * the database; whether it did. */
+static bool batch_next(struct org_batch *ob)
+{
+	if (!ob->queue || ob->flying >= FLIGHT_MAX)
+		return false;
+	batch_send(ob);
+	return true;
+}
+
 /* Moves the validated writes at the head of the arrival order to the
  * queue, and sends the queue if it may go. */
 static void admit_ready(struct org_batch *ob)
@@ -416,8 +426,7 @@ static void admit_ready(struct org_batch *ob)
 		*ob->tail = p;
 		ob->tail = &p->next;
 	}
-	if (ob->queue && ob->flying < FLIGHT_MAX)
-		batch_send(ob);
+	(void)batch_next(ob);
 }
 
 /* Gives a starting write its place in its org's arrival order (none when
@@ -465,17 +474,14 @@ static void batch_done(void *arg, const struct ad_sql_result *res)
 	if (st && bt->fresh && refused_value(st)) {
 		free(bt);
 		batch_requeue(ob, p);
-		if (ob->flying < FLIGHT_MAX)
-			batch_send(ob);
+		(void)batch_next(ob);
 		return;
 	}
 	free(bt);
 	/* The next batch first: the database works on it while this one's
 	 * writes are answered. */
-	if (ob->queue && ob->flying < FLIGHT_MAX) {
-		batch_send(ob);
+	if (batch_next(ob))
 		ad_sql_send_now();
-	}
 	/* Delivered first: a subscriber on the writer's socket sees the change
 	 * before the answer. */
 	if (changes)
@@ -506,12 +512,8 @@ static void batch_done(void *arg, const struct ad_sql_result *res)
 		p = next;
 	}
 	json_decref(out);
-	/* A write answered above may have queued again (its entity changed)
-	 * and started a batch already. */
-	if (ob->queue && ob->flying < FLIGHT_MAX) {
-		batch_send(ob);
-		return;
-	}
+	/* A write answered above may have queued again (its entity changed). */
+	(void)batch_next(ob);
 	ob_gc(ob);
 }
 
@@ -1172,13 +1174,8 @@ void dm_find_many(struct ad_call *call)
 	if (!from_sql(call, &head, json_string_value(json_object_get(params, "entity"))) ||
 	    !where_filter(call, &head, vals, 2))
 		goto out;
-	if (json_array_size(vals)) {
-		if (!(vtext = json_dumps(vals, JSON_COMPACT))) {
-			dm_fail_oom(call);
-			goto out;
-		}
-		p[np++] = vtext;
-	}
+	if (!dm_vals_param(call, vals, &vtext, p, &np))
+		goto out;
 	if (cursor) {
 		ranges = after_sql(c, &pg->field, pg->desc, json_is_null(k), np + 1);
 		if (!json_is_null(k))
