@@ -13,6 +13,7 @@
 #include "worker.h"
 #include "dispatch.h"
 #include "ipkey.h"
+#include "json.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "rpc.h"
@@ -926,7 +927,7 @@ void ad_dispatch_message(struct ad_requester *r, const char *data, size_t len,
 					       (json_int_t)ad_cfg->max_depth));
 		return;
 	}
-	doc = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	doc = ad_json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
 	if (!doc) {
 		answer_message_error(r, AD_RPC_PARSE_ERROR, "Parse error",
 				     json_pack("{s:s,s:i,s:i}", "detail", jerr.text,

@@ -6,6 +6,7 @@
 #include "actiond/sql.h"
 #include "buf.h"
 #include "dispatch.h"
+#include "json.h"
 #include "log.h"
 #include "loop.h"
 #include "pg.h"
@@ -809,7 +810,7 @@ json_t *ad_sql_json(const struct ad_sql_result *res, int stmt, int row, int col)
 	if (ad_sql_is_null(res, stmt, row, col))
 		return json_null();
 	t = ad_sql_text(res, stmt, row, col, &len);
-	v = json_loadb(t, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	v = ad_json_loadb(t, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 	return v ? v : json_null();
 }
 

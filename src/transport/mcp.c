@@ -41,6 +41,7 @@
 #include "mcp.h"
 #include "dispatch.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "rpc.h"
 #include "server.h"
@@ -1943,7 +1944,7 @@ int ad_mcp_body(struct ad_http_exchange *h, struct lws *wsi)
 	if (ad_json_too_deep(data, h->body.len, ad_srv.cfg.max_depth))
 		return refuse(h, wsi, 400, AD_RPC_INVALID_REQUEST, "payload_too_large",
 			      "JSON nested too deeply");
-	doc = json_loadb(data, h->body.len, JSON_REJECT_DUPLICATES, &jerr);
+	doc = ad_json_loadb(data, h->body.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!doc) {
 		char msg[256];
 

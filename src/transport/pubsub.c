@@ -32,6 +32,7 @@
 #include "actiond/publish.h"
 #include "cluster.h"
 #include "dispatch.h"
+#include "json.h"
 #include "log.h"
 #include "outq.h"
 #include "pg.h"
@@ -725,8 +726,8 @@ static void fetched(void *arg, enum ad_pg_status status, PGresult *const *r, int
 	it->job = NULL;
 	rx.fetching--;
 	if (status == AD_PG_OK && n == 1 && PQntuples(r[0]) == 1)
-		m = json_loadb(PQgetvalue(r[0], 0, 0), (size_t)PQgetlength(r[0], 0, 0), 0,
-			       NULL);
+		m = ad_json_loadb(PQgetvalue(r[0], 0, 0), (size_t)PQgetlength(r[0], 0, 0), 0,
+				  NULL);
 	if (!m || !parse_envelope(m, it)) {
 		st.fetch_failed++;
 		ad_log_warn("publish: row %lld from another instance could not be read",
