@@ -38,6 +38,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -255,6 +256,7 @@ static double hist_quantile(const struct hist *h, double q)
 /* configuration                                                       */
 
 struct opts {
+	const char *unix_path; /* connect here instead of HOST:PORT */
 	char host[256];
 	char port[16];
 	char path[1024];
@@ -883,7 +885,8 @@ static void start_connect(struct conn *c)
 		conn_fail_setup(c, 1);
 		return;
 	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (!O.unix_path)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
 	c->state = CS_CONNECTING;
 	n_pending++;
@@ -1212,6 +1215,8 @@ static void usage(FILE *f)
 		"  -d SECONDS           measured duration (default 10)\n"
 		"  -w SECONDS           warm-up, not measured (default 2)\n"
 		"  -H 'Name: value'     extra upgrade request header (repeatable)\n"
+		"  --unix PATH          connect to this Unix socket; the URL still\n"
+		"                       gives the Host header and the path\n"
 		"  --subprotocol NAME   Sec-WebSocket-Protocol to request\n"
 		"  --method NAME        JSON-RPC method (default heartbeat)\n"
 		"  --params JSON        JSON-RPC params, inserted verbatim\n"
@@ -1220,6 +1225,24 @@ static void usage(FILE *f)
 		"  --server-pid PID     also report that process's CPU %% during the window\n"
 		"  --connect-timeout S  time allowed to open all connections (default 30)\n"
 		"  --json               one JSON object on stdout\n");
+}
+
+/* One address, the Unix socket at path, in getaddrinfo()'s shape. */
+static int unix_addr(const char *path, struct addrinfo **out)
+{
+	static struct sockaddr_un sun;
+	static struct addrinfo ai;
+
+	if (!path || !*path || strlen(path) >= sizeof(sun.sun_path))
+		return EAI_FAMILY;
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, path);
+	ai.ai_family = AF_UNIX;
+	ai.ai_socktype = SOCK_STREAM;
+	ai.ai_addr = (struct sockaddr *)&sun;
+	ai.ai_addrlen = (socklen_t)sizeof(sun);
+	*out = &ai;
+	return 0;
 }
 
 static int parse_url(const char *url)
@@ -1321,6 +1344,8 @@ static void parse_args(int argc, char **argv)
 #define TAKE() (i++, v)
 		if (!strcmp(a, "--url")) {
 			url = TAKE();
+		} else if (!strcmp(a, "--unix")) {
+			O.unix_path = TAKE();
 		} else if (!strcmp(a, "-c")) {
 			O.conns = (int)num_arg(a, TAKE(), 1);
 		} else if (!strcmp(a, "-k")) {
@@ -1464,7 +1489,14 @@ int main(int argc, char **argv)
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	rc = getaddrinfo(O.host, O.port, &hints, &server_ai);
+	if (O.unix_path)
+		rc = unix_addr(O.unix_path, &server_ai);
+	else
+		rc = getaddrinfo(O.host, O.port, &hints, &server_ai);
+	if (rc == EAI_FAMILY) {
+		fprintf(stderr, "actiond-loadgen: %s: not a usable socket path\n", O.unix_path);
+		return 1;
+	}
 	if (rc) {
 		fprintf(stderr, "actiond-loadgen: cannot resolve %s: %s\n", O.host,
 			gai_strerror(rc));

@@ -13,7 +13,8 @@
  * tell a request read from the socket after the previous answer from one
  * left over in lws's buffer, it compares how many bytes of the stream lws
  * has taken from the kernel (TCP_INFO's bytes received minus what is still
- * queued) with the figure at the end of the previous exchange: equal means
+ * queued; on a Unix socket, which has no such counter, the bytes rxguard.c
+ * handed to lws) with the figure at the end of the previous exchange: equal means
  * no read happened since, so the request came from the buffer.
  */
 #include "peer.h"
@@ -239,6 +240,16 @@ uint32_t ad_peer_http_count(const uint8_t key[16])
 static bool rx_consumed(struct lws *wsi, uint64_t *ret)
 {
 	int fd = lws_get_socket_fd(wsi);
+	struct ad_peer *p = ad_peer_of(wsi);
+
+	/* A Unix socket keeps no such counter: the guard's count is exact
+	 * there, every byte lws takes passing through it. */
+	if (ad_srv.cfg.listen_unix) {
+		if (!p)
+			return false;
+		*ret = p->rx.rx_bytes;
+		return true;
+	}
 
 	for (int tries = 0; fd >= 0 && tries < 4; tries++) {
 		struct tcp_info a, b;

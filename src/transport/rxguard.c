@@ -332,6 +332,15 @@ static long do_read(const struct reader *r, void *buf, size_t len)
  * reader (for TLS, a return <= 0 leaves OpenSSL's error state as the real
  * SSL_read() left it).
  */
+static long counted_read(struct ad_rxguard *g, const struct reader *r, void *buf, size_t len)
+{
+	long n = do_read(r, buf, len);
+
+	if (n > 0)
+		g->rx_bytes += (uint64_t)n;
+	return n;
+}
+
 static long guarded_read(struct ad_rxguard *g, const struct reader *r, uint8_t *buf,
 			 size_t len)
 {
@@ -341,12 +350,12 @@ static long guarded_read(struct ad_rxguard *g, const struct reader *r, uint8_t *
 
 	switch (g->mode) {
 	case AD_RXG_HEADERS:
-		n = do_read(r, buf, len);
+		n = counted_read(g, r, buf, len);
 		if (n > 0)
 			ad_rxguard_scan_headers(g, buf, (size_t)n);
 		return n;
 	case AD_RXG_WS:
-		n = do_read(r, buf, len);
+		n = counted_read(g, r, buf, len);
 		if (n <= 0)
 			return n;
 		pass = ad_rxguard_scan_ws(g, buf, (size_t)n, &peer_close);
@@ -361,14 +370,14 @@ static long guarded_read(struct ad_rxguard *g, const struct reader *r, uint8_t *
 	case AD_RXG_FAILED:
 		break;
 	default:
-		return do_read(r, buf, len);
+		return counted_read(g, r, buf, len);
 	}
 	/*
 	 * FAILED: read and discard until the socket has nothing more (or
 	 * ends), then return that last result, so lws goes back to poll (or
 	 * sees the end) in the usual way.
 	 */
-	while ((n = do_read(r, buf, len)) > 0) {
+	while ((n = counted_read(g, r, buf, len)) > 0) {
 		(void)ad_rxguard_scan_ws(g, buf, (size_t)n, &peer_close);
 		if (peer_close)
 			peer_closed(g);

@@ -50,6 +50,7 @@ struct ad_rxguard {
 	int fd;
 	uint8_t mode;            /* enum ad_rxg_mode */
 	bool tls;                /* read through SSL_read(), not recv() */
+	uint64_t rx_bytes;       /* handed to lws so far (for TLS: plaintext) */
 	/* HEADERS */
 	uint8_t eol;             /* 0: in a line, 1: after LF, 2: after LF CR */
 	bool at_header_end;      /* the last byte handed out ended a header block */

@@ -24,8 +24,12 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TICK_US (250 * 1000)
 /* After the drain deadline, how long cancelled calls get to be answered. */
@@ -217,8 +221,44 @@ static void on_signal(int sig)
 		lws_cancel_service(ad_srv.lws);
 }
 
+/*
+ * lws unlinks whatever is at a Unix socket's path before binding it.  Only
+ * a socket nobody listens on any more (left by a server that died) may go:
+ * not a file that is not a socket, nor the socket of a server still running.
+ */
+static int unix_path_free(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, live;
+
+	if (lstat(path, &st)) {
+		if (errno == ENOENT)
+			return 0;
+		ad_log_error("cannot listen on unix:%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		ad_log_error("cannot listen on unix:%s: a file that is not a socket is there "
+			     "(remove it or choose another path)", path);
+		return -1;
+	}
+	strcpy(sun.sun_path, path); /* config.c checked the length */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	live = !connect(fd, (struct sockaddr *)&sun, sizeof(sun)) || errno == EAGAIN;
+	close(fd);
+	if (live) {
+		ad_log_error("cannot listen on unix:%s: another server is listening there", path);
+		return -1;
+	}
+	return 0;
+}
+
 int ad_server_init(void)
 {
+	mode_t umask_was = 0;
 	struct lws_context_creation_info info;
 	struct sigaction sa;
 
@@ -239,6 +279,15 @@ int ad_server_init(void)
 	/* The security headers are http.c's own (one set, and the console
 	 * page's stricter policy instead of a second one). */
 	info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+	if (ad_srv.cfg.listen_unix) {
+		if (unix_path_free(ad_srv.cfg.listen_unix))
+			return -1;
+		info.options |= LWS_SERVER_OPTION_UNIX_SOCK;
+		info.iface = ad_srv.cfg.listen_unix;
+		info.port = 0;
+		/* bind() creates the socket with these bits, never wider */
+		umask_was = umask(~(mode_t)ad_srv.cfg.unix_socket_mode & 0777);
+	}
 	/*
 	 * Header slots: one per connection that is sending headers.  There
 	 * are far more of them than one address may hold connections
@@ -265,10 +314,16 @@ int ad_server_init(void)
 		ad_srv.tls = true;
 	}
 	ad_srv.lws = lws_create_context(&info);
+	if (ad_srv.cfg.listen_unix)
+		umask(umask_was);
 	if (!ad_srv.lws) {
-		ad_log_error("cannot listen on %s:%d%s", ad_srv.cfg.listen_host,
-			     ad_srv.cfg.listen_port,
-			     ad_srv.tls ? " (or the TLS certificate/key failed)" : "");
+		if (ad_srv.cfg.listen_unix)
+			ad_log_error("cannot listen on unix:%s%s", ad_srv.cfg.listen_unix,
+				     ad_srv.tls ? " (or the TLS certificate/key failed)" : "");
+		else
+			ad_log_error("cannot listen on %s:%d%s", ad_srv.cfg.listen_host,
+				     ad_srv.cfg.listen_port,
+				     ad_srv.tls ? " (or the TLS certificate/key failed)" : "");
 		return -1;
 	}
 	ad_dispatch_init();
@@ -303,10 +358,14 @@ int ad_server_init(void)
 	}
 	ad_pubsub_init(ad_srv.db_conninfo[0] != '\0');
 	ad_modules_start(ad_srv.db_conninfo[0] != '\0');
-	ad_log(AD_LOG_INFO, "listening on %s://%s:%d", ad_srv.tls ? "https" : "http",
-	       ad_srv.cfg.listen_host,
-	       ad_srv.vhost ? lws_get_vhost_listen_port(ad_srv.vhost)
-			    : ad_srv.cfg.listen_port);
+	if (ad_srv.cfg.listen_unix)
+		ad_log(AD_LOG_INFO, "listening on %s over unix:%s", ad_srv.tls ? "https" : "http",
+		       ad_srv.cfg.listen_unix);
+	else
+		ad_log(AD_LOG_INFO, "listening on %s://%s:%d", ad_srv.tls ? "https" : "http",
+		       ad_srv.cfg.listen_host,
+		       ad_srv.vhost ? lws_get_vhost_listen_port(ad_srv.vhost)
+				    : ad_srv.cfg.listen_port);
 	return 0;
 }
 

@@ -37,6 +37,7 @@ void ad_config_init(struct ad_config *c)
 	memset(c, 0, sizeof(*c));
 	c->listen_host = strdup("127.0.0.1");
 	c->listen_port = 8080;
+	c->unix_socket_mode = 0660;
 	c->log_level = AD_LOG_INFO;
 	c->heartbeat_timeout_ms = 60000;
 	c->shutdown_timeout_ms = 10000;
@@ -71,6 +72,7 @@ void ad_config_init(struct ad_config *c)
 void ad_config_free(struct ad_config *c)
 {
 	free(c->listen_host);
+	free(c->listen_unix);
 	free(c->tls_cert);
 	free(c->tls_key);
 	free(c->db_url);
@@ -254,12 +256,15 @@ static int parse_proxies(struct ad_config *c, const char *v)
 	struct ad_cidr *list = NULL;
 	size_t n = 0;
 
-	hint = "comma-separated addresses or CIDR ranges, e.g. 10.0.0.0/8, ::1";
+	hint = "comma-separated addresses or CIDR ranges, e.g. 10.0.0.0/8, ::1, or unix";
 	if (!copy)
 		return -1;
 	for (char *t = strtok_r(copy, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
 		struct ad_cidr *l = realloc(list, (n + 1) * sizeof(*l));
 
+		/* Peers on the Unix socket have no address: they are "::". */
+		if (l && !strcmp(t, "unix"))
+			t = (char *)"::/128";
 		if (!l || ad_cidr_parse(t, &l[n])) {
 			free(l ? l : list);
 			free(copy);
@@ -320,6 +325,15 @@ static int parse_listen(struct ad_config *c, const char *v)
 	char host[256];
 	size_t hl;
 
+	hint = "HOST:PORT (e.g. 127.0.0.1:8080, [::1]:8080) or unix:/absolute/path";
+	if (!strncmp(v, "unix:", 5)) {
+		/* sun_path holds 108 bytes with its NUL */
+		if (v[5] != '/' || strlen(v + 5) > 107)
+			return -1;
+		return set_str(&c->listen_unix, v + 5);
+	}
+	free(c->listen_unix);
+	c->listen_unix = NULL;
 	if (!colon || parse_u32(colon + 1, 0, 65535, &port))
 		return -1;
 	hl = (size_t)(colon - v);
@@ -391,7 +405,17 @@ int ad_config_set(struct ad_config *c, const char *section, const char *key,
 #define KEY(s, k) (!strcmp(section, s) && !strcmp(key, k))
 	if (KEY("server", "listen"))
 		r = parse_listen(c, v);
-	else if (KEY("server", "tls_cert"))
+	else if (KEY("server", "unix_socket_mode")) {
+		char *end;
+		unsigned long m;
+
+		hint = "octal permission bits, e.g. 0660";
+		errno = 0;
+		m = strtoul(v, &end, 8);
+		r = (*v >= '0' && *v <= '7' && !*end && !errno && m <= 0777) ? 0 : -1;
+		if (!r)
+			c->unix_socket_mode = (uint32_t)m;
+	} else if (KEY("server", "tls_cert"))
 		r = set_str(&c->tls_cert, v);
 	else if (KEY("server", "tls_key"))
 		r = set_str(&c->tls_key, v);

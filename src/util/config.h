@@ -46,6 +46,8 @@ struct ad_config {
 	/* [server] */
 	char *listen_host;
 	int listen_port;
+	char *listen_unix;      /* listen = unix:PATH instead of HOST:PORT */
+	uint32_t unix_socket_mode; /* its permission bits */
 	char *tls_cert;
 	char *tls_key;
 	int log_level;

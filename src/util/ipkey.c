@@ -68,6 +68,13 @@ int ad_ip_parse(const char *s, size_t len, uint8_t out[16])
 
 void ad_ip_format(const uint8_t ip[16], char out[AD_IP_TEXT_MAX])
 {
+	static const uint8_t none[16];
+
+	/* "::" never sends a packet: it is a peer on the Unix socket */
+	if (!memcmp(ip, none, 16)) {
+		snprintf(out, AD_IP_TEXT_MAX, "unix");
+		return;
+	}
 	if (!(ad_ip_is_v4(ip) ? inet_ntop(AF_INET, ip + 12, out, AD_IP_TEXT_MAX)
 			      : inet_ntop(AF_INET6, ip, out, AD_IP_TEXT_MAX)))
 		snprintf(out, AD_IP_TEXT_MAX, "?");

@@ -31,7 +31,8 @@ bool ad_ip_is_loopback(const uint8_t ip[16]);
  */
 int ad_ip_parse(const char *s, size_t len, uint8_t out[16]);
 
-/* Writes ip as text (a.b.c.d for a mapped IPv4 address) into out. */
+/* Writes ip as text (a.b.c.d for a mapped IPv4 address; "unix" for ::,
+ * the address of peers on the Unix socket) into out. */
 #define AD_IP_TEXT_MAX 46
 void ad_ip_format(const uint8_t ip[16], char out[AD_IP_TEXT_MAX]);
 

@@ -77,8 +77,9 @@ export async function startServer(opts = {}) {
     proc.stderr.on('data', (d) => {
       log += d.toString();
       if (process.env.ACTIOND_TEST_LOG) process.stderr.write(d);
-      const m = /listening on \w+:\/\/[^:]+:(\d+)/.exec(log);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+      // HOST:PORT, or (listen = unix:PATH) no port at all
+      const m = /listening on \w+(?::\/\/[^:]+:(\d+)| over unix:)/.exec(log);
+      if (m) { clearTimeout(timer); resolve(m[1] ? Number(m[1]) : 0); }
     });
     proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`actiond exited ${code}:\n${log}`)); });
   });
