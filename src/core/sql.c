@@ -328,7 +328,8 @@ static bool rewrite_params(const char *sql, int nparams, struct ad_buf *b)
 
 			if (end == c + 1 || n < 1 || n > nparams)
 				return false;
-			ad_buf_printf(b, "b.p%ld", n);
+			ad_buf_puts(b, "b.p");
+			ad_buf_int(b, n);
 			c = end;
 		} else {
 			ad_buf_putc(b, *c++);
@@ -593,7 +594,7 @@ void ad_sql_run(struct ad_sql *q, ad_sql_done_fn done, void *arg, void (*free_ar
 		return;
 	}
 	if (q->org_id > 0)
-		snprintf(op->org, sizeof(op->org), "%lld", (long long)q->org_id);
+		ad_fmt_int(op->org, (long long)q->org_id);
 	op->scope = (struct ad_pg_scope){
 		.org = op->org,
 		.timeout_ms = left_ms < MIN_TIMEOUT_MS ? MIN_TIMEOUT_MS : (uint32_t)left_ms,
@@ -683,7 +684,7 @@ void ad_sql_run_background(struct ad_sql *q, ad_sql_bg_done_fn done, void *arg)
 		return;
 	}
 	if (q->org_id > 0)
-		snprintf(org, sizeof(org), "%lld", (long long)q->org_id);
+		ad_fmt_int(org, (long long)q->org_id);
 	scope.timeout_ms = q->timeout_ms;
 	op->done = done;
 	op->arg = arg;

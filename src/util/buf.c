@@ -86,10 +86,11 @@ void ad_buf_free(struct ad_buf *b)
 	b->oom = false;
 }
 
-void ad_buf_int(struct ad_buf *b, long long v)
+size_t ad_fmt_int(char out[24], long long v)
 {
 	char tmp[24], *p = tmp + sizeof(tmp);
 	unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+	size_t n;
 
 	do {
 		*--p = (char)('0' + u % 10);
@@ -97,7 +98,18 @@ void ad_buf_int(struct ad_buf *b, long long v)
 	} while (u);
 	if (v < 0)
 		*--p = '-';
-	ad_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+	n = (size_t)(tmp + sizeof(tmp) - p);
+	memcpy(out, p, n);
+	out[n] = '\0';
+	return n;
+}
+
+void ad_buf_int(struct ad_buf *b, long long v)
+{
+	char tmp[24];
+	size_t n = ad_fmt_int(tmp, v);
+
+	ad_buf_append(b, tmp, n);
 }
 
 void ad_buf_json_str(struct ad_buf *b, const char *s, size_t n)

@@ -35,6 +35,8 @@ void ad_buf_free(struct ad_buf *b);
 
 /* Appends a decimal integer (no printf on the hot path). */
 void ad_buf_int(struct ad_buf *b, long long v);
+/* Writes v in decimal with its NUL into out; returns the length. */
+size_t ad_fmt_int(char out[24], long long v);
 
 /* Appends s (n bytes, UTF-8) as a quoted JSON string. */
 void ad_buf_json_str(struct ad_buf *b, const char *s, size_t n);

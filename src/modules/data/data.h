@@ -42,6 +42,8 @@ struct dm_buf {
 	bool oom;
 };
 void dm_buf_put(struct dm_buf *b, const char *s);
+void dm_buf_putn(struct dm_buf *b, const char *s, size_t n);
+void dm_buf_int(struct dm_buf *b, int64_t v); /* in decimal */
 void dm_buf_printf(struct dm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dm_buf_free(struct dm_buf *b);
 

@@ -24,11 +24,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* v in decimal, ending at end (exclusive); returns where it starts. */
+static char *decimal(char *end, int64_t v)
+{
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+
+	do
+		*--end = (char)('0' + u % 10);
+	while (u /= 10);
+	if (v < 0)
+		*--end = '-';
+	return end;
+}
+
 struct dm_num dm_num(int64_t v)
 {
 	struct dm_num b;
+	char t[24], *p = decimal(t + sizeof(t), v);
 
-	snprintf(b.v, sizeof(b.v), "%lld", (long long)v);
+	memcpy(b.v, p, (size_t)(t + sizeof(t) - p));
+	b.v[t + sizeof(t) - p] = '\0';
 	return b;
 }
 
@@ -61,6 +76,23 @@ void dm_buf_put(struct dm_buf *b, const char *s)
 		return;
 	memcpy(b->data + b->len, s, n + 1);
 	b->len += n;
+}
+
+void dm_buf_putn(struct dm_buf *b, const char *s, size_t n)
+{
+	buf_need(b, n);
+	if (b->oom)
+		return;
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+void dm_buf_int(struct dm_buf *b, int64_t v)
+{
+	char t[24], *p = decimal(t + sizeof(t), v);
+
+	dm_buf_putn(b, p, (size_t)(t + sizeof(t) - p));
 }
 
 void dm_buf_printf(struct dm_buf *b, const char *fmt, ...)
@@ -172,7 +204,9 @@ static void field_sql(const struct dm_field *f, bool as_text, struct dm_buf *b)
 		break;
 	case DM_DATA:
 		/* The name matched [A-Za-z][A-Za-z0-9_]*: it needs no quoting. */
-		dm_buf_printf(b, "(r.data %s '%s')", as_text ? "->>" : "->", f->name);
+		dm_buf_put(b, as_text ? "(r.data ->> '" : "(r.data -> '");
+		dm_buf_put(b, f->name);
+		dm_buf_put(b, "')");
 		break;
 	}
 }
@@ -184,8 +218,9 @@ bool dm_from_sql(struct dm_buf *b, const char *entity)
 	if (!n || n > 63 || entity[0] < 'a' || entity[0] > 'z' ||
 	    strspn(entity, "abcdefghijklmnopqrstuvwxyz0123456789_") != n)
 		return false;
-	dm_buf_printf(b, " FROM data_records r WHERE r.org_id = $1::bigint AND r.entity = '%s'",
-		      entity);
+	dm_buf_put(b, " FROM data_records r WHERE r.org_id = $1::bigint AND r.entity = '");
+	dm_buf_putn(b, entity, n);
+	dm_buf_put(b, "'");
 	return true;
 }
 
@@ -281,8 +316,12 @@ struct rd {
 /* Appends /key to a JSON pointer, escaping ~ and / (RFC 6901). */
 static void ptr_join(char *out, size_t cap, const char *base, const char *key)
 {
-	size_t o = (size_t)snprintf(out, cap, "%s/", base);
+	size_t o = strlen(base);
 
+	if (o + 2 > cap)
+		o = cap - 2;
+	memmove(out, base, o);
+	out[o++] = '/';
 	for (const char *k = key; *k && o + 3 < cap; k++) {
 		if (*k == '~' || *k == '/') {
 			out[o++] = '~';
@@ -581,19 +620,21 @@ static long val_add(json_t *vals, const json_t *v)
 /* The SQL of a value of field f, read from the values parameter at index k. */
 static void val_sql(const struct dm_field *f, int vp, long k, struct dm_buf *b)
 {
+	dm_buf_put(b, "($");
+	dm_buf_int(b, vp);
+	dm_buf_put(b, f->meta == DM_DATA ? "::jsonb -> " : "::jsonb ->> ");
+	dm_buf_int(b, k);
 	switch (f->meta) {
 	case DM_DATA:
-		dm_buf_printf(b, "($%d::jsonb -> %ld)", vp, k);
-		break;
 	case DM_ID:
-		dm_buf_printf(b, "($%d::jsonb ->> %ld)", vp, k);
+		dm_buf_put(b, ")");
 		break;
 	case DM_VERSION:
-		dm_buf_printf(b, "($%d::jsonb ->> %ld)::bigint", vp, k);
+		dm_buf_put(b, ")::bigint");
 		break;
 	case DM_CREATED:
 	case DM_UPDATED:
-		dm_buf_printf(b, "($%d::jsonb ->> %ld)::timestamptz", vp, k);
+		dm_buf_put(b, ")::timestamptz");
 		break;
 	}
 }
@@ -663,7 +704,9 @@ bool dm_filter_sql(const struct dm_node *n, struct dm_buf *b, json_t *vals, int 
 			goto oom;
 		dm_buf_put(b, "(");
 		field_sql(&n->field, false, b);
-		dm_buf_printf(b, " %s ", op_sql[n->op]);
+		dm_buf_put(b, " ");
+		dm_buf_put(b, op_sql[n->op]);
+		dm_buf_put(b, " ");
 		val_sql(&n->field, vp, k, b);
 		/* Order only within one JSON type: 5 < "a" must not hold. */
 		if (n->field.meta == DM_DATA && n->op != DM_EQ && n->op != DM_NE)

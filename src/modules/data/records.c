@@ -1060,8 +1060,14 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 		dm_buf_put(&b, ad_sql_text(res, 0, r, 0, NULL));
 	}
 	/* The cursor is base64url: nothing in it needs escaping. */
-	dm_buf_printf(&b, "],\"next_cursor\":%s%s%s}", enc ? "\"" : "", enc ? enc : "null",
-		      enc ? "\"" : "");
+	dm_buf_put(&b, "],\"next_cursor\":");
+	if (enc) {
+		dm_buf_put(&b, "\"");
+		dm_buf_put(&b, enc);
+		dm_buf_put(&b, "\"}");
+	} else {
+		dm_buf_put(&b, "null}");
+	}
 	if (b.oom || (rows > pg->limit && !enc))
 		dm_fail_oom(call);
 	else
@@ -1118,8 +1124,14 @@ static void order_sql(struct dm_buf *b, const struct page *pg, bool outer, int l
 		dm_buf_put(b, "u.o");
 	else
 		dm_order_sql(&pg->field, b);
-	dm_buf_printf(b, " %s%s, %s.id %s LIMIT $%d::bigint", dir,
-		      dm_order_nulls(&pg->field, pg->desc), outer ? "u" : "r", dir, limit);
+	dm_buf_put(b, " ");
+	dm_buf_put(b, dir);
+	dm_buf_put(b, dm_order_nulls(&pg->field, pg->desc));
+	dm_buf_put(b, outer ? ", u.id " : ", r.id ");
+	dm_buf_put(b, dir);
+	dm_buf_put(b, " LIMIT $");
+	dm_buf_int(b, limit);
+	dm_buf_put(b, "::bigint");
 }
 
 void dm_find_many(struct ad_call *call)
