@@ -218,6 +218,7 @@ void dm_feed_numbered(int64_t org, const json_t *rows);
 void dm_feed_on_start(bool database);
 /* Another instance's data module says an org was written (module.h messages). */
 void dm_feed_on_message(const json_t *msg);
+void dm_records_fini(void); /* schema reads still waited for */
 void dm_feed_fini(void);
 
 #endif

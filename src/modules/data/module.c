@@ -160,6 +160,7 @@ static int data_init(struct ad_module *m)
 static void data_fini(void)
 {
 	dm_feed_fini();
+	dm_records_fini();
 	dm_schema_clear();
 }
 

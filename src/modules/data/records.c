@@ -28,14 +28,18 @@ struct wr {
 	int reread;       /* schemas read again after a refusal: 1 asked, 2 done */
 	json_t *fresh;    /* {entity: true} for schemas this write read itself */
 	struct pend *ticket; /* its place in the org's arrival order, until ready */
+	struct schema_read *leads; /* the schema read it makes for others too */
 };
 
 static void ticket_drop(struct wr *w);
+static void schema_read_end(struct schema_read *sr);
 
 static void wr_free(void *p)
 {
 	struct wr *w = p;
 
+	if (w->leads)
+		schema_read_end(w->leads);
 	if (w->ticket)
 		ticket_drop(w);
 	json_decref(w->ops);
@@ -733,6 +737,139 @@ static void wr_apply(struct ad_call *call, struct wr *w)
 	batch_add(call, w, text);
 }
 
+/*
+ * Schema reads in flight, one per org and set of entity names.  A first
+ * attempt of a write that lacks the same schemas meanwhile waits for that
+ * read instead of making its own, so that after a start or a redefinition
+ * a burst of writes reads each schema once.  When the read ends, however it
+ * ends, the writes waiting start again on the next turn of the loop and
+ * find the schemas cached (or, if the read failed, read them themselves).
+ */
+struct schema_read {
+	struct ad_timer wake;     /* first: the timer's callback finds the read */
+	struct schema_read *next;
+	int64_t org;
+	char *names;              /* the names read, as JSON text */
+	struct parked *waiting;
+	bool ended;
+};
+
+/* A write waiting for another's schema read. */
+struct parked {
+	struct parked *next;
+	struct ad_call *call;
+	struct wr *w;
+	struct schema_read *sr;
+};
+
+static struct schema_read *schema_reads; /* in flight, then ended until woken */
+
+static void schema_read_free(struct schema_read *sr)
+{
+	for (struct schema_read **pp = &schema_reads; *pp; pp = &(*pp)->next)
+		if (*pp == sr) {
+			*pp = sr->next;
+			break;
+		}
+	free(sr->names);
+	free(sr);
+}
+
+static void schema_read_wake(struct ad_timer *t)
+{
+	struct schema_read *sr = (struct schema_read *)t;
+	struct parked *list = sr->waiting;
+
+	sr->waiting = NULL;
+	schema_read_free(sr);
+	while (list) {
+		struct parked *k = list;
+
+		list = k->next;
+		ad_call_on_cancel(k->call, NULL, NULL);
+		wr_start(k->call, k->w);
+		free(k);
+	}
+}
+
+static void schema_read_end(struct schema_read *sr)
+{
+	sr->ended = true;
+	if (sr->waiting)
+		ad_timer_start(&sr->wake, 0, schema_read_wake);
+	else
+		schema_read_free(sr);
+}
+
+static void parked_cancelled(struct ad_call *call, void *arg)
+{
+	struct parked *k = arg;
+
+	for (struct parked **pp = &k->sr->waiting; *pp; pp = &(*pp)->next)
+		if (*pp == k) {
+			*pp = k->next;
+			break;
+		}
+	wr_free(k->w);
+	free(k);
+	ad_call_fail(call, AD_REASON_CANCELLED, "cancelled", NULL);
+}
+
+/*
+ * A first attempt that needs the schemas of names (JSON text) of org: true
+ * when it now waits for a read in flight; otherwise w leads a new one (if
+ * memory allows) and reads them itself.
+ */
+static bool schema_read_join(struct ad_call *call, struct wr *w, int64_t org, const char *names)
+{
+	struct schema_read *sr;
+	struct parked *k;
+
+	if (w->attempt || w->reread)
+		return false;
+	for (sr = schema_reads; sr; sr = sr->next)
+		if (!sr->ended && sr->org == org && !strcmp(sr->names, names))
+			break;
+	if (!sr) {
+		if ((sr = calloc(1, sizeof(*sr))) && (sr->names = strdup(names))) {
+			sr->org = org;
+			sr->next = schema_reads;
+			schema_reads = sr;
+			w->leads = sr;
+		} else {
+			free(sr);
+		}
+		return false;
+	}
+	if (!(k = calloc(1, sizeof(*k))))
+		return false;
+	k->call = call;
+	k->w = w;
+	k->sr = sr;
+	k->next = sr->waiting;
+	sr->waiting = k;
+	ad_call_on_cancel(call, parked_cancelled, k);
+	return true;
+}
+
+/* At exit, after every call finished (their cancel hooks emptied the lists). */
+void dm_records_fini(void)
+{
+	while (schema_reads) {
+		struct schema_read *sr = schema_reads;
+
+		while (sr->waiting) {
+			struct parked *k = sr->waiting;
+
+			sr->waiting = k->next;
+			free(k);
+		}
+		schema_reads = sr->next;
+		free(sr->names);
+		free(sr);
+	}
+}
+
 static void schemas_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
 {
 	struct wr *w = arg;
@@ -752,6 +889,10 @@ static void schemas_done(struct ad_call *call, void *arg, const struct ad_sql_re
 			ad_call_log(call, AD_LOG_WARN, "entity %s: its schema does not compile: %s",
 				    ad_sql_text(res, 0, r, 0, NULL), err);
 		json_decref(schema);
+	}
+	if (w->leads) {
+		schema_read_end(w->leads);
+		w->leads = NULL;
 	}
 	json_array_foreach(w->ops, i, o)
 		if (!dm_schema_get(org, json_string_value(json_object_get(o, "entity")), &version)) {
@@ -801,9 +942,13 @@ static void wr_start(struct ad_call *call, struct wr *w)
 			     NULL);
 		return;
 	}
-	w->attempt++;
 	text = json_dumps(names, JSON_COMPACT);
 	json_decref(names);
+	if (text && schema_read_join(call, w, org, text)) {
+		free(text);
+		return;
+	}
+	w->attempt++;
 	if (!text || !(q = ad_sql_new(call, 0))) {
 		free(text);
 		wr_free(w);
