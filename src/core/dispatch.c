@@ -348,7 +348,7 @@ void ad_call_reply_raw(struct ad_call *c, const char *json, size_t len)
 	}
 #ifndef NDEBUG
 	{
-		json_t *v = json_loadb(json, len, JSON_DECODE_ANY, NULL);
+		json_t *v = ad_json_loadb(json, len, JSON_DECODE_ANY | AD_JSON_BIG_AS_REAL, NULL);
 
 		if (!v) {
 			ad_log_error("%s: raw result is not JSON", c->spec->method);

@@ -811,7 +811,7 @@ json_t *ad_sql_json(const struct ad_sql_result *res, int stmt, int row, int col)
 	if (ad_sql_is_null(res, stmt, row, col))
 		return json_null();
 	t = ad_sql_text(res, stmt, row, col, &len);
-	v = ad_json_loadb(t, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+	v = ad_json_loadb(t, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | AD_JSON_BIG_AS_REAL, NULL);
 	return v ? v : json_null();
 }
 

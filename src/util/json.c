@@ -4,8 +4,8 @@
  * The rule that keeps it safe: it returns a value only when json_loadb()
  * with the same flags would return an equal one (same types, same bytes,
  * same key order); at the first thing it does not like - any syntax error,
- * an integer out of range, a NUL in a key, a duplicate key under
- * JSON_REJECT_DUPLICATES, a real strtod() does not take cleanly, deep
+ * an integer out of range (unless AD_JSON_BIG_AS_REAL), a NUL in a key, a
+ * duplicate key under JSON_REJECT_DUPLICATES, a real that overflows, deep
  * nesting - it gives up and json_loadb() reads the text again and decides,
  * with its own message.  tests/unit/test_json.c and tests/fuzz/fuzz_json.c
  * hold it to that against jansson.
@@ -14,15 +14,16 @@
 #include "buf.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define FAST_FLAGS (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL)
+#define FAST_FLAGS (JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | AD_JSON_BIG_AS_REAL)
 /* Deeper text is jansson's (its own limit is 2048). */
-#define DEPTH_MAX 128
-/* Longer reals are jansson's. */
+#define DEPTH_MAX 1024
+/* Longer numbers are copied to the heap for strtod(). */
 #define REAL_MAX 63
 
 struct reader {
@@ -227,10 +228,34 @@ static bool digit(const unsigned char *p, const unsigned char *end)
 	return p < end && *p >= '0' && *p <= '9';
 }
 
+/*
+ * The number text s[0..n) as a real, or NULL on overflow, as jansson
+ * reads it (an underflow is the nearest double, down to 0).  PostgreSQL
+ * writes numbers in full: 1e300 with 301 digits, 5e-324 with 340.
+ */
+static json_t *real_of(const unsigned char *s, size_t n)
+{
+	char small[REAL_MAX + 1], *text = small, *e;
+	json_t *v = NULL;
+	double d;
+
+	if (n > REAL_MAX && !(text = malloc(n + 1)))
+		return NULL;
+	memcpy(text, s, n);
+	text[n] = '\0';
+	errno = 0;
+	d = strtod(text, &e);
+	if (e == text + n && !((d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE))
+		v = json_real(d);
+	if (text != small)
+		free(text);
+	return v;
+}
+
 static json_t *read_number(struct reader *r)
 {
 	const unsigned char *s = r->p, *p = s, *end = r->end;
-	bool neg = false, real = false;
+	bool neg = false, real = false, big = false;
 	uint64_t v = 0;
 	int digits = 0;
 
@@ -246,8 +271,11 @@ static json_t *read_number(struct reader *r)
 			return NULL;
 	} else {
 		while (digit(p, end)) {
-			if (++digits > 19) /* cannot fit; jansson says so */
-				return NULL;
+			if (++digits > 19) { /* cannot fit; jansson says so */
+				if (!(r->flags & AD_JSON_BIG_AS_REAL))
+					return NULL;
+				big = true;
+			}
 			v = v * 10 + (uint64_t)(*p++ - '0');
 		}
 	}
@@ -270,28 +298,17 @@ static json_t *read_number(struct reader *r)
 			p++;
 	}
 	r->p = p;
-	if (!real) {
-		if (!neg)
-			return v > (uint64_t)INT64_MAX ? NULL : json_integer((json_int_t)v);
-		if (v == (uint64_t)INT64_MAX + 1)
+	if (!real && !big) {
+		if (!neg && v <= (uint64_t)INT64_MAX)
+			return json_integer((json_int_t)v);
+		if (neg && v == (uint64_t)INT64_MAX + 1)
 			return json_integer(INT64_MIN);
-		return v > (uint64_t)INT64_MAX ? NULL : json_integer(-(json_int_t)v);
-	}
-	{
-		char text[REAL_MAX + 1], *e;
-		size_t n = (size_t)(p - s);
-		double d;
-
-		if (n > REAL_MAX)
+		if (neg && v <= (uint64_t)INT64_MAX)
+			return json_integer(-(json_int_t)v);
+		if (!(r->flags & AD_JSON_BIG_AS_REAL))
 			return NULL;
-		memcpy(text, s, n);
-		text[n] = '\0';
-		errno = 0;
-		d = strtod(text, &e);
-		if (e != text + n || errno)
-			return NULL;
-		return json_real(d);
 	}
+	return real_of(s, (size_t)(p - s));
 }
 
 static json_t *read_array(struct reader *r)
@@ -474,7 +491,7 @@ json_t *ad_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *e
 	json_t *v = ad_json_fast(buf, len, flags);
 
 	if (!v)
-		return json_loadb(buf, len, flags, err);
+		return json_loadb(buf, len, flags & ~(size_t)AD_JSON_BIG_AS_REAL, err);
 	if (err) {
 		err->text[0] = '\0';
 		err->line = -1;

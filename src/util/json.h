@@ -17,9 +17,16 @@
 #include <stddef.h>
 
 /*
+ * An integer beyond int64 (jansson refuses those) read as a real instead:
+ * how PostgreSQL's jsonb writes a number such as 1e300 (all its digits, no
+ * exponent), which must read back as the number it is.
+ */
+#define AD_JSON_BIG_AS_REAL 0x10000u
+
+/*
  * json_loadb(buf, len, flags, err) with the same result.  The fast reader
- * takes JSON_DECODE_ANY, JSON_REJECT_DUPLICATES and JSON_ALLOW_NUL; other
- * flags go straight to jansson.
+ * takes JSON_DECODE_ANY, JSON_REJECT_DUPLICATES, JSON_ALLOW_NUL and
+ * AD_JSON_BIG_AS_REAL; other flags go straight to jansson.
  */
 json_t *ad_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err);
 

@@ -2,11 +2,14 @@
  * fuzz_json.c - fuzz driver for the fast JSON reader (src/util/json.c)
  * against jansson's own.
  *
- * An input's first byte picks the flags (bits 0-2: JSON_DECODE_ANY,
- * JSON_REJECT_DUPLICATES, JSON_ALLOW_NUL); the rest is the text.  Whenever
- * the fast reader gives a value, json_loadb() must give an equal one (same
- * types, bytes and key order); ad_json_loadb() must always answer as
- * json_loadb() does, its error text and position included.  Built like
+ * An input's first byte picks the flags (bits 0-3: JSON_DECODE_ANY,
+ * JSON_REJECT_DUPLICATES, JSON_ALLOW_NUL, AD_JSON_BIG_AS_REAL); the rest
+ * is the text.  Whenever the fast reader gives a value, json_loadb() must
+ * give an equal one (same types, bytes and key order) - or, under
+ * AD_JSON_BIG_AS_REAL, refuse it only for integers beyond int64 and read it
+ * with JSON_DECODE_INT_AS_REAL as a value of the same numbers;
+ * ad_json_loadb() must otherwise answer as json_loadb() does, its error
+ * text and position included.  Built like
  * fuzz_rpc.c: a libFuzzer target with -Dfuzzing=true, otherwise a corpus
  * replay plus deterministic mutations, run by the test suite.
  */
@@ -24,7 +27,8 @@ static size_t decided, valid;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const size_t bits[] = { JSON_DECODE_ANY, JSON_REJECT_DUPLICATES, JSON_ALLOW_NUL };
+	static const size_t bits[] = { JSON_DECODE_ANY, JSON_REJECT_DUPLICATES, JSON_ALLOW_NUL,
+				       AD_JSON_BIG_AS_REAL };
 	const char *text = (const char *)data + 1;
 	size_t flags = 0, n;
 	json_error_t e1, e2;
@@ -32,16 +36,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!size)
 		return 0;
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (data[0] & (1u << i))
 			flags |= bits[i];
 	n = size - 1;
 	fast = ad_json_fast(text, n, flags);
-	ref = json_loadb(text, n, flags, &e1);
+	ref = json_loadb(text, n, flags & ~(size_t)AD_JSON_BIG_AS_REAL, &e1);
 	via = ad_json_loadb(text, n, flags, &e2);
-	if (fast && (!ref || !json_same(fast, ref)))
+	if (fast && !ref) {
+		json_t *as_real = (flags & AD_JSON_BIG_AS_REAL)
+			? json_loadb(text, n, (flags & ~(size_t)AD_JSON_BIG_AS_REAL) | JSON_DECODE_INT_AS_REAL, NULL)
+			: NULL;
+
+		if (!as_real || !json_same_num(fast, as_real))
+			abort();
+		json_decref(as_real);
+	} else if (fast && !json_same(fast, ref)) {
 		abort();
-	if (!via != !ref || (via && !json_same(via, ref)))
+	}
+	if (!via != !(ref || fast) || (via && !json_same(via, ref ? ref : fast)))
 		abort();
 	if (!via && (strcmp(e1.text, e2.text) || e1.line != e2.line || e1.column != e2.column ||
 		     e1.position != e2.position))

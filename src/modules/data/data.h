@@ -44,6 +44,11 @@ struct dm_buf {
 void dm_buf_put(struct dm_buf *b, const char *s);
 void dm_buf_putn(struct dm_buf *b, const char *s, size_t n);
 void dm_buf_int(struct dm_buf *b, int64_t v); /* in decimal */
+/* v as compact JSON text (keys in their order; what json_dumps() gives up
+ * to the escapes chosen and the spelling of reals). */
+void dm_json_put(struct dm_buf *b, const json_t *v);
+/* The same as a string to free(), or NULL when out of memory. */
+char *dm_json_text(const json_t *v);
 void dm_buf_printf(struct dm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dm_buf_free(struct dm_buf *b);
 

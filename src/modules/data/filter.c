@@ -95,6 +95,98 @@ void dm_buf_int(struct dm_buf *b, int64_t v)
 	dm_buf_putn(b, p, (size_t)(t + sizeof(t) - p));
 }
 
+/* A JSON string: quotes, backslashes and control characters escaped. */
+static void json_str_put(struct dm_buf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t run = 0;
+
+	dm_buf_putn(b, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		dm_buf_putn(b, s + run, i - run);
+		run = i + 1;
+		if (c == '"' || c == '\\') {
+			esc[1] = (char)c;
+			dm_buf_putn(b, esc, 2);
+		} else {
+			dm_buf_putn(b, esc, 6);
+		}
+	}
+	dm_buf_putn(b, s + run, n - run);
+	dm_buf_putn(b, "\"", 1);
+}
+
+void dm_json_put(struct dm_buf *b, const json_t *v)
+{
+	const char *k;
+	json_t *x;
+	size_t i;
+	char *t;
+
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		dm_buf_putn(b, "{", 1);
+		i = 0;
+		json_object_foreach((json_t *)v, k, x) {
+			if (i++)
+				dm_buf_putn(b, ",", 1);
+			json_str_put(b, k, strlen(k));
+			dm_buf_putn(b, ":", 1);
+			dm_json_put(b, x);
+		}
+		dm_buf_putn(b, "}", 1);
+		break;
+	case JSON_ARRAY:
+		dm_buf_putn(b, "[", 1);
+		json_array_foreach(v, i, x) {
+			if (i)
+				dm_buf_putn(b, ",", 1);
+			dm_json_put(b, x);
+		}
+		dm_buf_putn(b, "]", 1);
+		break;
+	case JSON_STRING:
+		json_str_put(b, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_INTEGER:
+		dm_buf_int(b, json_integer_value(v));
+		break;
+	case JSON_TRUE:
+		dm_buf_put(b, "true");
+		break;
+	case JSON_FALSE:
+		dm_buf_put(b, "false");
+		break;
+	case JSON_NULL:
+		dm_buf_put(b, "null");
+		break;
+	default: /* a real: jansson's shortest round-trip text (rare here) */
+		if (!(t = json_dumps(v, JSON_ENCODE_ANY))) {
+			b->oom = true;
+			return;
+		}
+		dm_buf_put(b, t);
+		free(t);
+	}
+}
+
+char *dm_json_text(const json_t *v)
+{
+	struct dm_buf b = { 0 };
+
+	dm_json_put(&b, v);
+	if (b.oom || !b.data) {
+		free(b.data);
+		return NULL;
+	}
+	return b.data;
+}
+
 void dm_buf_printf(struct dm_buf *b, const char *fmt, ...)
 {
 	char small[256];
@@ -664,7 +756,7 @@ bool dm_vals_param(struct ad_call *call, const json_t *vals, char **text, const 
 {
 	if (!json_array_size(vals))
 		return true;
-	if (!(*text = json_dumps(vals, JSON_COMPACT))) {
+	if (!(*text = dm_json_text(vals))) {
 		dm_fail_oom(call);
 		return false;
 	}

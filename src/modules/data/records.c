@@ -727,7 +727,7 @@ static void wr_apply(struct ad_call *call, struct wr *w)
 		}
 	}
 	item = json_pack("[O,O,s]", w->ops, w->versions, ad_call_method(call));
-	text = item ? json_dumps(item, JSON_COMPACT) : NULL;
+	text = item ? dm_json_text(item) : NULL;
 	json_decref(item);
 	if (!text) {
 		wr_free(w);
@@ -1078,7 +1078,7 @@ void dm_find_one(struct ad_call *call)
 	else if (!vals || !where_filter(call, &b, vals, 2))
 		goto out;
 	dm_buf_put(&b, " ORDER BY r.id LIMIT 1");
-	if (!vals || b.oom || !(vtext = json_dumps(vals, JSON_COMPACT)) ||
+	if (!vals || b.oom || !(vtext = dm_json_text(vals)) ||
 	    !(q = ad_sql_new(call, 0))) {
 		dm_fail_oom(call);
 		goto out;
@@ -1192,7 +1192,7 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 		json_t *c = json_pack("[s,s,o,s]", pg->field.name, pg->desc ? "desc" : "asc",
 				      ad_sql_string(res, 0, last, 1),
 				      ad_sql_text(res, 0, last, 2, NULL));
-		char *text = c ? json_dumps(c, JSON_COMPACT) : NULL;
+		char *text = c ? dm_json_text(c) : NULL;
 
 		enc = text ? b64_encode(text, strlen(text)) : NULL;
 		free(text);
