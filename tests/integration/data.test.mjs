@@ -598,6 +598,32 @@ test('any JSON value makes the round trip through writes, filters and cursors un
   assert.deepEqual([...seen].sort(), [strings[0], ...strings].sort());
 });
 
+test('ids made by create are time-ordered UUIDs (version 7), on every write path', async () => {
+  const v7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+  const ms = (id) => parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+  const t0 = Date.now();
+  const ids = [];
+  for (let i = 0; i < 3; i++) {
+    ids.push(ok(await mutate({ operation: 'create', entity: 'contact', data: { name: 'v7' } })).record.id);
+    await sleep(5);
+  }
+  // mutate_many (data_create_batch()) and a batch with an update in it (data_apply()).
+  const many = ok(await call(A, 'data.mutate_many', { ops: [
+    { operation: 'create', entity: 'contact', data: { name: 'v7' } },
+    { operation: 'create', entity: 'contact', data: { name: 'v7' } }] }));
+  ids.push(...many.records.map((r) => r.id));
+  const mixed = ok(await call(A, 'data.mutate_many', { ops: [
+    { operation: 'update', entity: 'contact', id: ids[0], data: { name: 'v7b' } },
+    { operation: 'create', entity: 'contact', data: { name: 'v7' } }] }));
+  ids.push(mixed.records.find((r) => r.id !== ids[0]).id);
+  for (const id of ids) {
+    assert.match(id, v7);
+    assert.ok(Math.abs(ms(id) - t0) < 60000, `${id} carries the time it was made`);
+  }
+  assert.equal(new Set(ids).size, ids.length);
+  assert.ok(ids[0] < ids[1] && ids[1] < ids[2], 'later creates sort later');
+});
+
 test('a burst of writes to an entity not cached here reads its schema once', async () => {
   ok(await call(A, 'entities.define', { entity: 'burst', schema: { type: 'object', properties: { n: { type: 'integer' } } } }));
   const jobs = async () => (await metrics(B)).values.actiond_db_jobs_total;

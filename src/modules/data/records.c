@@ -262,7 +262,7 @@ static const char FRESH_FEED[] =
 static const char FRESH_WRITE[] =
 	"WITH input AS ("
 	" SELECT x.ord, x.w -> 0 -> 0 -> 'data' AS data, x.w -> 0 -> 0 ->> 'entity' AS entity,"
-	"  gen_random_uuid()::text AS rid,"
+	"  data_new_id() AS rid,"
 	"  (x.w -> 1 ->> (x.w -> 0 -> 0 ->> 'entity'))::bigint AS version"
 	" FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS x(w, ord)),"
 	" checked AS ("
