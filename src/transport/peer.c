@@ -11,11 +11,11 @@
  * dispatches and allocates.  No callback can break that loop safely, so
  * actiond refuses such a request before lws gets there (see http.c).  To
  * tell a request read from the socket after the previous answer from one
- * left over in lws's buffer, it compares how many bytes of the stream lws
- * has taken from the kernel (TCP_INFO's bytes received minus what is still
- * queued; on a Unix socket, which has no such counter, the bytes rxguard.c
- * handed to lws) with the figure at the end of the previous exchange: equal means
- * no read happened since, so the request came from the buffer.
+ * left over in lws's buffer, it compares how many bytes lws has read (every
+ * read passes through rxguard.c, which counts them: for TLS, the plaintext
+ * SSL_read() handed out) with the figure at the end of the previous
+ * exchange: equal means no read happened since, so the request came from
+ * the buffer.
  */
 #include "peer.h"
 #include "ipkey.h"
@@ -23,11 +23,8 @@
 #include "pg.h"
 #include "server.h"
 
-#include <netinet/in.h>
-#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 /* ---- counters by address ------------------------------------------------- */
@@ -232,42 +229,6 @@ uint32_t ad_peer_http_count(const uint8_t key[16])
 	return ad_iptab_count(&http_ips, key);
 }
 
-/*
- * How many bytes of the stream lws has read from the kernel so far.  The
- * figure is exact only if nothing arrived between the two system calls, so
- * it is taken until the bytes-received counter reads the same on both sides.
- */
-static bool rx_consumed(struct lws *wsi, uint64_t *ret)
-{
-	int fd = lws_get_socket_fd(wsi);
-	struct ad_peer *p = ad_peer_of(wsi);
-
-	/* A Unix socket keeps no such counter: the guard's count is exact
-	 * there, every byte lws takes passing through it. */
-	if (ad_srv.cfg.listen_unix) {
-		if (!p)
-			return false;
-		*ret = p->rx.rx_bytes;
-		return true;
-	}
-
-	for (int tries = 0; fd >= 0 && tries < 4; tries++) {
-		struct tcp_info a, b;
-		socklen_t al = sizeof(a), bl = sizeof(b);
-		int queued;
-
-		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &a, &al) ||
-		    ioctl(fd, FIONREAD, &queued) ||
-		    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &b, &bl))
-			return false;
-		if (a.tcpi_bytes_received == b.tcpi_bytes_received && queued >= 0) {
-			*ret = a.tcpi_bytes_received - (uint64_t)queued;
-			return true;
-		}
-	}
-	return false;
-}
-
 void ad_peer_mark_exchange(struct lws *wsi)
 {
 	struct ad_peer *p = ad_peer_of(wsi);
@@ -275,22 +236,19 @@ void ad_peer_mark_exchange(struct lws *wsi)
 	if (!p)
 		return;
 	p->marked = true;
-	p->mark_known = rx_consumed(wsi, &p->rx_mark);
+	p->rx_mark = p->rx.rx_bytes;
 	ad_rxguard_set_mode(&p->rx, AD_RXG_HEADERS);
 }
 
 bool ad_peer_maybe_pipelined(struct lws *wsi)
 {
 	struct ad_peer *p = ad_peer_of(wsi);
-	uint64_t now;
 
 	if (!p)
 		return true;
 	if (!p->marked)
 		return false; /* the first request: lws read it from the socket */
-	if (!p->mark_known || !rx_consumed(wsi, &now))
-		return true;
-	return now == p->rx_mark;
+	return p->rx.rx_bytes == p->rx_mark;
 }
 
 /* The longest X-Forwarded-For walked, and the most entries looked at. */

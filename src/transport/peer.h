@@ -46,7 +46,6 @@ struct ad_peer {
 	bool trusted;         /* a trusted proxy (security.trusted_proxies) */
 	bool http_counted;    /* counts against max_http_conns_per_ip */
 	bool marked;          /* an exchange was completed on it */
-	bool mark_known;      /* rx_mark is valid */
 	uint64_t rx_mark;     /* bytes lws had read when the last one completed */
 };
 

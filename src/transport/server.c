@@ -244,7 +244,8 @@ static int unix_path_free(const char *path)
 		return -1;
 	}
 	strcpy(sun.sun_path, path); /* config.c checked the length */
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* non-blocking: a live server with a full backlog answers EAGAIN */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return 0;
 	live = !connect(fd, (struct sockaddr *)&sun, sizeof(sun)) || errno == EAGAIN;
@@ -317,13 +318,15 @@ int ad_server_init(void)
 	if (ad_srv.cfg.listen_unix)
 		umask(umask_was);
 	if (!ad_srv.lws) {
+		char where[320];
+
 		if (ad_srv.cfg.listen_unix)
-			ad_log_error("cannot listen on unix:%s%s", ad_srv.cfg.listen_unix,
-				     ad_srv.tls ? " (or the TLS certificate/key failed)" : "");
+			snprintf(where, sizeof(where), "unix:%s", ad_srv.cfg.listen_unix);
 		else
-			ad_log_error("cannot listen on %s:%d%s", ad_srv.cfg.listen_host,
-				     ad_srv.cfg.listen_port,
-				     ad_srv.tls ? " (or the TLS certificate/key failed)" : "");
+			snprintf(where, sizeof(where), "%s:%d", ad_srv.cfg.listen_host,
+				 ad_srv.cfg.listen_port);
+		ad_log_error("cannot listen on %s%s", where,
+			     ad_srv.tls ? " (or the TLS certificate/key failed)" : "");
 		return -1;
 	}
 	ad_dispatch_init();
