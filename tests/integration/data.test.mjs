@@ -105,6 +105,9 @@ test('create, read, update, delete and upsert a record', async () => {
   assert.match(made.record.id, /^[0-9a-f-]{36}$/);
 
   assert.deepEqual(ok(await call(A, 'data.find_one', { entity: 'contact', id: 'crud-1' })).record, c.record);
+  // Every reader writes a record as the write answered it.
+  assert.deepEqual(ok(await call(A, 'data.find_many', { entity: 'contact', filter: { _id: 'crud-1' } })).records, [c.record]);
+  assert.deepEqual(ok(await call(A, 'data.query', { sql: "SELECT * FROM contact WHERE _id = 'crud-1'" })).rows, [c.record]);
   // The other instance reads the same database.
   assert.deepEqual(ok(await call(B, 'data.find_one', { entity: 'contact', id: 'crud-1' })).record.data, c.record.data);
 

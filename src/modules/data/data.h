@@ -52,6 +52,16 @@ char *dm_json_text(const json_t *v);
 void dm_buf_printf(struct dm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dm_buf_free(struct dm_buf *b);
 
+/*
+ * A record is read as these columns of r, and written to an answer from
+ * them as data_record_json() would write it: the same keys in the same
+ * order and spacing, data as PostgreSQL printed it (building the JSON in
+ * the database cost it more than the index lookup did).
+ */
+#define DM_RECORD_COLS "r.id, r.data, r.version, iso(r.created_at), iso(r.updated_at)"
+#define DM_RECORD_NCOLS 5
+void dm_record_put(struct dm_buf *b, const struct ad_sql_result *res, int row, int col);
+
 /* Answers a failed batch the way ad_sql_run() would have. */
 void dm_fail_sql(struct ad_call *call, const struct ad_sql_result *res);
 /* The same from a SQLSTATE (NULL: internal), its message and statement index. */

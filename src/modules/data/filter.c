@@ -121,6 +121,26 @@ static void json_str_put(struct dm_buf *b, const char *s, size_t n)
 	dm_buf_putn(b, "\"", 1);
 }
 
+void dm_record_put(struct dm_buf *b, const struct ad_sql_result *res, int row, int col)
+{
+	static const char *const keys[DM_RECORD_NCOLS] = {
+		"{\"id\": ", ", \"data\": ", ", \"version\": ", ", \"created_at\": \"",
+		"\", \"updated_at\": \"",
+	};
+	size_t n;
+	const char *v;
+
+	for (int k = 0; k < DM_RECORD_NCOLS; k++) {
+		dm_buf_put(b, keys[k]);
+		v = ad_sql_text(res, 0, row, col + k, &n);
+		if (k)
+			dm_buf_putn(b, v, n); /* JSON, a number, a timestamp */
+		else
+			json_str_put(b, v, n);
+	}
+	dm_buf_putn(b, "\"}", 2);
+}
+
 void dm_json_put(struct dm_buf *b, const json_t *v)
 {
 	const char *k;

@@ -629,24 +629,40 @@ void dm_query_free(struct dm_query *q)
 
 /* ---- the action ------------------------------------------------------------ */
 
+/* What query_done()'s rows are: a count, records, or chosen fields. */
+static char count_rows, star_rows;
+#define COUNT ((void *)&count_rows)
+#define STAR ((void *)&star_rows)
+
 static void query_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
 {
-	bool is_count = arg != NULL;
-	json_t *rows;
+	struct dm_buf b = { 0 };
 
 	if (ad_sql_error(res, NULL)) {
 		dm_fail_sql(call, res);
 		return;
 	}
-	if (is_count) {
+	if (arg == COUNT) {
 		ad_call_reply(call, json_pack("{s:I}", "count",
 					      (json_int_t)ad_sql_int(res, 0, 0, 0)));
 		return;
 	}
-	rows = json_array();
-	for (int r = 0; rows && r < ad_sql_rows(res, 0); r++)
-		json_array_append_new(rows, ad_sql_json(res, 0, r, 0));
-	ad_call_reply(call, json_pack("{s:o}", "rows", rows));
+	/* Written around the rows' text, as find_many's answer is. */
+	dm_buf_put(&b, "{\"rows\":[");
+	for (int r = 0; r < ad_sql_rows(res, 0); r++) {
+		if (r)
+			dm_buf_put(&b, ",");
+		if (arg == STAR)
+			dm_record_put(&b, res, r, 0);
+		else
+			dm_buf_put(&b, ad_sql_text(res, 0, r, 0, NULL));
+	}
+	dm_buf_put(&b, "]}");
+	if (b.oom)
+		dm_fail_oom(call);
+	else
+		ad_call_reply_raw(call, b.data, b.len);
+	dm_buf_free(&b);
 }
 
 void dm_query(struct ad_call *call)
@@ -679,7 +695,7 @@ void dm_query(struct ad_call *call)
 	if (q.count)
 		dm_buf_put(&b, "SELECT count(*)");
 	else if (q.star)
-		dm_buf_put(&b, "SELECT data_record_json(r)");
+		dm_buf_put(&b, "SELECT " DM_RECORD_COLS);
 	else {
 		dm_buf_put(&b, "SELECT jsonb_build_object(");
 		for (size_t i = 0; i < q.nfields; i++) {
@@ -721,7 +737,7 @@ void dm_query(struct ad_call *call)
 		goto out;
 	}
 	ad_sql_add(sq, b.data, np, p);
-	ad_sql_run(sq, query_done, q.count ? (void *)1 : NULL, NULL);
+	ad_sql_run(sq, query_done, q.count ? COUNT : q.star ? STAR : NULL, NULL);
 out:
 	free(vtext);
 	json_decref(vals);

@@ -1011,12 +1011,21 @@ void dm_mutate_many(struct ad_call *call)
 
 static void find_one_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
 {
+	struct dm_buf b = { 0 };
+
 	(void)arg;
 	if (!ad_sql_rows(res, 0)) {
 		ad_call_fail(call, AD_REASON_NOT_FOUND, "No such record", NULL);
 		return;
 	}
-	ad_call_reply(call, json_pack("{s:o}", "record", ad_sql_json(res, 0, 0, 0)));
+	dm_buf_put(&b, "{\"record\":");
+	dm_record_put(&b, res, 0, 0);
+	dm_buf_put(&b, "}");
+	if (b.oom)
+		dm_fail_oom(call);
+	else
+		ad_call_reply_raw(call, b.data, b.len);
+	dm_buf_free(&b);
 }
 
 /*
@@ -1070,7 +1079,7 @@ void dm_find_one(struct ad_call *call)
 		ad_call_fail_params(call, "/id", "required", "find_one needs an id or a filter");
 		return;
 	}
-	dm_buf_put(&b, "SELECT data_record_json(r)");
+	dm_buf_put(&b, "SELECT " DM_RECORD_COLS);
 	if (!from_sql(call, &b, entity))
 		goto out;
 	if (id)
@@ -1171,8 +1180,8 @@ static void page_free(void *p)
 }
 
 /*
- * The answer is written as text around the records' JSON as PostgreSQL
- * sent it (data_record_json()), not parsed and printed again.
+ * The answer is written as text around the records' columns, data as
+ * PostgreSQL sent it, not parsed and printed again.
  */
 static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_result *res)
 {
@@ -1190,8 +1199,8 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 	if (rows > pg->limit) {
 		int last = (int)pg->limit - 1;
 		json_t *c = json_pack("[s,s,o,s]", pg->field.name, pg->desc ? "desc" : "asc",
-				      ad_sql_string(res, 0, last, 1),
-				      ad_sql_text(res, 0, last, 2, NULL));
+				      ad_sql_string(res, 0, last, DM_RECORD_NCOLS),
+				      ad_sql_text(res, 0, last, 0, NULL));
 		char *text = c ? dm_json_text(c) : NULL;
 
 		enc = text ? b64_encode(text, strlen(text)) : NULL;
@@ -1202,7 +1211,7 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 	for (int r = 0; r < rows && r < pg->limit; r++) {
 		if (r)
 			dm_buf_put(&b, ",");
-		dm_buf_put(&b, ad_sql_text(res, 0, r, 0, NULL));
+		dm_record_put(&b, res, r, 0);
 	}
 	/* The cursor is base64url: nothing in it needs escaping. */
 	dm_buf_put(&b, "],\"next_cursor\":");
@@ -1341,12 +1350,12 @@ void dm_find_many(struct ad_call *call)
 	}
 	p[np++] = fetch.v;
 	if (ranges == 2)
-		dm_buf_put(&b, "SELECT u.j, u.k, u.id FROM (");
+		dm_buf_put(&b, "SELECT u.id, u.d, u.v, u.c, u.u, u.k FROM (");
 	for (int i = 0; i < ranges; i++) {
-		dm_buf_put(&b, i ? ") UNION ALL (SELECT" : ranges == 2 ? "(SELECT" : "SELECT");
-		dm_buf_put(&b, " data_record_json(r), (");
+		dm_buf_put(&b, i ? ") UNION ALL (SELECT " : ranges == 2 ? "(SELECT " : "SELECT ");
+		dm_buf_put(&b, DM_RECORD_COLS ", (");
 		dm_order_sql(&pg->field, &b);
-		dm_buf_put(&b, ")::text, r.id");
+		dm_buf_put(&b, ")::text");
 		if (ranges == 2) {
 			dm_buf_put(&b, ", ");
 			dm_order_sql(&pg->field, &b);
@@ -1357,7 +1366,7 @@ void dm_find_many(struct ad_call *call)
 		order_sql(&b, pg, false, np);
 	}
 	if (ranges == 2) {
-		dm_buf_put(&b, ")) u(j, k, id, o)");
+		dm_buf_put(&b, ")) u(id, d, v, c, u, k, o)");
 		order_sql(&b, pg, true, np);
 	}
 	if (b.oom || head.oom || c[0].oom || c[1].oom ||
