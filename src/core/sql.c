@@ -19,6 +19,7 @@
 #include <string.h>
 
 #define MAX_STMTS 64
+#define INLINE_STMTS 4
 #define MAX_PARAMS 100
 /* The least statement timeout a job gets, even when its call is nearly due. */
 #define MIN_TIMEOUT_MS 10
@@ -26,8 +27,13 @@
 struct ad_sql {
 	struct ad_call *call;    /* NULL: background work */
 	unsigned flags;
-	int n;
-	struct ad_pg_stmt stmts[MAX_STMTS]; /* texts and params owned here */
+	int n, cap;
+	/* Texts and params owned here, each statement's in one block (its
+	 * params array, then its text and values): most calls add one or two
+	 * statements, kept inline (a 64-slot array made every call's query an
+	 * allocation too big for malloc's per-thread cache). */
+	struct ad_pg_stmt *stmts;
+	struct ad_pg_stmt inline_stmts[INLINE_STMTS];
 	int64_t org_id;          /* background: 0 = every org */
 	uint32_t timeout_ms;     /* background: 0 = the pool's default */
 	bool broken;
@@ -68,15 +74,25 @@ struct sqlop {
 	bool gone;               /* cancelled while its merged statement runs */
 };
 
-struct ad_sql *ad_sql_new(struct ad_call *call, unsigned flags)
+static struct ad_sql *sql_new(struct ad_call *call, unsigned flags)
 {
 	struct ad_sql *q = calloc(1, sizeof(*q));
 
 	if (q) {
+		q->stmts = q->inline_stmts;
+		q->cap = INLINE_STMTS;
 		q->call = call;
 		q->flags = flags;
-		q->org_id = ad_call_org_id(call);
 	}
+	return q;
+}
+
+struct ad_sql *ad_sql_new(struct ad_call *call, unsigned flags)
+{
+	struct ad_sql *q = sql_new(call, flags);
+
+	if (q)
+		q->org_id = ad_call_org_id(call);
 	return q;
 }
 
@@ -87,12 +103,10 @@ void ad_sql_set_org(struct ad_sql *q, int64_t org_id)
 
 static void stmts_free(struct ad_sql *q)
 {
-	for (int i = 0; i < q->n; i++) {
-		for (int k = 0; k < q->stmts[i].nparams; k++)
-			free((char *)q->stmts[i].params[k]);
-		free((void *)q->stmts[i].params);
-		free((char *)q->stmts[i].sql);
-	}
+	for (int i = 0; i < q->n; i++)
+		free((void *)q->stmts[i].params); /* the statement's block */
+	if (q->stmts != q->inline_stmts)
+		free(q->stmts);
 	free(q);
 }
 
@@ -109,8 +123,9 @@ void ad_sql_free(struct ad_sql *q)
 
 int ad_sql_add(struct ad_sql *q, const char *sql, int nparams, const char *const *params)
 {
-	struct ad_pg_stmt *st;
-	char **copy;
+	size_t size, len[MAX_PARAMS + 1];
+	const char **copy;
+	char *p;
 
 	if (q->broken)
 		return -1;
@@ -125,24 +140,34 @@ int ad_sql_add(struct ad_sql *q, const char *sql, int nparams, const char *const
 		q->broken = true;
 		return -1;
 	}
-	st = &q->stmts[q->n];
-	copy = calloc((size_t)nparams + 1, sizeof(char *));
-	st->sql = strdup(sql);
-	if (!copy || !st->sql)
-		goto oom;
-	st->params = (const char *const *)copy;
-	st->nparams = nparams;
-	q->n++; /* counted now, so that stmts_free() frees what is copied */
-	for (int k = 0; k < nparams; k++)
-		if (params[k] && !(copy[k] = strdup(params[k])))
+	if (q->n == q->cap) {
+		struct ad_pg_stmt *more = malloc((size_t)MAX_STMTS * sizeof(*more));
+
+		if (!more)
 			goto oom;
+		memcpy(more, q->stmts, (size_t)q->n * sizeof(*more));
+		q->stmts = more;
+		q->cap = MAX_STMTS;
+	}
+	size = (size_t)(nparams + 1) * sizeof(char *) + (len[nparams] = strlen(sql) + 1);
+	for (int k = 0; k < nparams; k++)
+		size += len[k] = params[k] ? strlen(params[k]) + 1 : 0;
+	if (!(copy = malloc(size)))
+		goto oom;
+	p = (char *)(copy + nparams + 1);
+	q->stmts[q->n++] = (struct ad_pg_stmt){
+		.sql = memcpy(p, sql, len[nparams]),
+		.nparams = nparams,
+		.params = copy,
+	};
+	p += len[nparams];
+	for (int k = 0; k < nparams; k++) {
+		copy[k] = params[k] ? memcpy(p, params[k], len[k]) : NULL;
+		p += len[k];
+	}
+	copy[nparams] = NULL;
 	return 0;
 oom:
-	if (st->params != (const char *const *)copy) {
-		free(copy);
-		free((char *)st->sql);
-		st->sql = NULL;
-	}
 	q->broken = true;
 	return -1;
 }
@@ -172,10 +197,7 @@ static void merge_member_gone(struct sqlop *op);
 
 static void stmt_clear(struct ad_pg_stmt *st)
 {
-	for (int k = 0; k < st->nparams; k++)
-		free((char *)st->params[k]);
-	free((void *)st->params);
-	free((char *)st->sql);
+	free((void *)st->params); /* the statement's block (see ad_sql_add()) */
 	*st = (struct ad_pg_stmt){ 0 };
 }
 
@@ -635,11 +657,7 @@ struct bgop {
 
 struct ad_sql *ad_sql_new_background(unsigned flags)
 {
-	struct ad_sql *q = calloc(1, sizeof(*q));
-
-	if (q)
-		q->flags = flags | AD_SQL_SEE_ERRORS;
-	return q;
+	return sql_new(NULL, flags | AD_SQL_SEE_ERRORS);
 }
 
 void ad_sql_in_org(struct ad_sql *q, int64_t org_id)
