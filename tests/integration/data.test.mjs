@@ -531,6 +531,15 @@ test('data.query: anything outside the subset is refused with its position', asy
   await refused('SELECT COUNT(*) FROM contact LIMIT 1', 'LIMIT');
   await refused('SELECT * FROM contact WHERE _org_id = 1', '_org_id');
   await refused('SELECT * FROM contact WHERE name = $1 OR 1=1', '1=1', ['x']);
+  // Nesting is bounded as a filter's tree is: 15 parentheses or 31 NOTs
+  // (each pair of a parenthesis and its OR and AND counts two levels).
+  const count = async (sql, params) => ok(await call(A, 'data.query', params ? { sql, params } : { sql })).count;
+  const parens = (n) => `SELECT COUNT(*) FROM contact WHERE ${'(name = $1 OR '.repeat(n)}age = 1${')'.repeat(n)}`;
+  assert.equal(await count(parens(15), ['page']), await count(parens(1), ['page']));
+  await refused(parens(16), '(', ['page'], parens(15).indexOf('age = 1'));
+  const nots = (n) => `SELECT COUNT(*) FROM contact WHERE ${'NOT '.repeat(n)}name = 'page'`;
+  assert.equal(await count(nots(31)), await count(nots(1)));
+  await refused(nots(32), 'NOT', undefined, nots(0).indexOf('name') + 31 * 4);
 });
 
 // ---- the change feed ---------------------------------------------------------------

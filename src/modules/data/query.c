@@ -270,6 +270,13 @@ static json_t *value(struct lex *x)
 	return v;
 }
 
+/*
+ * The condition's tree is bounded as a JSON filter's is (DM_TREE_MAX
+ * levels): depth counts the levels above the unary being read - the top
+ * OR and AND, one per NOT, two per parenthesis (its OR and AND).
+ */
+#define DM_TREE_MAX (2 * DM_FILTER_MAX_DEPTH + 2)
+
 struct parse {
 	struct lex *x;
 	size_t nodes;
@@ -430,12 +437,17 @@ static struct dm_node *unary(struct parse *ps)
 	struct lex *x = ps->x;
 	size_t at = x->start;
 	struct dm_node *n, *k;
+	int levels = is_kw(x, "not") ? 1 : x->t == T_LPAREN ? 2 : 0;
 
-	if (++ps->depth > DM_FILTER_MAX_DEPTH * 2) {
+	/* Its levels and a comparison under them. */
+	if (ps->depth + levels + 1 > DM_TREE_MAX) {
 		fail_at(x, at, "%s", "the condition nests too deep");
 		return NULL;
 	}
-	if (is_kw(x, "not")) {
+	if (!levels)
+		return predicate(ps);
+	ps->depth += levels;
+	if (levels == 1) {
 		if (!next(x) || !(n = node(ps, DM_NOT, at)))
 			return NULL;
 		if (!(k = unary(ps)) || !dm_node_add(n, k)) {
@@ -443,10 +455,7 @@ static struct dm_node *unary(struct parse *ps)
 			dm_node_free(n);
 			return NULL;
 		}
-		ps->depth--;
-		return n;
-	}
-	if (x->t == T_LPAREN) {
+	} else {
 		if (!next(x) || !(n = expr(ps)))
 			return NULL;
 		if (x->t != T_RPAREN) {
@@ -458,11 +467,8 @@ static struct dm_node *unary(struct parse *ps)
 			dm_node_free(n);
 			return NULL;
 		}
-		ps->depth--;
-		return n;
 	}
-	n = predicate(ps);
-	ps->depth--;
+	ps->depth -= levels;
 	return n;
 }
 
@@ -527,7 +533,7 @@ bool dm_query_parse(const char *sql, size_t len, const json_t *params, struct dm
 		    struct dm_error *e)
 {
 	struct lex x = { .s = sql, .len = len, .params = params, .e = e };
-	struct parse ps = { &x, 0, 0 };
+	struct parse ps = { &x, 0, 2 }; /* under the top OR and AND */
 	size_t at;
 
 	memset(q, 0, sizeof(*q));
