@@ -6,6 +6,7 @@
 #include "actiond/sql.h"
 #include "buf.h"
 #include "dispatch.h"
+#include "hash.h"
 #include "json.h"
 #include "log.h"
 #include "loop.h"
@@ -291,7 +292,6 @@ static void sqlop_complete(void *arg, enum ad_pg_status status, PGresult *const 
  */
 #define MERGE_MAX 64
 #define NO_MERGE_SLOTS 64
-#define FNV_BASIS 1469598103934665603ull
 
 struct merge {
 	struct ad_pg_job *job;
@@ -304,13 +304,6 @@ struct merge {
 static struct sqlop *waiting, **waiting_tail = &waiting;
 static lws_sorted_usec_list_t merge_sul;
 static uint64_t no_merge[NO_MERGE_SLOTS]; /* hashes of texts that do not merge */
-
-static uint64_t fnv(uint64_t h, const char *s)
-{
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
-}
 
 static void waiting_remove(struct sqlop *op)
 {
@@ -597,7 +590,7 @@ static bool mergeable(const struct ad_sql *q, const struct ad_pg_scope *scope, u
 {
 	if (!(q->flags & AD_SQL_MERGE) || q->n != 1 || !scope->read_only || q->org_id <= 0)
 		return false;
-	*hash = fnv(FNV_BASIS, q->stmts[0].sql);
+	*hash = ad_hash_text(q->stmts[0].sql);
 	return no_merge[*hash % NO_MERGE_SLOTS] != *hash;
 }
 

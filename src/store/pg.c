@@ -26,6 +26,7 @@
  * connection); when no connection is up, new jobs fail at once.
  */
 #include "buf.h"
+#include "hash.h"
 #include "pg.h"
 #include "list.h"
 #include "log.h"
@@ -272,15 +273,6 @@ static struct ad_pg_job *job_new(const struct ad_pg_stmt *stmts, int n,
 	return j;
 }
 
-static uint64_t text_hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ull;
-	return h;
-}
-
 /*
  * The name of sql's prepared statement on c, preparing it if it is new;
  * NULL to run it unnamed (the table is full or out of memory), "" when
@@ -289,7 +281,7 @@ static uint64_t text_hash(const char *s)
 static const char *stmt_name(struct pgconn *c, struct ad_pg_job *j, const char *sql,
 			     int nparams, int idx, char name[16])
 {
-	uint64_t h = text_hash(sql);
+	uint64_t h = ad_hash_text(sql);
 	int k, free_slot = -1;
 
 	for (k = 0; k < c->nprepared; k++) {
