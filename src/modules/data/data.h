@@ -68,6 +68,8 @@ void dm_fail_sql(struct ad_call *call, const struct ad_sql_result *res);
 void dm_fail_state(struct ad_call *call, const char *st, const char *msg, int stmt);
 /* Answers "out of memory" (unavailable). */
 void dm_fail_oom(struct ad_call *call);
+/* Answers with b's JSON text (out of memory when b ran out), and frees b. */
+void dm_reply_buf(struct ad_call *call, struct dm_buf *b);
 
 /* ---- fields and filters (filter.c) ------------------------------------------ */
 

@@ -16,6 +16,15 @@ void dm_fail_oom(struct ad_call *call)
 	ad_call_fail(call, AD_REASON_UNAVAILABLE, "out of memory", NULL);
 }
 
+void dm_reply_buf(struct ad_call *call, struct dm_buf *b)
+{
+	if (b->oom)
+		dm_fail_oom(call);
+	else
+		ad_call_reply_raw(call, b->data, b->len);
+	dm_buf_free(b);
+}
+
 void dm_fail_state(struct ad_call *call, const char *st, const char *msg, int stmt)
 {
 	if (!st)

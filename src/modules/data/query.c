@@ -664,11 +664,7 @@ static void query_done(struct ad_call *call, void *arg, const struct ad_sql_resu
 			dm_buf_put(&b, ad_sql_text(res, 0, r, 0, NULL));
 	}
 	dm_buf_put(&b, "]}");
-	if (b.oom)
-		dm_fail_oom(call);
-	else
-		ad_call_reply_raw(call, b.data, b.len);
-	dm_buf_free(&b);
+	dm_reply_buf(call, &b);
 }
 
 void dm_query(struct ad_call *call)

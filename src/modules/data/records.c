@@ -1021,11 +1021,7 @@ static void find_one_done(struct ad_call *call, void *arg, const struct ad_sql_r
 	dm_buf_put(&b, "{\"record\":");
 	dm_record_put(&b, res, 0, 0);
 	dm_buf_put(&b, "}");
-	if (b.oom)
-		dm_fail_oom(call);
-	else
-		ad_call_reply_raw(call, b.data, b.len);
-	dm_buf_free(&b);
+	dm_reply_buf(call, &b);
 }
 
 /*
@@ -1222,13 +1218,11 @@ static void find_many_done(struct ad_call *call, void *arg, const struct ad_sql_
 	} else {
 		dm_buf_put(&b, "null}");
 	}
-	if (b.oom || (rows > pg->limit && !enc))
-		dm_fail_oom(call);
-	else
-		ad_call_reply_raw(call, b.data, b.len);
+	if (rows > pg->limit && !enc)
+		b.oom = true; /* the cursor could not be made */
+	dm_reply_buf(call, &b);
 	free(enc);
 	free(pg);
-	dm_buf_free(&b);
 }
 
 /*
